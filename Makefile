@@ -1,0 +1,27 @@
+# pi0_ros developer entry points. `make demo` and `make test` set everything up
+# on first use; later runs skip what is already done.
+SHELL := /bin/bash
+ROBOT ?= aloha
+CHECKPOINT ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast benchmark clean distclean
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	@scripts/with_env.sh python -m pi0_bringup.demo --robot "$(ROBOT)" $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)")
+
+test: setup
+	@scripts/with_env.sh python -m pytest $(PYTEST_ARGS)
+
+# Unit tests only: no ROS graph, no subprocesses.
+test-fast: setup
+	@scripts/with_env.sh python -m pytest -m "not ros and not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf build install log
+
+distclean: clean
+	rm -rf .venv

@@ -1,0 +1,1 @@
+"""Robot descriptions, node graph, simulation and demo for pi0_ros."""

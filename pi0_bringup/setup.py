@@ -1,0 +1,26 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "pi0_bringup"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "tests"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
+        ("share/" + package_name + "/config/robots", glob("config/robots/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="pi0_ros maintainers",
+    maintainer_email="maintainers@pi0-ros.dev",
+    description="Robot descriptions, launch files and simulation for pi0_ros.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [],
+    },
+)
