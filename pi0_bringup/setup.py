@@ -21,6 +21,10 @@ setup(
     description="Robot descriptions, launch files and simulation for pi0_ros.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "sim_robot = pi0_bringup.sim_robot_node:main",
+            "run = pi0_bringup.run:main",
+            "demo = pi0_bringup.demo:main",
+        ],
     },
 )

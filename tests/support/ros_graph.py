@@ -6,7 +6,7 @@ import time
 from typing import Callable, TypeVar
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 T = TypeVar("T")
@@ -24,13 +24,10 @@ class RosGraph:
         self._thread.start()
 
     def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutdown races end the loop
-                if not self.context.ok():
-                    return
-                raise
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
 
     def node(self, name: str, **kwargs) -> Node:
         """Creates a plain node in this graph and spins it."""
@@ -52,10 +49,9 @@ class RosGraph:
         raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
 
     def shutdown(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=2.0)
         for node in self._nodes:
-            self.executor.remove_node(node)
             node.destroy_node()
-        self.executor.shutdown(timeout_sec=1.0)
         if self.context.ok():
             rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=2.0)

@@ -1,0 +1,151 @@
+"""Which action the robot should execute now, given the chunks received so far.
+
+A chunk is a time-indexed trajectory: row k is meant for ``stamp + k * step``
+(see docs/ARCHITECTURE.md). The scheduler evaluates the current chunk at the
+tick time and decides when a newer chunk takes over. Hand-over strategies:
+
+- ``wait``:   the classic synchronous baseline: a chunk runs from its first
+              row (re-timed to start when it is taken) to its last, and only
+              then does the newest received chunk take over.
+- ``splice``: a new chunk takes over at once, at the row whose time is now,
+              skipping the actions whose time passed during inference.
+- ``blend``:  like splice, but cross-fades from the old chunk to the new one
+              over ``blend_duration`` seconds.
+- ``rtc``:    real-time chunking: the policy already froze the actions that
+              execute during inference and guided the rest toward the old
+              chunk, so the streamer splices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+class Handover(str, enum.Enum):
+    WAIT = "wait"
+    SPLICE = "splice"
+    BLEND = "blend"
+    RTC = "rtc"
+
+    @classmethod
+    def parse(cls, value: str) -> "Handover":
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(h.value for h in cls)
+            raise ValueError(f"unknown chunk handover '{value}' (expected one of {choices})") from None
+
+
+@dataclass(frozen=True)
+class TimedChunk:
+    goal_id: str
+    sequence: int
+    stamp: float  # time of row 0, s (the observation time)
+    step: float  # seconds between rows
+    actions: np.ndarray  # [horizon, dims], in the streamer's action order
+
+    def __post_init__(self) -> None:
+        if self.actions.ndim != 2 or self.actions.shape[0] < 1:
+            raise ValueError(f"chunk actions must be [horizon>=1, dims], got shape {self.actions.shape}")
+        if not self.step > 0:
+            raise ValueError(f"chunk step must be positive, got {self.step}")
+
+    @property
+    def end(self) -> float:
+        return self.stamp + (self.actions.shape[0] - 1) * self.step
+
+    def covers(self, t: float) -> bool:
+        return t <= self.end + 1e-9
+
+    def sample(self, t: float) -> Optional[np.ndarray]:
+        """The action for time t, linearly interpolated between rows; None after the last row."""
+        if not self.covers(t):
+            return None
+        position = max(0.0, (t - self.stamp) / self.step)
+        row = min(int(position), self.actions.shape[0] - 1)
+        if row + 1 >= self.actions.shape[0]:
+            return self.actions[-1].copy()
+        fraction = position - row
+        return (1.0 - fraction) * self.actions[row] + fraction * self.actions[row + 1]
+
+    def restarted_at(self, t: float) -> "TimedChunk":
+        return dataclasses.replace(self, stamp=t)
+
+
+@dataclass(frozen=True)
+class ScheduledTarget:
+    action: Optional[np.ndarray]  # [dims], or None when nothing may be executed
+    reason: str  # why there is no action ("" when there is one)
+    chunk_sequence: int = 0
+
+
+class ChunkScheduler:
+    """Chooses the target action at each tick from the chunks offered so far."""
+
+    def __init__(self, handover: Handover, blend_duration: float = 0.2) -> None:
+        if handover is Handover.BLEND and not blend_duration > 0:
+            raise ValueError("blend handover needs a positive blend_duration")
+        self.handover = handover
+        self.blend_duration = blend_duration
+        self._current: Optional[TimedChunk] = None
+        self._pending: Optional[TimedChunk] = None
+        self._previous: Optional[TimedChunk] = None  # blend source
+        self._blend_start: Optional[float] = None
+
+    @property
+    def current(self) -> Optional[TimedChunk]:
+        return self._current
+
+    def reset(self) -> None:
+        self._current = self._pending = self._previous = None
+        self._blend_start = None
+
+    def offer(self, chunk: TimedChunk, now: float) -> None:
+        """Hands a newly received chunk to the scheduler."""
+        if self._current is not None and chunk.goal_id != self._current.goal_id:
+            self.reset()
+        if self.handover is Handover.WAIT:
+            if self._current is None:
+                self._current = chunk.restarted_at(now)
+            else:
+                self._pending = chunk
+            return
+        if self.handover is Handover.BLEND and self._current is not None and self._current.covers(now):
+            self._previous = self._current
+            self._blend_start = now
+        self._current = chunk
+
+    def target(self, now: float) -> ScheduledTarget:
+        """The action for the tick at `now`; advances hand-overs that are due."""
+        if self.handover is Handover.WAIT and self._pending is not None:
+            if self._current is None or not self._current.covers(now):
+                self._current, self._pending = self._pending.restarted_at(now), None
+        if self._previous is not None and self._blend_start is not None:
+            if now - self._blend_start >= self.blend_duration or not self._previous.covers(now):
+                self._previous = self._blend_start = None
+        return self.peek(now)
+
+    def peek(self, t: float) -> ScheduledTarget:
+        """The action planned for time t (now or later) without changing any state."""
+        if self._current is None:
+            return ScheduledTarget(None, "no chunk received for the active goal yet")
+        action = self._current.sample(t)
+        if action is None:
+            if self.handover is Handover.WAIT:
+                return ScheduledTarget(None, f"chunk {self._current.sequence} finished; waiting for the next chunk")
+            return ScheduledTarget(None, f"chunk {self._current.sequence} ran out and no newer chunk arrived")
+        if self._previous is not None and self._blend_start is not None:
+            action = self._blended(action, t)
+        return ScheduledTarget(action, "", self._current.sequence)
+
+    def _blended(self, new_action: np.ndarray, t: float) -> np.ndarray:
+        assert self._previous is not None and self._blend_start is not None
+        weight = (t - self._blend_start) / self.blend_duration
+        old_action = self._previous.sample(t)
+        if weight >= 1.0 or old_action is None:
+            return new_action
+        return weight * new_action + (1.0 - weight) * old_action

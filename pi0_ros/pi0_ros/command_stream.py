@@ -1,0 +1,222 @@
+"""The command streamer's decisions, free of ROS: what to send at each tick.
+
+Inputs arrive as calls (policy status, chunks, measured joint positions);
+:meth:`CommandStream.tick` returns the limited commands to publish, or that
+nothing may be published. Safety rules enforced here:
+
+- nothing is commanded before the first goal is active;
+- motion is commanded only while a fresh policy status says the goal is
+  active and a chunk of that goal covers the current time;
+- otherwise the robot holds its last commanded position (the measured one
+  when a goal starts) and the base stops; the hold reason is reported;
+- every command goes through :class:`CommandLimiter` (finite, within position
+  limits, at most one tick of velocity away from the previous command).
+"""
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from pi0_ros.chunk_schedule import ChunkScheduler, Handover, TimedChunk
+from pi0_ros.command_limits import CommandLimiter
+
+
+class StreamMode(enum.IntEnum):
+    # Values match pi0_msgs/StreamerStatus MODE_* constants.
+    IDLE = 0
+    HOLDING = 1
+    STREAMING = 2
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    control_period: float  # seconds between ticks
+    lookahead_points: int  # extra trajectory points after "now" (joint_trajectory controllers)
+    status_timeout: float  # a policy status older than this counts as "no goal active"
+    max_chunk_latency: float  # chunks arriving later than this after their observation are refused
+    hold_duration: float  # keep publishing the hold command this long after a goal ends
+    handover: Handover
+    blend_duration: float = 0.2
+
+    def __post_init__(self) -> None:
+        checks = {
+            "control_period": self.control_period > 0,
+            "lookahead_points": self.lookahead_points >= 1,
+            "status_timeout": self.status_timeout > self.control_period,
+            "max_chunk_latency": self.max_chunk_latency > 0,
+            "hold_duration": self.hold_duration >= 0,
+            "blend_duration": self.blend_duration > 0,
+        }
+        bad = [name for name, ok in checks.items() if not (ok and math.isfinite(getattr(self, name)))]
+        if bad:
+            raise ValueError(f"invalid streamer settings: {', '.join(f'{n}={getattr(self, n)}' for n in bad)}"
+                             " (periods/timeouts must be positive; status_timeout above one control period)")
+
+
+@dataclass(frozen=True)
+class StreamTick:
+    mode: StreamMode
+    hold_reason: str
+    commands: Optional[np.ndarray]  # [1 + lookahead_points, dims] to publish, or None: publish nothing
+    clamped: bool = False
+    chunk_sequence: int = 0
+
+
+class CommandStream:
+    """Decides the command of every control tick."""
+
+    def __init__(self, config: StreamConfig, limiter: CommandLimiter, action_names: Sequence[str]) -> None:
+        if len(action_names) != limiter.dims:
+            raise ValueError(f"{len(action_names)} action names for a {limiter.dims}-dim limiter")
+        self.config = config
+        self.limiter = limiter
+        self.action_names = tuple(action_names)
+        self._index = {name: i for i, name in enumerate(self.action_names)}
+        self.scheduler = ChunkScheduler(config.handover, config.blend_duration)
+        self._goal_id = ""
+        self._goal_active = False
+        self._status_time: Optional[float] = None
+        self._goal_ended_at: Optional[float] = None
+        self._ever_active = False
+        self._early_chunk: Optional[tuple] = None  # on_chunk arguments of a chunk that beat its goal's status
+        self._last_command: Optional[np.ndarray] = None
+        self._measured: Optional[np.ndarray] = None  # [dims]; NaN where not measured
+        self.commands_sent = 0  # ticks published for the current goal
+        self.clamped_commands = 0
+
+    @property
+    def goal_id(self) -> str:
+        return self._goal_id
+
+    def on_status(self, goal_active: bool, goal_id: str, now: float) -> None:
+        self._status_time = now
+        if goal_active and (goal_id != self._goal_id or not self._goal_active):
+            self._start_goal(goal_id, now)
+        elif not goal_active and self._goal_active:
+            self._end_goal(now)
+
+    def on_chunk(self, goal_id: str, sequence: int, stamp: float, step: float, names: Sequence[str],
+                 flat_actions: Sequence[float], now: float) -> Optional[str]:
+        """Offers a received chunk; returns why it was refused, or None when accepted."""
+        if not self._goal_active or goal_id != self._goal_id:
+            # Chunks and status travel on different topics without a common order, so the
+            # first chunk of a goal may arrive before the status that activates the goal.
+            self._early_chunk = (goal_id, sequence, stamp, step, tuple(names), flat_actions)
+            return None
+        latency = now - stamp
+        if latency > self.config.max_chunk_latency:
+            return (f"chunk {sequence} arrived {latency * 1e3:.0f} ms after its observation "
+                    f"(max_chunk_latency {self.config.max_chunk_latency * 1e3:.0f} ms)")
+        actions, problem = self._reorder(names, flat_actions)
+        if problem:
+            return f"chunk {sequence} refused: {problem}"
+        try:
+            chunk = TimedChunk(goal_id, sequence, stamp, step, actions)
+        except ValueError as exc:
+            return f"chunk {sequence} refused: {exc}"
+        self.scheduler.offer(chunk, now)
+        return None
+
+    def on_joint_positions(self, positions: Mapping[str, float]) -> None:
+        """Measured joint positions (any subset); used as the hold pose when a goal starts."""
+        if self._measured is None:
+            self._measured = np.full(len(self.action_names), np.nan)
+        for name, value in positions.items():
+            index = self._index.get(name)
+            if index is not None and math.isfinite(value):
+                self._measured[index] = value
+
+    def tick(self, now: float) -> StreamTick:
+        if not self._ever_active:
+            return StreamTick(StreamMode.IDLE, "no goal has been active yet", None)
+        if self._goal_active and self._status_time is not None and now - self._status_time > self.config.status_timeout:
+            self._end_goal(now)
+            return self._hold(now, f"policy status is {now - self._status_time:.2f} s old; policy node lost")
+        if not self._goal_active:
+            return self._hold(now, "no active goal")
+        previous = self._previous_command()
+        if previous is None:
+            return StreamTick(StreamMode.HOLDING, "waiting for joint states of every commanded joint", None)
+        target = self.scheduler.target(now)
+        if target.action is None:
+            return self._hold(now, target.reason)
+        points = [target.action] + [self._peek_or_last(now + k * self.config.control_period, target.action)
+                                    for k in range(1, self.config.lookahead_points + 1)]
+        commands, clamped = self._limit_chain(points, previous)
+        self._last_command = commands[0]
+        self.commands_sent += 1
+        self.clamped_commands += int(clamped)
+        return StreamTick(StreamMode.STREAMING, "", commands, clamped, target.chunk_sequence)
+
+    def _start_goal(self, goal_id: str, now: float) -> None:
+        self._goal_id = goal_id
+        self._goal_active = True
+        self._ever_active = True
+        self._goal_ended_at = None
+        self.scheduler.reset()
+        self.commands_sent = 0
+        early, self._early_chunk = self._early_chunk, None
+        if early is not None and early[0] == goal_id:
+            self.on_chunk(*early, now=now)
+        measured = self._measured_pose()
+        if measured is not None:
+            # Start from where the robot is, not where an old goal left its command.
+            self._last_command = measured
+
+    def _end_goal(self, now: float) -> None:
+        self._goal_active = False
+        self._goal_ended_at = now
+        self.scheduler.reset()
+
+    def _hold(self, now: float, reason: str) -> StreamTick:
+        if not self._goal_active and self._goal_ended_at is not None \
+                and now - self._goal_ended_at > self.config.hold_duration:
+            return StreamTick(StreamMode.IDLE, reason, None)
+        previous = self._previous_command()
+        if previous is None:
+            return StreamTick(StreamMode.HOLDING, reason, None)
+        hold = self.limiter.hold(previous)
+        self._last_command = hold
+        return StreamTick(StreamMode.HOLDING, reason, np.tile(hold, (self.config.lookahead_points + 1, 1)))
+
+    def _previous_command(self) -> Optional[np.ndarray]:
+        if self._last_command is not None:
+            return self._last_command
+        return self._measured_pose()
+
+    def _measured_pose(self) -> Optional[np.ndarray]:
+        if self._measured is None:
+            return None
+        pose = np.where(self.limiter.is_velocity, 0.0, self._measured)
+        return pose if np.all(np.isfinite(pose)) else None
+
+    def _peek_or_last(self, t: float, fallback: np.ndarray) -> np.ndarray:
+        action = self.scheduler.peek(t).action
+        return fallback if action is None else action
+
+    def _limit_chain(self, points: list[np.ndarray], previous: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Limits every point relative to the one before, so the whole lookahead respects velocity limits.
+
+        Returns the limited points and whether the command for now (point 0) was clamped.
+        """
+        results = []
+        for point in points:
+            results.append(self.limiter.limit(point, previous))
+            previous = results[-1].command
+        return np.stack([r.command for r in results]), results[0].clamped
+
+    def _reorder(self, names: Sequence[str], flat_actions: Sequence[float]) -> tuple[np.ndarray, str]:
+        names = list(names)
+        missing = [n for n in self.action_names if n not in names]
+        if missing:
+            return np.empty(0), f"missing action names {missing}"
+        if not names or len(flat_actions) % len(names):
+            return np.empty(0), f"{len(flat_actions)} values do not fill rows of {len(names)} names"
+        table = np.asarray(flat_actions, dtype=np.float64).reshape(-1, len(names))
+        if not np.all(np.isfinite(table)):
+            return np.empty(0), "actions contain NaN or inf"
+        return table[:, [names.index(n) for n in self.action_names]], ""

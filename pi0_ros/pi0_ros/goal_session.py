@@ -1,0 +1,115 @@
+"""Bookkeeping of one instruction goal: limits, counters, and how it ended.
+
+Shared by the action server callbacks (executor threads) and the inference
+worker thread; every method is thread-safe and the first ``stop`` wins, so a
+cancel racing a timeout or a preemption ends the goal exactly once.
+"""
+from __future__ import annotations
+
+import enum
+import math
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+class EndReason(enum.IntEnum):
+    # Values match pi0_msgs/action/ExecuteInstruction Result END_REASON_* constants.
+    UNKNOWN = 0
+    DURATION_REACHED = 1
+    CHUNK_LIMIT_REACHED = 2
+    CANCELED = 3
+    PREEMPTED = 4
+    OBSERVATION_STALE = 5
+    INFERENCE_FAILED = 6
+    NODE_INACTIVE = 7
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (EndReason.DURATION_REACHED, EndReason.CHUNK_LIMIT_REACHED)
+
+
+@dataclass(frozen=True)
+class GoalOutcome:
+    reason: EndReason
+    message: str
+
+
+@dataclass(frozen=True)
+class GoalStats:
+    elapsed: float  # s since the goal started
+    chunks: int
+    commands_sent: int
+    last_inference_ms: float
+    latency_mean_ms: float
+    latency_p95_ms: float
+    latency_max_ms: float
+
+
+class GoalSession:
+    def __init__(self, goal_id: str, instruction: str, started: float,
+                 max_duration: Optional[float] = None, max_chunks: int = 0) -> None:
+        if max_duration is not None and not (math.isfinite(max_duration) and max_duration > 0):
+            raise ValueError(f"max_duration must be positive, got {max_duration}")
+        self.goal_id = goal_id
+        self.instruction = instruction
+        self.started = started
+        self.max_duration = max_duration
+        self.max_chunks = max_chunks
+        self.ended = threading.Event()
+        self._lock = threading.Lock()
+        self._outcome: Optional[GoalOutcome] = None
+        self._chunks = 0
+        self._commands_sent = 0
+        self._inference_ms: list[float] = []
+
+    @property
+    def outcome(self) -> Optional[GoalOutcome]:
+        with self._lock:
+            return self._outcome
+
+    @property
+    def active(self) -> bool:
+        return not self.ended.is_set()
+
+    def stop(self, reason: EndReason, message: str) -> bool:
+        """Ends the goal; returns False when it had already ended (the first reason stays)."""
+        with self._lock:
+            if self._outcome is not None:
+                return False
+            self._outcome = GoalOutcome(reason, message)
+        self.ended.set()
+        return True
+
+    def check_duration(self, now: float) -> None:
+        if self.max_duration is not None and now - self.started >= self.max_duration:
+            self.stop(EndReason.DURATION_REACHED, f"ran for the requested {self.max_duration:.1f} s")
+
+    def record_chunk(self, inference_ms: float) -> int:
+        """Counts a published chunk; ends the goal when max_chunks is reached. Returns the count."""
+        with self._lock:
+            self._chunks += 1
+            self._inference_ms.append(inference_ms)
+            count = self._chunks
+        if self.max_chunks and count >= self.max_chunks:
+            self.stop(EndReason.CHUNK_LIMIT_REACHED, f"generated the requested {self.max_chunks} chunks")
+        return count
+
+    def set_commands_sent(self, count: int) -> None:
+        with self._lock:
+            self._commands_sent = max(self._commands_sent, count)
+
+    def stats(self, now: float) -> GoalStats:
+        with self._lock:
+            latencies = np.array(self._inference_ms) if self._inference_ms else np.zeros(1)
+            return GoalStats(
+                elapsed=max(0.0, now - self.started),
+                chunks=self._chunks,
+                commands_sent=self._commands_sent,
+                last_inference_ms=float(latencies[-1]),
+                latency_mean_ms=float(latencies.mean()),
+                latency_p95_ms=float(np.percentile(latencies, 95)),
+                latency_max_ms=float(latencies.max()),
+            )
