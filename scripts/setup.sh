@@ -41,14 +41,24 @@ mkdir -p "$stamp_dir"
 touch "$venv/COLCON_IGNORE"
 
 requirements=(requirements/build-tools.txt requirements/ml.txt requirements/test.txt)
-[[ $mode == wheels-* ]] && requirements=(requirements/ros-jazzy-wheels.txt "${requirements[@]}")
-deps_hash=$(printf '%s\n' "$mode" | cat - "${requirements[@]}" scripts/setup.sh | sha256sum | cut -d' ' -f1)
+constraints=(requirements/build-tools.txt)
+if [[ $mode == wheels-* ]]; then
+  requirements=(requirements/ros-jazzy-wheels.txt "${requirements[@]}" requirements/opencv-pip.txt)
+else
+  # apt's ROS 2 is built against the distribution's NumPy 1.x and ships OpenCV for it.
+  constraints+=(requirements/apt-ros-constraints.txt)
+  "$python" -c 'import cv2' 2>/dev/null \
+    || die "OpenCV for the system Python is missing: sudo apt install python3-opencv"
+fi
+deps_hash=$(printf '%s\n' "$mode" | cat - "${requirements[@]}" "${constraints[@]}" scripts/setup.sh \
+  | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp_dir/deps" 2>/dev/null)" != "$deps_hash" ]; then
   log "installing Python dependencies (${requirements[*]}); a first run takes a few minutes"
   req_args=()
   for r in "${requirements[@]}"; do req_args+=(-r "$r"); done
-  # The constraint stops torch from upgrading setuptools past what colcon accepts.
-  "$venv/bin/python" -m pip install --quiet "${req_args[@]}" -c requirements/build-tools.txt \
+  # build-tools.txt as a constraint stops torch from upgrading setuptools past what colcon accepts.
+  for c in "${constraints[@]}"; do req_args+=(-c "$c"); done
+  "$venv/bin/python" -m pip install --quiet "${req_args[@]}" \
     2>&1 | { grep -v 'is ignored: it is neither' || true; }
   [ "${PIPESTATUS[0]}" -eq 0 ] || die "pip install failed"
   if [[ $mode == wheels-* ]]; then

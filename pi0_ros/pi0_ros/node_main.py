@@ -22,16 +22,21 @@ def spin_node(make_node: Callable[[], Node], make_executor: Callable[[], Executo
     rclpy.init(args=list(args) if args is not None else sys.argv)
     node = None
     try:
+        executor = make_executor()
         try:
             node = make_node()
         except (ParameterError, DescriptionError) as exc:
             print(f"[{make_node.__name__}] configuration error: {exc}", file=sys.stderr)
             return 2
-        executor = make_executor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # A signal shuts the context down asynchronously; rclpy may then raise a plain
+        # RCLError from whatever call was in flight. That is a clean stop, not a crash.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()

@@ -1,0 +1,454 @@
+"""pi0_policy: the lifecycle node that runs pi0 on language instructions.
+
+- on_configure loads the robot description and the model (checkpoint or tiny),
+  warms it up, subscribes to the cameras and joint states and opens the
+  ExecuteInstruction action server;
+- on_activate starts accepting goals; on_deactivate ends the running goal;
+- on_cleanup releases everything, the model included.
+
+One goal runs at a time: a new goal preempts the running one, cancel is
+honoured at once (the status that stops the streamer is published from the
+cancel callback), and an optional duration or chunk limit ends a goal. The
+model runs on the inference worker's thread on the newest synchronized
+observation; every chunk is published as a pi0_msgs/ActionChunk stamped with
+its observation time.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.action.server import ServerGoalHandle
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+from pi0_msgs.action import ExecuteInstruction
+from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
+from pi0_ros.chunk_schedule import Handover
+from pi0_ros.goal_session import EndReason, GoalSession
+from pi0_ros.inference_worker import ChunkRecord, InferenceWorker, ModelOutput, WorkerConfig
+from pi0_ros.node_main import spin_node
+from pi0_ros.observation_source import ObservationSource, ObservationSourceParams, QosSettings
+from pi0_ros.observation_sync import SyncedObservation, SyncLimits
+from pi0_ros.parameters import NodeParameters, Param
+from pi0_ros.policy_loader import ModelSettings, load_policy
+from pi0_ros.rate_monitor import RateMonitor
+from pi0_ros.robot_description import RobotDescription, load_robot_description
+from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, seconds_to_duration, seconds_to_stamp
+from pi0_ros.rtc_planner import RtcPlan
+
+PARAMS = (
+    Param("robot_description", "", "Path to the robot description YAML.", read_only=True),
+    Param("checkpoint", "", "pi0 checkpoint directory (LeRobot/openpi PyTorch layout); empty = tiny demo model."),
+    Param("tokenizer_path", "", "PaliGemma tokenizer (tokenizer.model or tokenizer.json); empty = inside the checkpoint."),
+    Param("norm_stats", "", "norm_stats.json overriding the description's and the checkpoint's; empty = none."),
+    Param("device", "cpu", "Torch device: cpu, cuda or cuda:N."),
+    Param("dtype", "float32", "Model weights dtype.", choices=("float32", "bfloat16")),
+    Param("compile_mode", "none", "torch.compile mode for the model.",
+          choices=("none", "default", "reduce-overhead", "max-autotune")),
+    Param("num_denoising_steps", 0, "Euler steps per chunk; 0 keeps the checkpoint's (10 for pi0).", 0, 100),
+    Param("seed", 0, "Seed of the tiny model's weights and of the sampling noise.", 0, 2**31 - 1),
+    Param("torch_threads", 0, "CPU threads for torch; 0 leaves torch's default.", 0, 256),
+    Param("warmup_iterations", 2, "Inferences on a blank observation at configure (compilation, latency estimate).",
+          0, 100),
+    Param("chunk_handover", "splice", "Hand-over used by the streamer; 'rtc' also enables real-time chunking here.",
+          choices=tuple(h.value for h in Handover)),
+    Param("max_instruction_chars", 500, "Longer instructions are rejected.", 1, 100_000),
+    Param("stale_observation_timeout_s", 0.5, "End the goal when no new observation arrives for this long.",
+          0.05, 30.0),
+    Param("feedback_rate_hz", 10.0, "Action feedback rate.", 0.5, 100.0),
+    Param("status_rate_hz", 10.0, "policy_status rate (also published on every goal change).", 0.5, 100.0),
+    Param("sync_slop_s", 0.05, "Widest spread of camera stamps inside one synchronized set.", 0.0, 1.0),
+    Param("sync_queue_size", 5, "Frames kept per camera for matching.", 1, 100),
+    Param("max_observation_age_s", 0.5, "Streams and sets older than this are stale.", 0.01, 30.0),
+    Param("joint_extrapolation_s", 0.05, "How far a set may lie past a joint's newest sample.", 0.0, 1.0),
+    Param("camera_qos_reliability", "best_effort", "Camera subscription reliability.",
+          choices=("best_effort", "reliable")),
+    Param("camera_qos_depth", 2, "Camera subscription depth.", 1, 100),
+    Param("joint_state_qos_reliability", "reliable", "Joint state subscription reliability.",
+          choices=("reliable", "best_effort")),
+    Param("joint_state_qos_depth", 10, "Joint state subscription depth.", 1, 1000),
+)
+
+class PolicyNode(LifecycleNode):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("pi0_policy", **kwargs)
+        self._params = NodeParameters(self, PARAMS)
+        self._values: dict = {}
+        self._description: Optional[RobotDescription] = None
+        self._policy = None
+        self._source: Optional[ObservationSource] = None
+        self._worker: Optional[InferenceWorker] = None
+        self._action_server: Optional[ActionServer] = None
+        self._chunk_publisher = None
+        self._streamer_subscription = None
+        self._session: Optional[GoalSession] = None
+        self._session_lock = threading.Lock()
+        self._active = False
+        self._lifecycle_label = "unconfigured"
+        self._health = (PolicyStatus.LEVEL_WARN, "not configured")
+        self._last_rejection = ""
+        self._inference_times = RateMonitor(period=1.0, window=50)
+        self._last_inference_ms = 0.0
+        self._chunks_total = 0
+        self._status_publisher = self.create_publisher(PolicyStatus, "policy_status",
+                                                       qos_profile("reliable", 1, transient_local=True))
+        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._status_timer = None
+        self.create_timer(1.0, self._publish_diagnostics)
+        self._reset_status_timer(10.0)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._values = values = self._params.read()
+            self._description = load_robot_description(values["robot_description"])
+            if values["torch_threads"]:
+                import torch
+                torch.set_num_threads(values["torch_threads"])
+            self.get_logger().info(
+                f"loading {'checkpoint ' + values['checkpoint'] if values['checkpoint'] else 'the tiny demo model'}"
+                f" for '{self._description.name}' on {values['device']} ({values['dtype']})")
+            self._policy = load_policy(self._description, self._model_settings(values))
+            warmup_latency = self._warm_up(values["warmup_iterations"])
+        except Exception as exc:  # noqa: BLE001 - any configure failure must be reported, not crash the node
+            self._policy = None
+            return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
+        self._create_runtime(values, warmup_latency)
+        self._set_lifecycle("inactive", PolicyStatus.LEVEL_OK, "configured")
+        self.get_logger().info(f"configured: horizon {self._policy.horizon}, warm-up latency "
+                               f"{warmup_latency * 1e3:.0f} ms")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = True
+        self._set_lifecycle("active", PolicyStatus.LEVEL_OK, "ready for instructions")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._end_session(EndReason.NODE_INACTIVE, "the policy node was deactivated")
+        self._set_lifecycle("inactive", PolicyStatus.LEVEL_OK, "deactivated")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._set_lifecycle("unconfigured", PolicyStatus.LEVEL_WARN, "not configured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._end_session(EndReason.NODE_INACTIVE, "the policy node is shutting down")
+        self._release()
+        self._set_lifecycle("finalized", PolicyStatus.LEVEL_WARN, "shut down")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def destroy_node(self) -> None:
+        # Destroying a node skips the lifecycle transitions; the worker thread and model must still go.
+        self._active = False
+        self._end_session(EndReason.NODE_INACTIVE, "the policy node was destroyed")
+        self._release()
+        super().destroy_node()
+
+    def _fail(self, message: str) -> TransitionCallbackReturn:
+        self.get_logger().error(message)
+        self._set_lifecycle("unconfigured", PolicyStatus.LEVEL_ERROR, message)
+        return TransitionCallbackReturn.FAILURE
+
+    @staticmethod
+    def _model_settings(values: dict) -> ModelSettings:
+        return ModelSettings(
+            checkpoint=values["checkpoint"],
+            device=values["device"],
+            dtype=values["dtype"],
+            num_steps=values["num_denoising_steps"] or None,
+            tokenizer_path=values["tokenizer_path"] or None,
+            norm_stats_path=values["norm_stats"] or None,
+            seed=values["seed"],
+            compile_mode=None if values["compile_mode"] == "none" else values["compile_mode"],
+        )
+
+    def _warm_up(self, iterations: int) -> float:
+        """Runs the model on blank inputs; returns the slowest latency seen (s), a first estimate for RTC."""
+        assert self._description is not None and self._policy is not None
+        images = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in self._description.policy_cameras}
+        state = np.array([self._description.joint(n).home for n in self._description.policy.state])
+        slowest = 0.0
+        for _ in range(iterations):
+            start = time.perf_counter()
+            self._policy.infer(images, state, "warm up")
+            slowest = max(slowest, time.perf_counter() - start)
+        return slowest
+
+    def _create_runtime(self, values: dict, warmup_latency: float) -> None:
+        description = self._description
+        assert description is not None and self._policy is not None
+        sensors = MutuallyExclusiveCallbackGroup()
+        self._source = ObservationSource(self, description, ObservationSourceParams(
+            limits=SyncLimits(slop_s=values["sync_slop_s"], queue_size=values["sync_queue_size"],
+                              max_age_s=values["max_observation_age_s"],
+                              joint_extrapolation_s=values["joint_extrapolation_s"]),
+            camera_qos=QosSettings(values["camera_qos_reliability"], values["camera_qos_depth"]),
+            joint_state_qos=QosSettings(values["joint_state_qos_reliability"], values["joint_state_qos_depth"]),
+        ), callback_group=sensors)
+        self._chunk_publisher = self.create_publisher(ActionChunk, "action_chunk", qos_profile("reliable", 10))
+        self._streamer_subscription = self.create_subscription(
+            StreamerStatus, "streamer_status", self._on_streamer_status, qos_profile("reliable", 10))
+        self._worker = InferenceWorker(
+            WorkerConfig(action_step=description.action_period, horizon=self._policy.horizon,
+                         stale_timeout=values["stale_observation_timeout_s"],
+                         real_time_chunking=values["chunk_handover"] == Handover.RTC.value,
+                         initial_latency=warmup_latency),
+            clock=self._now, next_observation=self._next_observation, infer=self._infer,
+            publish=self._publish_chunk)
+        self._worker.start()
+        self._action_server = ActionServer(
+            self, ExecuteInstruction, "execute_instruction",
+            execute_callback=self._execute, goal_callback=self._on_goal_request,
+            handle_accepted_callback=self._on_goal_accepted, cancel_callback=self._on_cancel_request,
+            callback_group=ReentrantCallbackGroup())
+        self._reset_status_timer(values["status_rate_hz"])
+
+    def _release(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        if self._action_server is not None:
+            self._action_server.destroy()
+        if self._source is not None:
+            self._source.destroy()
+        if self._chunk_publisher is not None:
+            self.destroy_publisher(self._chunk_publisher)
+        if self._streamer_subscription is not None:
+            self.destroy_subscription(self._streamer_subscription)
+        self._worker = self._action_server = self._source = None
+        self._chunk_publisher = self._streamer_subscription = None
+        self._policy = None
+        _free_accelerator_memory()
+
+    # -- goals ---------------------------------------------------------------------
+
+    def _on_goal_request(self, goal: ExecuteInstruction.Goal) -> GoalResponse:
+        problem = self._goal_problem(goal)
+        if problem:
+            self._last_rejection = problem
+            self.get_logger().warning(f"rejected instruction goal: {problem}")
+            self._publish_status()
+            return GoalResponse.REJECT
+        self._last_rejection = ""
+        return GoalResponse.ACCEPT
+
+    def _goal_problem(self, goal: ExecuteInstruction.Goal) -> str:
+        if not self._active:
+            return f"the policy node is {self._lifecycle_label}, not active"
+        instruction = goal.instruction.strip()
+        if not instruction:
+            return "the instruction is empty"
+        limit = self._values["max_instruction_chars"]
+        if len(goal.instruction) > limit:
+            return f"the instruction has {len(goal.instruction)} characters (max_instruction_chars is {limit})"
+        max_duration = duration_to_seconds(goal.max_duration)
+        if not math.isfinite(max_duration) or max_duration < 0:
+            return f"max_duration {max_duration} s is invalid"
+        assert self._source is not None
+        sync = self._source.latest()
+        if not sync.ok and sync.status.value != "not_new":
+            return f"no synchronized observation available: {sync.reason}"
+        return ""
+
+    def _on_goal_accepted(self, goal_handle: ServerGoalHandle) -> None:
+        goal = goal_handle.request
+        max_duration = duration_to_seconds(goal.max_duration)
+        session = GoalSession(_goal_id_hex(goal_handle), goal.instruction.strip(), self._now(),
+                              max_duration=max_duration if max_duration > 0 else None, max_chunks=goal.max_chunks)
+        with self._session_lock:
+            previous, self._session = self._session, session
+        if previous is not None:
+            previous.stop(EndReason.PREEMPTED, f"preempted by goal {session.goal_id[:8]}: '{session.instruction}'")
+        self.get_logger().info(f"goal {session.goal_id[:8]} accepted: '{session.instruction}'")
+        assert self._worker is not None
+        self._worker.serve(session)
+        self._publish_status()
+        goal_handle.execute()
+
+    def _on_cancel_request(self, goal_handle: ServerGoalHandle) -> CancelResponse:
+        session = self._session
+        if session is not None and session.goal_id == _goal_id_hex(goal_handle):
+            session.stop(EndReason.CANCELED, "canceled by the client")
+            # Published here, not when the execute loop wakes up, so the streamer holds within one period.
+            self._publish_status()
+        return CancelResponse.ACCEPT
+
+    def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteInstruction.Result:
+        session = self._session
+        goal_id = _goal_id_hex(goal_handle)
+        if session is None or session.goal_id != goal_id:
+            goal_handle.abort()
+            return ExecuteInstruction.Result(end_reason=EndReason.PREEMPTED, message="preempted before it started")
+        period = 1.0 / self._values["feedback_rate_hz"]
+        while not session.ended.wait(period):
+            session.check_duration(self._now())
+            if not session.ended.is_set():
+                goal_handle.publish_feedback(self._feedback(session))
+        return self._finish(goal_handle, session)
+
+    def _finish(self, goal_handle: ServerGoalHandle, session: GoalSession) -> ExecuteInstruction.Result:
+        outcome = session.outcome
+        assert outcome is not None
+        with self._session_lock:
+            if self._session is session:
+                self._session = None
+        self._publish_status()
+        stats = session.stats(self._now())
+        if outcome.reason is EndReason.CANCELED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif outcome.reason.succeeded:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        summary = (f"goal {session.goal_id[:8]} ended ({outcome.reason.name.lower()}): {outcome.message}; "
+                   f"{stats.chunks} chunks, {stats.commands_sent} commands in {stats.elapsed:.1f} s")
+        # rclpy ties a severity to each logging call site, hence two calls.
+        if outcome.reason.succeeded or outcome.reason is EndReason.CANCELED:
+            self.get_logger().info(summary)
+        else:
+            self.get_logger().warning(summary)
+        return ExecuteInstruction.Result(
+            end_reason=int(outcome.reason), message=outcome.message, elapsed=seconds_to_duration(stats.elapsed),
+            chunks_generated=stats.chunks, commands_sent=stats.commands_sent,
+            inference_latency_mean_ms=stats.latency_mean_ms, inference_latency_p95_ms=stats.latency_p95_ms,
+            inference_latency_max_ms=stats.latency_max_ms)
+
+    def _feedback(self, session: GoalSession) -> ExecuteInstruction.Feedback:
+        stats = session.stats(self._now())
+        phase = (ExecuteInstruction.Feedback.PHASE_RUNNING if stats.chunks
+                 else ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION)
+        return ExecuteInstruction.Feedback(
+            phase=phase, elapsed=seconds_to_duration(stats.elapsed), chunks_generated=stats.chunks,
+            last_inference_latency_ms=stats.last_inference_ms, commands_sent=stats.commands_sent,
+            observation_age_ms=self._observation_age_ms())
+
+    def _end_session(self, reason: EndReason, message: str) -> None:
+        session = self._session
+        if session is not None:
+            session.stop(reason, message)
+            self._publish_status()
+
+    # -- inference -----------------------------------------------------------------
+
+    def _next_observation(self, now: float, newer_than: Optional[float]):
+        assert self._source is not None
+        result = self._source.latest(newer_than)
+        return result.observation, result.reason
+
+    def _infer(self, observation: SyncedObservation, instruction: str, plan: Optional[RtcPlan]) -> ModelOutput:
+        from pi0_model.policy import RtcGuidance
+
+        assert self._policy is not None
+        guidance = None if plan is None else RtcGuidance(plan.previous_actions, plan.frozen_steps)
+        result = self._policy.infer(dict(observation.images), observation.state, instruction, rtc=guidance)
+        return ModelOutput(result.actions, result.timing.total_ms, result.frozen_steps)
+
+    def _publish_chunk(self, record: ChunkRecord) -> None:
+        assert self._description is not None and self._chunk_publisher is not None
+        chunk = record.chunk
+        message = ActionChunk(
+            goal_id=chunk.goal_id, sequence=chunk.sequence, names=list(self._description.policy.actions),
+            step_period=seconds_to_duration(chunk.step), horizon=chunk.actions.shape[0],
+            actions=chunk.actions.astype(np.float64).ravel().tolist(),
+            inference_latency_ms=record.latency * 1e3, frozen_actions=record.frozen_steps)
+        message.header.stamp = seconds_to_stamp(chunk.stamp)
+        message.header.frame_id = self._description.name
+        self._chunk_publisher.publish(message)
+        self._inference_times.record(time.monotonic())
+        self._last_inference_ms = record.inference_ms
+        self._chunks_total += 1
+
+    def _on_streamer_status(self, message: StreamerStatus) -> None:
+        session = self._session
+        if session is not None and message.goal_id == session.goal_id:
+            session.set_commands_sent(message.commands_sent)
+
+    # -- status and diagnostics ------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _observation_age_ms(self) -> float:
+        if self._source is None:
+            return -1.0
+        ages = [h.age_s for h in self._source.health() if h.age_s is not None]
+        return max(ages) * 1e3 if ages else -1.0
+
+    def _set_lifecycle(self, label: str, level: int, message: str) -> None:
+        self._lifecycle_label = label
+        self._health = (level, message)
+        self._publish_status()
+
+    def _reset_status_timer(self, rate_hz: float) -> None:
+        if self._status_timer is not None:
+            self.destroy_timer(self._status_timer)
+        self._status_timer = self.create_timer(1.0 / rate_hz, self._publish_status)
+
+    def _publish_status(self) -> None:
+        session = self._session
+        active = session is not None and session.active
+        level, message = self._health
+        status = PolicyStatus(
+            lifecycle_state=self._lifecycle_label, goal_active=active,
+            goal_id=session.goal_id if active else "", instruction=session.instruction if active else "",
+            level=level, message=message, last_goal_rejection=self._last_rejection,
+            chunks_generated=self._chunks_total, last_inference_latency_ms=self._last_inference_ms,
+            inference_rate_hz=self._inference_times.stats().rate_hz,
+            observation_age_ms=self._observation_age_ms())
+        status.header.stamp = self.get_clock().now().to_msg()
+        self._status_publisher.publish(status)
+
+    def _publish_diagnostics(self) -> None:
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        level, message = self._health
+        stats = self._inference_times.stats()
+        array.status.append(DiagnosticStatus(
+            level=bytes([level]), name=f"{self.get_name()}: inference",
+            hardware_id=self._description.name if self._description else "", message=message,
+            values=[KeyValue(key=k, value=v) for k, v in {
+                "lifecycle_state": self._lifecycle_label,
+                "goal_active": str(self._session is not None and self._session.active),
+                "chunks_generated": str(self._chunks_total),
+                "inference_rate_hz": f"{stats.rate_hz:.2f}",
+                "last_inference_ms": f"{self._last_inference_ms:.1f}",
+                "last_goal_rejection": self._last_rejection,
+            }.items()]))
+        if self._source is not None:
+            array.status.extend(self._source.diagnostic_status())
+        self._diagnostics_publisher.publish(array)
+
+
+def _goal_id_hex(goal_handle: ServerGoalHandle) -> str:
+    return bytes(goal_handle.goal_id.uuid).hex()
+
+
+def _free_accelerator_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main(args=None) -> int:
+    return spin_node(PolicyNode, make_executor=lambda: MultiThreadedExecutor(num_threads=4), args=args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

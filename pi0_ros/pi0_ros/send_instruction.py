@@ -1,0 +1,185 @@
+"""send_instruction: send an instruction goal to pi0_policy and follow it live.
+
+    send_instruction "fold the towel" [--duration 30] [--chunks 0] [--namespace /robot]
+
+Shows a status line from the action feedback, cancels the goal on Ctrl-C (a
+second Ctrl-C stops waiting), prints the result, and explains rejections
+using the reason the policy node publishes on policy_status. Works where the
+`ros2` command line is not installed; the equivalent there is
+`ros2 action send_goal --feedback <ns>/execute_instruction pi0_msgs/action/ExecuteInstruction "{instruction: ...}"`.
+
+Exit codes: 0 succeeded, 1 canceled or aborted, 2 rejected, 3 no policy node.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Optional, TextIO
+
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from rclpy.task import Future
+
+from pi0_msgs.action import ExecuteInstruction
+from pi0_msgs.msg import PolicyStatus
+from pi0_ros.goal_session import EndReason
+from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, seconds_to_duration
+
+EXIT_SUCCEEDED, EXIT_ENDED, EXIT_REJECTED, EXIT_NO_SERVER = 0, 1, 2, 3
+
+
+def format_feedback(feedback: ExecuteInstruction.Feedback, max_duration: float, width: int = 20) -> str:
+    """One status line: progress bar (when the goal has a duration), elapsed, chunks, latency, commands."""
+    elapsed = duration_to_seconds(feedback.elapsed)
+    if feedback.phase == ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION:
+        state = "waiting for observations"
+    else:
+        state = (f"{feedback.chunks_generated} chunks, {feedback.last_inference_latency_ms:.0f} ms inference, "
+                 f"{feedback.commands_sent} commands, obs age {feedback.observation_age_ms:.0f} ms")
+    if max_duration > 0:
+        done = min(1.0, elapsed / max_duration)
+        filled = int(round(done * width))
+        return f"[{'#' * filled}{'.' * (width - filled)}] {elapsed:5.1f}/{max_duration:.1f} s  {state}"
+    return f"{elapsed:6.1f} s  {state}"
+
+
+def format_result(result: ExecuteInstruction.Result) -> str:
+    try:
+        reason = EndReason(result.end_reason).name.lower().replace("_", " ")
+    except ValueError:
+        reason = f"end reason {result.end_reason}"
+    return (f"{reason}: {result.message}\n"
+            f"  elapsed {duration_to_seconds(result.elapsed):.1f} s, {result.chunks_generated} chunks, "
+            f"{result.commands_sent} commands\n"
+            f"  inference latency mean {result.inference_latency_mean_ms:.1f} ms, "
+            f"p95 {result.inference_latency_p95_ms:.1f} ms, max {result.inference_latency_max_ms:.1f} ms")
+
+
+class StatusLine:
+    """Rewrites one line on a terminal; prints a line per second elsewhere (logs, pipes)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last_print = 0.0
+        self._shown = False
+
+    def show(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text)
+            self._shown = True
+        elif time.monotonic() - self._last_print >= 1.0:
+            self.stream.write(text + "\n")
+            self._last_print = time.monotonic()
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._shown:
+            self.stream.write("\n")
+            self._shown = False
+
+
+class InstructionClient(Node):
+    def __init__(self, namespace: str) -> None:
+        super().__init__("pi0_send_instruction", namespace=namespace)
+        self.client = ActionClient(self, ExecuteInstruction, "execute_instruction")
+        self.status: Optional[PolicyStatus] = None
+        self.create_subscription(PolicyStatus, "policy_status", self._on_status,
+                                 qos_profile("reliable", 1, transient_local=True))
+
+    def _on_status(self, message: PolicyStatus) -> None:
+        self.status = message
+
+
+def _spin_until(node: Node, future: Future, timeout: Optional[float] = None) -> bool:
+    rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
+    return future.done()
+
+
+def _spin_for(node: Node, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=max(0.0, deadline - time.monotonic()))
+
+
+def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    node = InstructionClient(args.namespace)
+    action = node.resolve_topic_name("execute_instruction")
+    if not node.client.wait_for_server(timeout_sec=args.server_timeout):
+        print(f"no policy node serves {action} (started and activated? same ROS_DOMAIN_ID?)", file=sys.stderr)
+        return EXIT_NO_SERVER
+    # wait_for_server only proves our requests reach the server; its responses reach us once
+    # it has discovered our response readers too, which lags (a lost response would hang us).
+    _spin_for(node, 0.5)
+    line = StatusLine(out)
+    goal = ExecuteInstruction.Goal(instruction=args.instruction, max_duration=seconds_to_duration(args.duration),
+                                   max_chunks=args.chunks)
+    send = node.client.send_goal_async(
+        goal, feedback_callback=lambda m: line.show(format_feedback(m.feedback, args.duration)))
+    if not _spin_until(node, send, timeout=args.server_timeout):
+        print(f"no response to the goal request from {action} within {args.server_timeout:.0f} s", file=sys.stderr)
+        return EXIT_NO_SERVER
+    handle = send.result()
+    if not handle.accepted:
+        print(f"goal rejected: {_rejection_reason(node)}", file=sys.stderr)
+        return EXIT_REJECTED
+    out.write(f"goal {bytes(handle.goal_id.uuid).hex()[:8]} accepted: '{args.instruction}' (Ctrl-C cancels)\n")
+    result_future = handle.get_result_async()
+    try:
+        _spin_until(node, result_future)
+    except KeyboardInterrupt:
+        line.close()
+        out.write("canceling...\n")
+        _spin_until(node, handle.cancel_goal_async(), timeout=5.0)
+        _spin_until(node, result_future, timeout=10.0)
+    line.close()
+    if not result_future.done():
+        print("no result from the policy node", file=sys.stderr)
+        return EXIT_ENDED
+    result = result_future.result().result
+    out.write(format_result(result) + "\n")
+    return EXIT_SUCCEEDED if EndReason(result.end_reason).succeeded else EXIT_ENDED
+
+
+def _rejection_reason(node: InstructionClient) -> str:
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        if node.status is not None and node.status.last_goal_rejection:
+            return node.status.last_goal_rejection
+        rclpy.spin_once(node, timeout_sec=0.05)
+    return "(the policy node gave no reason)"
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Send an instruction to the pi0 policy node and follow it.")
+    parser.add_argument("instruction", help='what the robot should do, e.g. "fold the towel"')
+    parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: no limit)")
+    parser.add_argument("--chunks", type=int, default=0, help="stop after this many chunks (0: no limit)")
+    parser.add_argument("--namespace", default="", help="namespace of the policy node, e.g. /left_robot")
+    parser.add_argument("--server-timeout", type=float, default=10.0,
+                        help="seconds to wait for the action server")
+    args = parser.parse_args(argv)
+    if args.duration < 0 or args.chunks < 0:
+        parser.error("--duration and --chunks must not be negative")
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(rclpy.utilities.remove_ros_args(sys.argv)[1:] if argv is None else argv)
+    # Without rclpy's handler, Ctrl-C raises KeyboardInterrupt while the context
+    # stays valid, so the cancel request can still be sent.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return EXIT_ENDED
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
