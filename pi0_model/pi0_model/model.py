@@ -1,0 +1,444 @@
+"""The pi0 network: PaliGemma (SigLIP + Gemma 2B) and a Gemma action expert attending jointly.
+
+Sequence layout (B = batch, N = camera slots given, T = tokens per image,
+Lt = prompt tokens, H = action horizon):
+
+    prefix = [image_0 (T) .. image_{N-1} (T), prompt (Lt)]   -> PaliGemma language model
+    suffix = [state (1), action_0 .. action_{H-1}]           -> action expert
+
+In every layer both stacks project their own tokens to Q/K/V, the projections
+are concatenated into one sequence for a single attention (shared RoPE,
+block mask from `attention.py`), and each stack applies its own output
+projection, norms and MLP to its own tokens. Because the prefix never attends
+to the suffix, the prefix's keys/values can be computed once (`encode_prefix`)
+and reused by every denoising step (`velocity`), which then runs only the
+expert over the 1 + H suffix tokens.
+
+Module names mirror transformers' PaliGemma/Gemma nesting so that
+`state_dict()` uses the LeRobot / openpi PyTorch checkpoint key layout
+(see `checkpoint.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GemmaConfig as HFGemmaConfig
+from transformers import PaliGemmaConfig, SiglipVisionConfig
+from transformers.models.gemma.modeling_gemma import GemmaDecoderLayer, GemmaRMSNorm
+from transformers.models.paligemma.modeling_paligemma import PaliGemmaMultiModalProjector
+from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings, SiglipVisionModel
+
+from . import attention
+from .config import GemmaConfig, Pi0Config
+
+
+@dataclass
+class ModelInputs:
+    """A batch in model space (already resized, scaled, tokenized, normalized and padded)."""
+
+    images: torch.Tensor  # [B, N, 3, S, S] float32 in [-1, 1]; N <= 3 slots, in slot order
+    image_masks: torch.Tensor  # [B, N] bool; False = slot has no real image
+    tokens: torch.Tensor  # [B, Lt] int64
+    token_mask: torch.Tensor  # [B, Lt] bool; False = padding
+    state: torch.Tensor  # [B, state_dim] float32
+
+
+@dataclass
+class Prefix:
+    """Embedded prefix tokens."""
+
+    embeddings: torch.Tensor  # [B, Lp, llm.width], compute dtype
+    valid: torch.Tensor  # [B, Lp] bool
+
+
+@dataclass
+class KVCache:
+    """Per-layer keys/values of the prefix, computed once per observation."""
+
+    keys: list[torch.Tensor]  # depth x [B, kv_heads, Lp, head_dim], RoPE applied
+    values: list[torch.Tensor]  # depth x [B, kv_heads, Lp, head_dim]
+    valid: torch.Tensor  # [B, Lp] bool
+
+
+@dataclass
+class SuffixContext:
+    """Everything about the suffix that does not change between denoising steps."""
+
+    cos: torch.Tensor  # [B, 1, Ls, head_dim]
+    sin: torch.Tensor  # [B, 1, Ls, head_dim]
+    bias: torch.Tensor  # [B, 1, Ls, Lp + Ls]
+
+
+def hf_configs(config: Pi0Config) -> tuple[PaliGemmaConfig, HFGemmaConfig]:
+    """transformers configs for the building blocks (PaliGemma backbone, Gemma expert)."""
+    vision = SiglipVisionConfig(
+        hidden_size=config.vision.width,
+        intermediate_size=config.vision.mlp_dim,
+        num_hidden_layers=config.vision.depth,
+        num_attention_heads=config.vision.num_heads,
+        patch_size=config.vision.patch_size,
+        image_size=config.vision.image_size,
+        layer_norm_eps=config.vision.layer_norm_eps,
+        hidden_act="gelu_pytorch_tanh",
+        vision_use_head=False,
+    )
+    vision._attn_implementation = "sdpa"
+    backbone = PaliGemmaConfig(
+        vision_config=vision.to_dict(),
+        text_config=_hf_gemma_config(config.llm, config).to_dict(),
+        projection_dim=config.llm.width,
+    )
+    backbone.vision_config._attn_implementation = "sdpa"
+    return backbone, _hf_gemma_config(config.expert, config)
+
+
+def _hf_gemma_config(stack: GemmaConfig, config: Pi0Config) -> HFGemmaConfig:
+    return HFGemmaConfig(
+        hidden_size=stack.width,
+        intermediate_size=stack.mlp_dim,
+        num_hidden_layers=stack.depth,
+        num_attention_heads=stack.num_heads,
+        num_key_value_heads=stack.num_kv_heads,
+        head_dim=stack.head_dim,
+        vocab_size=config.vocab_size,
+        hidden_act="gelu_pytorch_tanh",
+        rms_norm_eps=config.rms_norm_eps,
+    )
+
+
+class VisionTower(nn.Module):
+    """SigLIP without pooling head. Holds transformers' model as `vision_model` (checkpoint key layout)."""
+
+    def __init__(self, config: SiglipVisionConfig):
+        super().__init__()
+        self.vision_model = SiglipVisionModel(config)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """pixels [N, 3, S, S] float32 in [-1, 1] -> [N, T, width]."""
+        model = self.vision_model
+        # Patch and position embeddings may stay fp32 while the encoder runs in bf16.
+        hidden = model.embeddings(pixels)
+        hidden = hidden.to(model.post_layernorm.weight.dtype)
+        for layer in model.encoder.layers:
+            hidden = layer(hidden, attention_mask=None)
+        return model.post_layernorm(hidden)
+
+
+class GemmaStack(nn.Module):
+    """Decoder layers + final norm (+ token embedding for the language model)."""
+
+    def __init__(self, config: HFGemmaConfig, with_embedding: bool):
+        super().__init__()
+        if with_embedding:
+            self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(GemmaDecoderLayer(config, index) for index in range(config.num_hidden_layers))
+        self.norm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+
+
+class PaliGemmaBody(nn.Module):
+    def __init__(self, config: PaliGemmaConfig):
+        super().__init__()
+        self.vision_tower = VisionTower(config.vision_config)
+        self.multi_modal_projector = PaliGemmaMultiModalProjector(config)
+        self.language_model = GemmaStack(config.text_config, with_embedding=True)
+
+
+class PaliGemma(nn.Module):
+    """Only a namespace level: transformers nests the backbone as `paligemma.model`."""
+
+    def __init__(self, config: PaliGemmaConfig):
+        super().__init__()
+        self.model = PaliGemmaBody(config)
+
+
+class GemmaExpert(nn.Module):
+    """Only a namespace level: transformers nests a causal LM's stack as `model`."""
+
+    def __init__(self, config: HFGemmaConfig):
+        super().__init__()
+        self.model = GemmaStack(config, with_embedding=False)
+
+
+class PaliGemmaWithExpert(nn.Module):
+    """The two Gemma stacks and their layer-by-layer joint attention."""
+
+    def __init__(self, backbone: PaliGemmaConfig, expert: HFGemmaConfig):
+        super().__init__()
+        self.paligemma = PaliGemma(backbone)
+        self.gemma_expert = GemmaExpert(expert)
+
+    @property
+    def stacks(self) -> tuple[GemmaStack, GemmaStack]:
+        return self.paligemma.model.language_model, self.gemma_expert.model
+
+    def forward(
+        self,
+        hidden: tuple[torch.Tensor | None, torch.Tensor | None],
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        bias: torch.Tensor,
+        cache: KVCache | None = None,
+        build_cache: bool = False,
+    ) -> tuple[list[torch.Tensor | None], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Run both stacks over (prefix, suffix) hidden states; either may be None.
+
+        hidden: ([B, Lp, Wp] | None, [B, Ls, We] | None) in compute dtype.
+        cos/sin: [B, 1, L, head_dim] for the L = Lp + Ls tokens given here.
+        bias: [B, 1, L, Lc + L] where Lc is the cached prefix length (0 without cache).
+        Returns the final-normed outputs in the same layout, and, when
+        `build_cache` is set, each layer's (keys, values) of the tokens given.
+        """
+        active = [
+            (index, stack) for index, (stack, h) in enumerate(zip(self.stacks, hidden, strict=True)) if h is not None
+        ]
+        streams = [h for h in hidden if h is not None]
+        lengths = [h.shape[1] for h in streams]
+        new_cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for depth in range(len(self.stacks[0].layers)):
+            layers = [stack.layers[depth] for _, stack in active]
+            q, k, v = _joint_qkv(layers, streams)
+            q, k = attention.apply_rope(q, cos, sin), attention.apply_rope(k, cos, sin)
+            if build_cache:
+                new_cache.append((k, v))
+            if cache is not None:
+                k = torch.cat([cache.keys[depth], k], dim=2)
+                v = torch.cat([cache.values[depth], v], dim=2)
+            mixed = attention.attend(q, k, v, bias)  # [B, L, heads * head_dim]
+            streams = [
+                _finish_layer(layer, h, part)
+                for layer, h, part in zip(layers, streams, mixed.split(lengths, dim=1), strict=True)
+            ]
+        outputs: list[torch.Tensor | None] = [None, None]
+        for (index, stack), h in zip(active, streams, strict=True):
+            outputs[index] = stack.norm(h)
+        return outputs, new_cache
+
+
+def _joint_qkv(
+    layers: list[GemmaDecoderLayer], streams: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each stack projects its own tokens; the results are concatenated along the sequence.
+
+    -> q [B, heads, L, D], k and v [B, kv_heads, L, D] with L = sum of stream lengths.
+    """
+    queries, keys, values = [], [], []
+    for layer, h in zip(layers, streams, strict=True):
+        attn = layer.self_attn
+        x = layer.input_layernorm(h)
+        batch, length, _ = x.shape
+        queries.append(attn.q_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2))
+        keys.append(attn.k_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2))
+        values.append(attn.v_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2))
+    return torch.cat(queries, dim=2), torch.cat(keys, dim=2), torch.cat(values, dim=2)
+
+
+def _finish_layer(layer: GemmaDecoderLayer, h: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """Output projection + residual, then the stack's own MLP + residual."""
+    h = h + layer.self_attn.o_proj(attended)
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def time_embedding(time: torch.Tensor, width: int, min_period: float, max_period: float) -> torch.Tensor:
+    """Sin/cos embedding of flow time t in [0, 1]: [B] -> [B, width] float32.
+
+    Periods are geometric from min_period to max_period, so t is resolved
+    finely. Computed in float64 because 2*pi/min_period ~ 1571 rad per unit t.
+    """
+    fraction = torch.linspace(0.0, 1.0, width // 2, dtype=torch.float64, device=time.device)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = time.to(torch.float64)[:, None] * (2 * math.pi / period)[None, :]
+    return torch.cat([angle.sin(), angle.cos()], dim=-1).to(torch.float32)
+
+
+class Pi0Model(nn.Module):
+    """pi0: prefix encoder, action expert, and the state/action/time projections."""
+
+    def __init__(self, config: Pi0Config):
+        super().__init__()
+        self.config = config
+        backbone, expert = hf_configs(config)
+        self.paligemma_with_expert = PaliGemmaWithExpert(backbone, expert)
+        width = config.expert.width
+        self.state_proj = nn.Linear(config.state_dim, width)
+        self.action_in_proj = nn.Linear(config.action_dim, width)
+        self.action_out_proj = nn.Linear(width, config.action_dim)
+        self.action_time_mlp_in = nn.Linear(2 * width, width)
+        self.action_time_mlp_out = nn.Linear(width, width)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """dtype of the transformer matmuls (the norms and projections may stay fp32)."""
+        return self.paligemma_with_expert.stacks[0].layers[0].self_attn.q_proj.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.state_proj.weight.device
+
+    # -- prefix ---------------------------------------------------------------
+
+    def embed_prefix(self, inputs: ModelInputs) -> Prefix:
+        """Images -> SigLIP -> projector; prompt -> scaled token embeddings."""
+        backbone = self.paligemma_with_expert.paligemma.model
+        batch = inputs.images.shape[0]
+        pixels = inputs.images.flatten(0, 1).to(torch.float32)  # [B * N, 3, S, S]
+        image_tokens = backbone.multi_modal_projector(backbone.vision_tower(pixels))  # [B * N, T, W]
+        image_tokens = image_tokens.reshape(batch, -1, image_tokens.shape[-1])  # [B, N * T, W]
+        image_valid = inputs.image_masks.to(torch.bool).repeat_interleave(
+            self.config.vision.tokens_per_image, dim=1
+        )  # [B, N * T]
+
+        embed = backbone.language_model.embed_tokens
+        # Gemma scales token embeddings by sqrt(width); image tokens are not scaled.
+        text = embed(inputs.tokens) * math.sqrt(embed.embedding_dim)  # [B, Lt, W]
+        dtype = self.compute_dtype
+        embeddings = torch.cat([image_tokens.to(dtype), text.to(dtype)], dim=1)
+        valid = torch.cat([image_valid, inputs.token_mask.to(torch.bool)], dim=1)
+        return Prefix(embeddings, valid)
+
+    def encode_prefix(self, prefix: Prefix) -> KVCache:
+        """Run the language model over the prefix once and keep its keys/values."""
+        blocks = torch.full_like(prefix.valid, attention.PREFIX_BLOCK, dtype=torch.long)
+        mask = attention.block_attention_mask(blocks, prefix.valid, blocks, prefix.valid)
+        bias = attention.attention_bias(mask, self.compute_dtype)
+        cos, sin = self._rope(attention.positions_from_valid(prefix.valid))
+        _, layers = self.paligemma_with_expert((prefix.embeddings, None), cos, sin, bias, build_cache=True)
+        return KVCache(keys=[k for k, _ in layers], values=[v for _, v in layers], valid=prefix.valid)
+
+    # -- suffix ---------------------------------------------------------------
+
+    def embed_suffix(self, state: torch.Tensor, noisy_actions: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """state [B, Ds], noisy actions x_t [B, H, Da], time [B] -> [B, 1 + H, We] in compute dtype."""
+        state_token = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # [B, 1, We]
+        actions = self.action_in_proj(noisy_actions.to(self.action_in_proj.weight.dtype))  # [B, H, We]
+        width = self.config.expert.width
+        times = time_embedding(time, width, self.config.time_min_period, self.config.time_max_period)
+        times = times.to(actions.dtype)[:, None].expand_as(actions)  # [B, H, We]
+        fused = self.action_time_mlp_in(torch.cat([actions, times], dim=-1))
+        action_tokens = self.action_time_mlp_out(F.silu(fused))  # [B, H, We]
+        return torch.cat([state_token, action_tokens], dim=1).to(self.compute_dtype)
+
+    def suffix_context(self, prefix_valid: torch.Tensor) -> SuffixContext:
+        """Masks and RoPE tables for the suffix, attending to a cached prefix."""
+        batch = prefix_valid.shape[0]
+        device = prefix_valid.device
+        suffix_blocks = attention.suffix_block_ids(batch, self.config.action_horizon, device)
+        suffix_valid = torch.ones_like(suffix_blocks, dtype=torch.bool)
+        key_blocks = torch.cat(
+            [torch.full_like(prefix_valid, attention.PREFIX_BLOCK, dtype=torch.long), suffix_blocks], 1
+        )
+        key_valid = torch.cat([prefix_valid, suffix_valid], dim=1)
+        mask = attention.block_attention_mask(suffix_blocks, suffix_valid, key_blocks, key_valid)
+        offset = prefix_valid.sum(dim=1, keepdim=True)
+        cos, sin = self._rope(attention.positions_from_valid(suffix_valid, offset))
+        return SuffixContext(cos, sin, attention.attention_bias(mask, self.compute_dtype))
+
+    def velocity(
+        self,
+        cache: KVCache,
+        context: SuffixContext,
+        state: torch.Tensor,
+        noisy_actions: torch.Tensor,
+        time: torch.Tensor,
+    ) -> torch.Tensor:
+        """Predicted flow v = d x_t / d t for one denoising step, reusing the prefix cache -> [B, H, Da] fp32."""
+        suffix = self.embed_suffix(state, noisy_actions, time)
+        (_, out), _ = self.paligemma_with_expert((None, suffix), context.cos, context.sin, context.bias, cache=cache)
+        return self._project_actions(out)
+
+    def velocity_joint(
+        self, prefix: Prefix, state: torch.Tensor, noisy_actions: torch.Tensor, time: torch.Tensor
+    ) -> torch.Tensor:
+        """Same as `velocity` but runs prefix and suffix together, with no cache (training path)."""
+        suffix = self.embed_suffix(state, noisy_actions, time)
+        batch = suffix.shape[0]
+        suffix_blocks = attention.suffix_block_ids(batch, self.config.action_horizon, suffix.device)
+        blocks = torch.cat([torch.full_like(prefix.valid, attention.PREFIX_BLOCK, dtype=torch.long), suffix_blocks], 1)
+        valid = torch.cat([prefix.valid, torch.ones_like(suffix_blocks, dtype=torch.bool)], dim=1)
+        mask = attention.block_attention_mask(blocks, valid, blocks, valid)
+        cos, sin = self._rope(attention.positions_from_valid(valid))
+        bias = attention.attention_bias(mask, self.compute_dtype)
+        (_, out), _ = self.paligemma_with_expert((prefix.embeddings, suffix), cos, sin, bias)
+        return self._project_actions(out)
+
+    def _project_actions(self, suffix_out: torch.Tensor) -> torch.Tensor:
+        actions = suffix_out[:, 1:]  # drop the state token
+        return self.action_out_proj(actions.to(self.action_out_proj.weight.dtype)).to(torch.float32)
+
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return attention.rope_tables(positions, self.config.llm.head_dim, self.config.rope_theta, self.compute_dtype)
+
+
+# -- construction, precision and initialization ---------------------------------
+
+# Parameters that stay fp32 in a bf16 model, as in openpi's PyTorch port:
+# norms (their statistics are computed in fp32 anyway) and the SigLIP patch and
+# position embeddings; everything outside the two transformers (state/action
+# projections, time MLP) stays fp32 too.
+_FP32_MARKERS = (
+    "vision_tower.vision_model.embeddings.",
+    "input_layernorm",
+    "post_attention_layernorm",
+    ".norm.",
+)
+
+
+def keeps_fp32(parameter_name: str) -> bool:
+    """Whether a parameter stays fp32 when the model runs in bf16."""
+    if not parameter_name.startswith("paligemma_with_expert."):
+        return True
+    return any(marker in parameter_name for marker in _FP32_MARKERS)
+
+
+def set_precision(model: Pi0Model, dtype: torch.dtype) -> Pi0Model:
+    """Cast to fp32 or bf16, keeping the `keeps_fp32` parameters in fp32."""
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"supported dtypes are float32 and bfloat16, got {dtype}")
+    model.to(dtype)
+    for name, parameter in model.named_parameters():
+        if keeps_fp32(name):
+            parameter.data = parameter.data.to(torch.float32)
+    return model
+
+
+def build_model(config: Pi0Config, device: torch.device | str, dtype: torch.dtype) -> Pi0Model:
+    """An uninitialized model on `device`: built on the meta device, then materialized.
+
+    Skips the random init of ~3.3B parameters that a checkpoint load would
+    overwrite anyway. Callers must load or `initialize_weights_` next.
+    """
+    with torch.device("meta"):
+        model = Pi0Model(config)
+    set_precision(model, dtype)
+    model.to_empty(device=device)
+    reset_buffers_(model)
+    return model
+
+
+def reset_buffers_(model: Pi0Model) -> None:
+    """Refill non-persistent buffers, which `to_empty` leaves uninitialized."""
+    for module in model.modules():
+        if isinstance(module, SiglipVisionEmbeddings):
+            positions = torch.arange(module.num_positions, device=module.position_ids.device)
+            module.position_ids.copy_(positions.expand(1, -1))
+
+
+@torch.no_grad()
+def initialize_weights_(model: Pi0Model, generator: torch.Generator) -> None:
+    """Random init from an explicit generator (no global RNG): fan-in scaled normal weights.
+
+    Gemma's RMSNorm multiplies by (1 + w), so its weights start at 0; SigLIP's
+    LayerNorms multiply by w, so theirs start at 1; biases start at 0.
+    """
+    for name, parameter in model.named_parameters():
+        if parameter.ndim >= 2:
+            fan_in = parameter[0].numel()
+            parameter.normal_(0.0, fan_in**-0.5, generator=generator)
+        elif ("layer_norm" in name or "layernorm" in name) and "vision_tower" in name and name.endswith("weight"):
+            parameter.fill_(1.0)
+        else:
+            parameter.zero_()

@@ -1,0 +1,175 @@
+"""Prompt tokenization in the pi0 format: BOS + text + "\\n", right-padded or truncated to 48 tokens.
+
+Follows openpi's `PaligemmaTokenizer` for pi0: the text is stripped, "_" and
+newlines become spaces, the newline token marks the start of the answer, and
+padding tokens (id 0) are masked. Prompts longer than the budget are cut at
+`max_len` tokens (the trailing newline is then lost), as openpi does.
+
+The real tokenizer is PaliGemma's SentencePiece model (`tokenizer.model`,
+vocab 257152), or the same as a HF `tokenizer.json`; it must be on disk,
+nothing is downloaded. `tiny_tokenizer()` trains a small SentencePiece model
+in memory for tests and the CPU demo.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError, Pi0InputError
+
+SENTENCEPIECE_FILE = "tokenizer.model"
+HF_TOKENIZER_FILE = "tokenizer.json"
+
+_TINY_CORPUS = (
+    "pick up the red cube and place it in the bowl",
+    "fold the towel in half",
+    "open the top drawer and take out the spoon",
+    "stack the green block on the blue block",
+    "push the button",
+    "wipe the table with the sponge",
+    "put the cup on the plate",
+    "close the lid of the box",
+    "insert the peg into the hole",
+    "pour the water into the glass",
+    "hand over the marker to the other arm",
+    "move left, move right, go forward, turn around, stop",
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,;:!?'\"-()/",
+)
+
+
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    ids: np.ndarray  # [max_len] int64, 0 = padding
+    mask: np.ndarray  # [max_len] bool, False = padding
+    truncated: bool  # the prompt did not fit and was cut
+
+
+class PromptTokenizer:
+    """Turns an instruction into pi0 prompt tokens with a SentencePiece or HF tokenizer backend."""
+
+    def __init__(self, encode: Callable[[str], list[int]], bos_id: int, vocab_size: int, max_len: int, source: str):
+        if max_len < 2:
+            raise ValueError(f"max_len must be >= 2, got {max_len}")
+        self._encode = encode
+        self.bos_id = bos_id
+        self.vocab_size = vocab_size  # ids are in [0, vocab_size)
+        self.max_len = max_len
+        self.source = source  # where it was loaded from, for messages
+
+    def __repr__(self) -> str:
+        return f"PromptTokenizer(source={self.source!r}, vocab_size={self.vocab_size}, max_len={self.max_len})"
+
+    def tokenize(self, prompt: str) -> TokenizedPrompt:
+        if not isinstance(prompt, str):
+            raise Pi0InputError(f"instruction must be a str, got {type(prompt).__name__}")
+        text = prompt.strip().replace("_", " ").replace("\n", " ")
+        if not text:
+            raise Pi0InputError("instruction is empty")
+        tokens = [self.bos_id, *self._encode(text), *self._encode("\n")]
+        truncated = len(tokens) > self.max_len
+        tokens = tokens[: self.max_len]
+        ids = np.zeros(self.max_len, dtype=np.int64)
+        ids[: len(tokens)] = tokens
+        mask = np.arange(self.max_len) < len(tokens)
+        return TokenizedPrompt(ids, mask, truncated)
+
+
+def _sentencepiece_tokenizer(model_proto: bytes, max_len: int, source: str) -> PromptTokenizer:
+    import sentencepiece
+
+    processor = sentencepiece.SentencePieceProcessor(model_proto=model_proto)
+    if processor.bos_id() < 0:
+        raise CheckpointError(f"tokenizer {source} has no BOS token")
+    return PromptTokenizer(processor.encode, processor.bos_id(), processor.get_piece_size(), max_len, source)
+
+
+def _hf_tokenizer(path: Path, max_len: int) -> PromptTokenizer:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    bos_id = tokenizer.token_to_id("<bos>")
+    if bos_id is None:
+        raise CheckpointError(f"tokenizer {path} has no <bos> token")
+
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False).ids
+
+    return PromptTokenizer(encode, bos_id, tokenizer.get_vocab_size(), max_len, str(path))
+
+
+def load_tokenizer(path: str | Path, max_len: int = 48) -> PromptTokenizer:
+    """Load `tokenizer.model` (SentencePiece) or `tokenizer.json` (HF), given the file or its directory."""
+    path = Path(path)
+    candidates = [path] if path.is_file() else [path / SENTENCEPIECE_FILE, path / HF_TOKENIZER_FILE]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                if candidate.suffix == ".json":
+                    return _hf_tokenizer(candidate, max_len)
+                return _sentencepiece_tokenizer(candidate.read_bytes(), max_len, str(candidate))
+            except CheckpointError:
+                raise
+            except Exception as error:  # the backends raise assorted types on corrupt files
+                raise CheckpointError(f"cannot load tokenizer {candidate}: {error}") from error
+    raise CheckpointError(
+        f"no tokenizer found at {path} (looked for {', '.join(str(c) for c in candidates)}); pi0 needs PaliGemma's "
+        f"SentencePiece model ({SENTENCEPIECE_FILE}) or a HF {HF_TOKENIZER_FILE}"
+    )
+
+
+def find_tokenizer(checkpoint_dir: str | Path) -> Path:
+    """Default lookup inside a checkpoint: `<ckpt>/tokenizer.model`, `<ckpt>/tokenizer.json`, `<ckpt>/tokenizer*/`."""
+    checkpoint_dir = Path(checkpoint_dir)
+    for name in (SENTENCEPIECE_FILE, HF_TOKENIZER_FILE):
+        if (checkpoint_dir / name).is_file():
+            return checkpoint_dir / name
+    for directory in sorted(checkpoint_dir.glob("tokenizer*")):
+        for name in (SENTENCEPIECE_FILE, HF_TOKENIZER_FILE):
+            if (directory / name).is_file():
+                return directory / name
+    raise CheckpointError(
+        f"no tokenizer in {checkpoint_dir} (looked for {SENTENCEPIECE_FILE} and {HF_TOKENIZER_FILE} there and in "
+        f"{checkpoint_dir}/tokenizer*/). LeRobot checkpoints do not bundle it: copy PaliGemma's tokenizer.model "
+        "(e.g. from google/paligemma-3b-pt-224 or big_vision's paligemma_tokenizer.model) there, or pass tokenizer_path"
+    )
+
+
+def tiny_sentencepiece_model(vocab_size: int = 512) -> bytes:
+    """A deterministic SentencePiece BPE model trained in memory (~10 ms) on a few robot instructions.
+
+    Same special ids as PaliGemma (pad 0, eos 1, bos 2, unk 3); byte fallback
+    makes any text encodable. Returns the serialized model (a `tokenizer.model` file's bytes).
+    """
+    import sentencepiece
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(_TINY_CORPUS * 4),
+        model_writer=model,
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        model_type="bpe",
+        byte_fallback=True,
+        pad_id=0,
+        eos_id=1,
+        bos_id=2,
+        unk_id=3,
+        user_defined_symbols=["\n"],
+        normalization_rule_name="identity",
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        num_threads=1,
+        minloglevel=2,
+    )
+    return model.getvalue()
+
+
+def tiny_tokenizer(max_len: int = 48, vocab_size: int = 512) -> PromptTokenizer:
+    """The tokenizer of `tiny_sentencepiece_model`, for tests and the random-weight demo."""
+    return _sentencepiece_tokenizer(tiny_sentencepiece_model(vocab_size), max_len, "tiny in-memory SentencePiece")
