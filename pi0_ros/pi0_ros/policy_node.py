@@ -45,6 +45,8 @@ from pi0_ros.rtc_planner import RtcPlan
 
 PARAMS = (
     Param("robot_description", "", "Path to the robot description YAML.", read_only=True),
+    Param("autostart", False, "Configure and activate on startup (portable stand-in for launch_ros autostart).",
+          read_only=True),
     Param("checkpoint", "", "pi0 checkpoint directory (LeRobot/openpi PyTorch layout); empty = tiny demo model."),
     Param("tokenizer_path", "", "PaliGemma tokenizer (tokenizer.model or tokenizer.json); empty = inside the checkpoint."),
     Param("norm_stats", "", "norm_stats.json overriding the description's and the checkpoint's; empty = none."),
@@ -103,6 +105,16 @@ class PolicyNode(LifecycleNode):
         self._status_timer = None
         self.create_timer(1.0, self._publish_diagnostics)
         self._reset_status_timer(10.0)
+        self._autostart_timer = None
+        if self.get_parameter("autostart").value is True:
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    def _autostart(self) -> None:
+        assert self._autostart_timer is not None
+        self.destroy_timer(self._autostart_timer)
+        self._autostart_timer = None
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
 
     # -- lifecycle ---------------------------------------------------------------
 

@@ -216,6 +216,7 @@ def parse_robot_description(raw: Any, source: Optional[Path] = None) -> RobotDes
                    for g in _list(data, "joint_groups", "description"))
     if not groups:
         raise DescriptionError("joint_groups must list at least one group")
+    _require_unique("joint", [j.name for g in groups for j in g.joints])
     base = _parse_base(data["base"]) if data.get("base") is not None else None
     cameras = tuple(_parse_camera(c) for c in _list(data, "cameras", "description"))
     description = RobotDescription(
@@ -354,19 +355,19 @@ def _parse_policy(raw: Any, groups: Sequence[JointGroup], base: Optional[BaseSpe
     return PolicyLayout(state, actions, action_rate, transforms, None if norm_stats is None else str(norm_stats))
 
 
+def _require_unique(label: str, names: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise DescriptionError(f"duplicate {label} '{name}'")
+        seen.add(name)
+
+
 def _check_unique(description: RobotDescription) -> None:
-    for label, names in (
-        ("joint group", [g.name for g in description.joint_groups]),
-        ("joint", list(description.joint_names)),
-        ("camera", [c.name for c in description.cameras]),
-        ("camera topic", [c.topic for c in description.cameras]),
-        ("controller", [c.name for c in description.controllers]),
-    ):
-        seen: set[str] = set()
-        for name in names:
-            if name in seen:
-                raise DescriptionError(f"duplicate {label} '{name}'")
-            seen.add(name)
+    _require_unique("joint group", [g.name for g in description.joint_groups])
+    _require_unique("camera", [c.name for c in description.cameras])
+    _require_unique("camera topic", [c.topic for c in description.cameras])
+    _require_unique("controller", [c.name for c in description.controllers])
     slots = [c.slot for c in description.cameras if c.slot is not None]
     if len(set(slots)) != len(slots):
         raise DescriptionError("two cameras map to the same pi0 slot")

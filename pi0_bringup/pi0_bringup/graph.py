@@ -1,0 +1,94 @@
+"""The node graph of a pi0_ros deployment, in one place.
+
+`node_graph(options)` lists the nodes to start for a robot, with their
+parameters. The launch files (launch/*.launch.py) turn it into launch_ros
+actions; the runner (pi0_bringup.run) starts the same list as processes where
+`ros2 launch` is not available. Both therefore bring up the identical graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from pi0_ros.chunk_schedule import Handover
+from pi0_ros.robot_description import RobotDescription
+
+from pi0_bringup.robots import load_robot, robot_description_path
+
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    package: str
+    executable: str  # console script installed in lib/<package> (what launch_ros starts)
+    module: str  # the same entry point as `python -m <module>` (what the runner starts)
+    name: str
+    parameters: Mapping[str, Any]
+    lifecycle: bool = False
+
+
+@dataclass(frozen=True)
+class GraphOptions:
+    robot: str  # shipped robot name (aloha, mobile_aloha, ur5e, franka) or a description YAML path
+    checkpoint: str = ""  # pi0 checkpoint directory; "" runs the tiny demo model
+    device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
+    dtype: str = "float32"
+    namespace: str = ""
+    use_sim_time: bool = False
+    sim: bool = False  # also start the simulated robot
+    autostart: bool = True  # configure and activate the policy node on startup
+    chunk_handover: str = Handover.SPLICE.value
+    seed: int = 0
+    torch_threads: int = 0  # 0 = torch's default
+    sim_image_size: tuple[int, int] = (0, 0)  # (width, height) rendered by the simulator; 0 = description's
+    policy_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_policy parameters
+    streamer_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_command_streamer parameters
+
+    def __post_init__(self) -> None:
+        Handover.parse(self.chunk_handover)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
+        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be cpu, cuda or cuda:N, got '{self.device}'")
+        if self.namespace and not self.namespace.startswith("/"):
+            raise ValueError(f"namespace must be absolute (start with '/'), got '{self.namespace}'")
+        if self.checkpoint and not Path(self.checkpoint).is_dir():
+            raise ValueError(f"checkpoint directory {self.checkpoint} does not exist")
+        if any(v < 0 for v in self.sim_image_size) or self.torch_threads < 0:
+            raise ValueError("sim_image_size and torch_threads must not be negative")
+
+
+def node_graph(options: GraphOptions, description: Optional[RobotDescription] = None) -> tuple[NodeSpec, ...]:
+    """The nodes of a deployment; validates the robot description on the way."""
+    description = description or load_robot(options.robot)
+    yaml_path = str(description.source or robot_description_path(options.robot))
+    common = {"robot_description": yaml_path, "use_sim_time": options.use_sim_time}
+    policy = NodeSpec(
+        "pi0_ros", "policy_node", "pi0_ros.policy_node", "pi0_policy",
+        {**common, "checkpoint": options.checkpoint, "device": options.device, "dtype": options.dtype,
+         "autostart": options.autostart, "chunk_handover": options.chunk_handover, "seed": options.seed,
+         "torch_threads": options.torch_threads, **options.policy_parameters},
+        lifecycle=True)
+    streamer = NodeSpec(
+        "pi0_ros", "command_streamer", "pi0_ros.command_streamer_node", "pi0_command_streamer",
+        {**common, "chunk_handover": options.chunk_handover, **options.streamer_parameters})
+    nodes = [policy, streamer]
+    if options.sim:
+        width, height = options.sim_image_size
+        nodes.insert(0, NodeSpec(
+            "pi0_bringup", "sim_robot", "pi0_bringup.sim_robot_node", "pi0_sim_robot",
+            {**common, "image_width": width, "image_height": height}))
+    return tuple(nodes)
+
+
+def command_topics(description: RobotDescription, namespace: str = "") -> dict[str, str]:
+    """Fully qualified command topic of every controller, by controller name."""
+    return {c.name: qualify(c.topic, namespace) for c in description.controllers}
+
+
+def qualify(name: str, namespace: str = "") -> str:
+    if name.startswith("/"):
+        return name
+    return f"{namespace.rstrip('/')}/{name}"

@@ -1,0 +1,68 @@
+"""launch_ros actions for the graph of pi0_bringup.graph (used by launch/*.launch.py).
+
+Only the launch files import this module: `launch` and `launch_ros` exist on
+apt-installed ROS 2, not on the PyPI-wheel ROS 2 of the dev machines, where
+pi0_bringup.run starts the very same node_graph() instead.
+"""
+from __future__ import annotations
+
+from launch import LaunchContext, LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
+from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
+
+# name -> (default, description); every argument maps onto a GraphOptions field.
+ARGUMENTS = {
+    "checkpoint": ("", "pi0 checkpoint directory; empty runs the tiny demo model"),
+    "device": ("cpu", "torch device: cpu, cuda or cuda:N"),
+    "dtype": ("float32", "model dtype: float32 or bfloat16"),
+    "namespace": ("", "namespace of all nodes and topics, e.g. /left_robot"),
+    "use_sim_time": ("false", "use /clock (simulation, bag replay)"),
+    "sim": ("false", "also start the simulated robot"),
+    "autostart": ("true", "configure and activate the policy node on startup"),
+    "chunk_handover": ("splice", "wait, splice, blend or rtc"),
+    "seed": ("0", "seed of the sampling noise (and of the tiny model)"),
+    "torch_threads": ("0", "CPU threads for torch; 0 = default"),
+    "sim_image_width": ("0", "simulator image width; 0 = description's"),
+    "sim_image_height": ("0", "simulator image height; 0 = description's"),
+}
+
+
+def _flag(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"expected true or false, got '{text}'")
+    return text.lower() in ("true", "1")
+
+
+def _options(context: LaunchContext) -> GraphOptions:
+    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    return GraphOptions(
+        robot=LaunchConfiguration("robot").perform(context),
+        checkpoint=value["checkpoint"], device=value["device"], dtype=value["dtype"],
+        namespace=value["namespace"], use_sim_time=_flag(value["use_sim_time"]), sim=_flag(value["sim"]),
+        autostart=_flag(value["autostart"]), chunk_handover=value["chunk_handover"], seed=int(value["seed"]),
+        torch_threads=int(value["torch_threads"]),
+        sim_image_size=(int(value["sim_image_width"]), int(value["sim_image_height"])),
+    )
+
+
+def _action(spec: NodeSpec, namespace: str):
+    kind = LifecycleNode if spec.lifecycle else Node
+    return kind(package=spec.package, executable=spec.executable, name=spec.name, namespace=namespace,
+                parameters=[dict(spec.parameters)], output="screen", emulate_tty=True)
+
+
+def _nodes(context: LaunchContext):
+    options = _options(context)
+    return [_action(spec, options.namespace) for spec in node_graph(options)]
+
+
+def robot_launch_description(default_robot: str = "") -> LaunchDescription:
+    """Declares the arguments and starts node_graph() for the `robot` argument."""
+    robot = DeclareLaunchArgument("robot", default_value=default_robot,
+                                  description="robot name (aloha, mobile_aloha, ur5e, franka) or description YAML")
+    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
+                for name, (default, text) in ARGUMENTS.items()]
+    return LaunchDescription([robot, *declared, OpaqueFunction(function=_nodes)])

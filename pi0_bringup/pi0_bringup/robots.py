@@ -1,0 +1,45 @@
+"""Where the shipped robot descriptions live, and looking them up by name."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pi0_ros.robot_description import DescriptionError, RobotDescription, load_robot_description
+
+PACKAGE = "pi0_bringup"
+
+
+def robots_dir() -> Path:
+    """config/robots of the installed package (ament index), else of the source tree."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        try:
+            installed = Path(get_package_share_directory(PACKAGE)) / "config" / "robots"
+            if installed.is_dir():
+                return installed
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parents[1] / "config" / "robots"
+
+
+def available_robots() -> tuple[str, ...]:
+    return tuple(sorted(p.stem for p in robots_dir().glob("*.yaml")))
+
+
+def robot_description_path(robot: str) -> Path:
+    """The YAML of a shipped robot name, or `robot` itself when it is a path to a YAML file."""
+    candidate = Path(robot)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise DescriptionError(f"robot description file {candidate} does not exist")
+        return candidate.resolve()
+    path = robots_dir() / f"{robot}.yaml"
+    if not path.is_file():
+        raise DescriptionError(
+            f"unknown robot '{robot}'; shipped robots: {', '.join(available_robots())} (or pass a path to a YAML file)")
+    return path
+
+
+def load_robot(robot: str) -> RobotDescription:
+    return load_robot_description(robot_description_path(robot))

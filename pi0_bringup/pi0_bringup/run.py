@@ -1,0 +1,169 @@
+"""Start a robot's node graph without `ros2 launch`:
+
+    python -m pi0_bringup.run aloha --sim                      # same graph as: ros2 launch pi0_bringup aloha.launch.py sim:=true
+    python -m pi0_bringup.run ur5e --checkpoint DIR --device cuda --dtype bfloat16
+
+Each node of pi0_bringup.graph.node_graph() runs as its own process (the 50 Hz
+streamer must not share a process with inference). Ctrl-C or SIGTERM stops
+them all; when one node dies the others are stopped too. No process is left
+behind: every child gets its own process group, which is signalled and, if it
+does not exit in time, killed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import IO, Mapping, Optional, Sequence
+
+import yaml
+
+from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
+from pi0_bringup.robots import available_robots
+from pi0_ros.chunk_schedule import Handover
+from pi0_ros.robot_description import DescriptionError
+
+
+def node_command(spec: NodeSpec, namespace: str, params_file: Path) -> list[str]:
+    command = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}",
+               "--params-file", str(params_file)]
+    if namespace:
+        command += ["-r", f"__ns:={namespace}"]
+    return command
+
+
+def write_params_file(spec: NodeSpec, directory: Path) -> Path:
+    path = directory / f"{spec.name}.yaml"
+    # "/**" matches the node whatever its namespace; each file is given to one node only.
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(spec.parameters)}}, sort_keys=False))
+    return path
+
+
+class GraphProcesses:
+    """The processes of a node graph; a context manager that always stops them."""
+
+    def __init__(self, specs: Sequence[NodeSpec], namespace: str = "", log_dir: Optional[Path] = None,
+                 env: Optional[Mapping[str, str]] = None) -> None:
+        self.specs = tuple(specs)
+        self.namespace = namespace
+        self.log_dir = log_dir
+        self.env = dict(os.environ if env is None else env)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._logs: list[IO] = []
+        self._params_dir = tempfile.TemporaryDirectory(prefix="pi0_graph_")
+
+    def __enter__(self) -> "GraphProcesses":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for spec in self.specs:
+            params = write_params_file(spec, Path(self._params_dir.name))
+            output = None
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                output = open(self.log_dir / f"{spec.name}.log", "w")
+                self._logs.append(output)
+            self.processes[spec.name] = subprocess.Popen(
+                node_command(spec, self.namespace, params), env=self.env, stdout=output,
+                stderr=subprocess.STDOUT if output else None, start_new_session=True)
+
+    def exited(self) -> Optional[tuple[str, int]]:
+        """(node name, exit code) of the first node that ended, or None while all run."""
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop(self, timeout: float = 10.0) -> dict[str, int]:
+        """SIGINT to every node, then SIGTERM and SIGKILL for those still running. Returns exit codes."""
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            running = [p for p in self.processes.values() if p.poll() is None]
+            if not running:
+                break
+            for process in running:
+                _signal_group(process, sig)
+            deadline = time.monotonic() + wait
+            for process in running:
+                try:
+                    process.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
+        self._params_dir.cleanup()
+        return {name: p.returncode for name, p in self.processes.items()}
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
+    return GraphOptions(
+        robot=args.robot, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
+        namespace=args.namespace, use_sim_time=args.use_sim_time, sim=args.sim, autostart=not args.no_autostart,
+        chunk_handover=args.chunk_handover, seed=args.seed, torch_threads=args.torch_threads,
+        sim_image_size=(args.sim_image_width, args.sim_image_height))
+
+
+def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
+    """The launch files' arguments, as command-line options."""
+    parser.add_argument("robot", help=f"robot name ({', '.join(available_robots())}) or description YAML path")
+    parser.add_argument("--checkpoint", default="", help="pi0 checkpoint directory (default: tiny demo model)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--namespace", default="", help="namespace of all nodes and topics, e.g. /left_robot")
+    parser.add_argument("--use-sim-time", action="store_true", help="use /clock (bag replay, simulation)")
+    parser.add_argument("--sim", action="store_true", help="also start the simulated robot")
+    parser.add_argument("--no-autostart", action="store_true", help="leave the policy node unconfigured")
+    parser.add_argument("--chunk-handover", default=Handover.SPLICE.value, choices=[h.value for h in Handover])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--sim-image-width", type=int, default=0)
+    parser.add_argument("--sim-image-height", type=int, default=0)
+
+
+def _wait_for_stop(graph: GraphProcesses) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.2):
+        ended = graph.exited()
+        if ended is not None:
+            print(f"[run] node {ended[0]} exited with code {ended[1]}; stopping the others", file=sys.stderr)
+            return 1
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Start a pi0_ros node graph (what the launch files start).")
+    add_graph_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        specs = node_graph(graph_options_from_args(args))
+    except (DescriptionError, ValueError) as exc:
+        print(f"[run] error: {exc}", file=sys.stderr)
+        return 2
+    with GraphProcesses(specs, namespace=args.namespace) as graph:
+        print(f"[run] started {', '.join(s.name for s in specs)} for {args.robot}; Ctrl-C stops", file=sys.stderr)
+        code = _wait_for_stop(graph)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
