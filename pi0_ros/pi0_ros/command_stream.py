@@ -153,12 +153,14 @@ class CommandStream:
         return StreamTick(StreamMode.STREAMING, "", commands, clamped, target.chunk_sequence)
 
     def _start_goal(self, goal_id: str, now: float) -> None:
+        if goal_id != self._goal_id:
+            # The same id again means the status came back after a gap: same goal, same count.
+            self.commands_sent = 0
         self._goal_id = goal_id
         self._goal_active = True
         self._ever_active = True
         self._goal_ended_at = None
         self.scheduler.reset()
-        self.commands_sent = 0
         early, self._early_chunk = self._early_chunk, None
         if early is not None and early[0] == goal_id:
             self.on_chunk(*early, now=now)

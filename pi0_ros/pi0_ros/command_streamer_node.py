@@ -6,6 +6,7 @@ only moves messages in and out and reports status and diagnostics.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Optional
 
@@ -42,6 +43,9 @@ PARAMS = (
     Param("joint_state_qos_reliability", "reliable", "QoS reliability of the joint state subscriptions.",
           choices=("reliable", "best_effort")),
     Param("command_qos_depth", 1, "QoS depth of the controller command publishers (reliable).", 1, 100),
+    Param("realtime_priority", 0, "SCHED_FIFO priority (1-99) for this process, as ros2_control's controller "
+          "manager uses; 0 keeps normal scheduling. Needs CAP_SYS_NICE or an rtprio limit.", 0, 99,
+          read_only=True),
 )
 
 
@@ -49,6 +53,8 @@ class CommandStreamerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("pi0_command_streamer", **kwargs)
         values = NodeParameters(self, PARAMS).read()
+        if values["realtime_priority"]:
+            self._use_realtime_scheduling(values["realtime_priority"])
         description = load_robot_description(values["robot_description"])
         rate = values["control_rate_hz"] or description.control_rate_hz
         period = 1.0 / rate
@@ -71,6 +77,17 @@ class CommandStreamerNode(Node):
         self._last_logged: Optional[tuple[StreamMode, str]] = None
         self._last_tick = StreamTick(StreamMode.IDLE, "starting", None)
         self._create_interfaces(description, values, period)
+
+    def _use_realtime_scheduling(self, priority: int) -> None:
+        """Keeps the 50 Hz loop on time when inference and rendering load every core."""
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+        except (AttributeError, OSError) as exc:
+            self.get_logger().warning(
+                f"could not use SCHED_FIFO priority {priority} ({exc}); commands may jitter under load. "
+                "Grant it with an rtprio limit (/etc/security/limits.conf) or CAP_SYS_NICE.")
+        else:
+            self.get_logger().info(f"running with SCHED_FIFO priority {priority}")
 
     def _create_interfaces(self, description: RobotDescription, values: dict, period: float) -> None:
         command_qos = qos_profile("reliable", values["command_qos_depth"])

@@ -35,7 +35,7 @@ from pi0_ros.goal_session import EndReason, GoalSession
 from pi0_ros.inference_worker import ChunkRecord, InferenceWorker, ModelOutput, WorkerConfig
 from pi0_ros.node_main import spin_node
 from pi0_ros.observation_source import ObservationSource, ObservationSourceParams, QosSettings
-from pi0_ros.observation_sync import SyncedObservation, SyncLimits
+from pi0_ros.observation_sync import SyncedObservation, SyncLimits, SyncStatus
 from pi0_ros.parameters import NodeParameters, Param
 from pi0_ros.policy_loader import ModelSettings, load_policy
 from pi0_ros.rate_monitor import RateMonitor
@@ -274,7 +274,9 @@ class PolicyNode(LifecycleNode):
             return f"max_duration {max_duration} s is invalid"
         assert self._source is not None
         sync = self._source.latest()
-        if not sync.ok and sync.status.value != "not_new":
+        # A set that does not match right now (UNMATCHED) is transient: the worker waits for one
+        # up to stale_observation_timeout_s. Missing or stale streams will not recover by themselves.
+        if sync.status in (SyncStatus.MISSING, SyncStatus.STALE):
             return f"no synchronized observation available: {sync.reason}"
         return ""
 
@@ -320,6 +322,9 @@ class PolicyNode(LifecycleNode):
         with self._session_lock:
             if self._session is session:
                 self._session = None
+        if not self.context.ok():
+            # Shutting down (Ctrl-C): neither the goal handle nor the status can reach anyone.
+            return ExecuteInstruction.Result(end_reason=int(outcome.reason), message=outcome.message)
         self._publish_status()
         stats = session.stats(self._now())
         if outcome.reason is EndReason.CANCELED and goal_handle.is_cancel_requested:
@@ -413,6 +418,8 @@ class PolicyNode(LifecycleNode):
         self._status_timer = self.create_timer(1.0 / rate_hz, self._publish_status)
 
     def _publish_status(self) -> None:
+        if not self.context.ok():
+            return
         session = self._session
         active = session is not None and session.active
         level, message = self._health

@@ -105,6 +105,20 @@ def _spin_for(node: Node, seconds: float) -> None:
         rclpy.spin_once(node, timeout_sec=max(0.0, deadline - time.monotonic()))
 
 
+def _wait_for_result(node: InstructionClient, result: Future, server_grace: float = 3.0) -> bool:
+    """Spins until the result arrives; False when the action server has been gone for `server_grace` s."""
+    gone_since: Optional[float] = None
+    while not result.done():
+        rclpy.spin_until_future_complete(node, result, timeout_sec=0.25)
+        if node.client.server_is_ready():
+            gone_since = None
+        elif gone_since is None:
+            gone_since = time.monotonic()
+        elif time.monotonic() - gone_since > server_grace:
+            return False
+    return True
+
+
 def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     node = InstructionClient(args.namespace)
     action = node.resolve_topic_name("execute_instruction")
@@ -129,7 +143,10 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     out.write(f"goal {bytes(handle.goal_id.uuid).hex()[:8]} accepted: '{args.instruction}' (Ctrl-C cancels)\n")
     result_future = handle.get_result_async()
     try:
-        _spin_until(node, result_future)
+        if not _wait_for_result(node, result_future):
+            line.close()
+            print(f"the policy node serving {action} went away before the goal ended", file=sys.stderr)
+            return EXIT_ENDED
     except KeyboardInterrupt:
         line.close()
         out.write("canceling...\n")

@@ -1,4 +1,7 @@
 """The command streamer node on a real DDS graph."""
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -6,13 +9,11 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import TwistStamped
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
-from pi0_ros.command_streamer_node import CommandStreamerNode
 from pi0_ros.robot_description import load_robot_description
 from pi0_ros.ros_conversions import qos_profile, seconds_to_stamp
 from support.robots import robot_yaml
@@ -48,29 +49,36 @@ class Recorder:
 
 @pytest.fixture
 def streamer_graph(ros_graph):
+    """The streamer in its own process, as deployed; the test plays policy, robot and controllers."""
     description = load_robot_description(robot_yaml("mobile_aloha"))
-    streamer = ros_graph.add(CommandStreamerNode(
-        context=ros_graph.context,
-        parameter_overrides=[Parameter("robot_description", value=str(robot_yaml("mobile_aloha"))),
-                             Parameter("hold_duration_s", value=0.3)]))
-    peer = ros_graph.node("streamer_peer")
-    recorder = Recorder()
-    reliable = qos_profile("reliable", 10)
-    types = {"joint_trajectory": JointTrajectory, "forward_position": Float64MultiArray,
-             "base_velocity": TwistStamped}
-    for controller in description.controllers:
-        peer.create_subscription(types[controller.interface], controller.topic,
-                                 recorder.callback(controller.topic), reliable)
-    peer.create_subscription(StreamerStatus, "streamer_status", recorder.callback("streamer_status"), reliable)
-    publishers = {
-        "status": peer.create_publisher(PolicyStatus, "policy_status", qos_profile("reliable", 1, True)),
-        "chunk": peer.create_publisher(ActionChunk, "action_chunk", reliable),
-        "joints": peer.create_publisher(JointState, "joint_states", reliable),
-    }
-    ros_graph.wait_for(lambda: publishers["chunk"].get_subscription_count() > 0, what="streamer discovery")
-    fake_policy = FakePolicy(description, peer, publishers)
-    peer.create_timer(0.1, fake_policy.publish)
-    yield description, fake_policy, recorder
+    streamer = subprocess.Popen(
+        [sys.executable, "-m", "pi0_ros.command_streamer_node", "--ros-args",
+         "-p", f"robot_description:={robot_yaml('mobile_aloha')}", "-p", "hold_duration_s:=0.3"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        peer = ros_graph.node("streamer_peer")
+        recorder = Recorder()
+        reliable = qos_profile("reliable", 10)
+        types = {"joint_trajectory": JointTrajectory, "forward_position": Float64MultiArray,
+                 "base_velocity": TwistStamped}
+        for controller in description.controllers:
+            peer.create_subscription(types[controller.interface], controller.topic,
+                                     recorder.callback(controller.topic), reliable)
+        peer.create_subscription(StreamerStatus, "streamer_status", recorder.callback("streamer_status"), reliable)
+        publishers = {
+            "status": peer.create_publisher(PolicyStatus, "policy_status", qos_profile("reliable", 1, True)),
+            "chunk": peer.create_publisher(ActionChunk, "action_chunk", reliable),
+            "joints": peer.create_publisher(JointState, "joint_states", reliable),
+        }
+        ros_graph.wait_for(lambda: publishers["chunk"].get_subscription_count() > 0
+                           and recorder.count("streamer_status") > 0, timeout=20.0, what="streamer discovery")
+        fake_policy = FakePolicy(description, peer, publishers)
+        peer.create_timer(0.1, fake_policy.publish)
+        yield description, fake_policy, recorder
+    finally:
+        streamer.send_signal(signal.SIGINT)
+        output, _ = streamer.communicate(timeout=10)
+    assert streamer.returncode == 0 and "Traceback" not in output, output
 
 
 class FakePolicy:

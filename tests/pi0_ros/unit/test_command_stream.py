@@ -158,3 +158,16 @@ def test_invalid_config_names_the_setting():
     with pytest.raises(ValueError, match="status_timeout"):
         StreamConfig(control_period=0.02, lookahead_points=1, status_timeout=0.01, max_chunk_latency=1.0,
                      hold_duration=1.0, handover=Handover.SPLICE)
+
+
+def test_a_status_gap_holds_but_keeps_the_goal_and_its_command_count():
+    stream = make_stream(status_timeout=0.1)
+    start(stream, now=0.0)
+    stream.on_chunk("goal-a", 1, 0.0, PERIOD, NAMES, chunk_rows([0.0, 0.0]), now=0.0)
+    for k in range(1, 4):
+        stream.tick(k * PERIOD)
+    assert stream.commands_sent == 3
+    assert stream.tick(0.3).mode is StreamMode.HOLDING
+    stream.on_status(True, "goal-a", 0.31)
+    stream.on_chunk("goal-a", 2, 0.31, PERIOD, NAMES, chunk_rows([0.0, 0.0]), now=0.31)
+    assert stream.tick(0.32).mode is StreamMode.STREAMING and stream.commands_sent == 4

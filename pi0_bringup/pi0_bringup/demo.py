@@ -1,0 +1,170 @@
+"""The closed-loop demo behind `make demo`: simulated robot, pi0, 50 Hz streaming.
+
+    python -m pi0_bringup.demo [--robot aloha] [--checkpoint DIR] [--instruction TEXT ...] [--duration S]
+
+Starts the simulated robot, the policy node and the command streamer (the
+graph of pi0_bringup.graph, one process each), sends each instruction as an
+ExecuteInstruction goal with live progress, records the commands the
+controllers receive, and ends with a summary and a plot of the commanded
+joint trajectories. Without --checkpoint it uses the demo policy: the tiny
+pi0 trained on synthetic demonstrations (pi0_bringup.demo_policy).
+
+The demo runs on a private ROS domain on localhost, so its simulated robot
+and streamer can never reach a real robot on the network.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from pi0_bringup.demo_client import CommandLog, GoalReport
+from pi0_ros.chunk_schedule import Handover
+from pi0_ros.rate_monitor import RateStats, rate_stats
+from pi0_ros.robot_description import DescriptionError, RobotDescription
+
+DEFAULT_INSTRUCTIONS = ("raise the arms", "reach forward", "go home")
+
+
+def isolate_ros_domain() -> int:
+    """A private domain on localhost for this process and the graph it starts."""
+    domain = int(os.environ.get("PI0_DEMO_DOMAIN_ID", random.SystemRandom().randint(1, 101)))
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["ROS_LOCALHOST_ONLY"] = "1" if os.environ.get("ROS_DISTRO") == "humble" else "0"
+    return domain
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Closed-loop pi0 demo on a simulated robot.")
+    parser.add_argument("--robot", default="aloha", help="robot name or description YAML (default: aloha)")
+    parser.add_argument("--checkpoint", default="", help="a pi0 checkpoint directory (default: the demo policy)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--instruction", action="append", help="instruction to run (repeatable); "
+                        f"default: {', '.join(repr(i) for i in DEFAULT_INSTRUCTIONS)}")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per instruction (default: 4)")
+    parser.add_argument("--chunk-handover", default=Handover.SPLICE.value, choices=[h.value for h in Handover])
+    parser.add_argument("--image-size", default="224x224", help="simulated camera resolution WxH")
+    parser.add_argument("--output", default="artifacts/demo", help="directory for the plot and node logs")
+    args = parser.parse_args(argv)
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    try:
+        width, height = (int(v) for v in args.image_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--image-size must look like 224x224, got '{args.image_size}'")
+    args.image_size = (width, height)
+    args.instruction = tuple(args.instruction or DEFAULT_INSTRUCTIONS)
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    domain = isolate_ros_domain()
+    from pi0_bringup.robots import load_robot
+
+    try:
+        description = load_robot(args.robot)
+    except DescriptionError as exc:
+        print(f"[demo] error: {exc}", file=sys.stderr)
+        return 2
+    output = Path(args.output).resolve()
+    checkpoint = args.checkpoint or str(_demo_checkpoint(description))
+    print(f"[demo] {description.name}: {len(description.policy.actions)} action dims, "
+          f"{len(description.policy_cameras)} policy cameras, {description.control_rate_hz:.0f} Hz; "
+          f"ROS domain {domain} (localhost only)")
+    return _run(args, description, checkpoint, output)
+
+
+def _demo_checkpoint(description: RobotDescription) -> Path:
+    from pi0_bringup.demo_policy import demo_checkpoint
+
+    return demo_checkpoint(description, report=lambda line: print(f"[demo] {line}", flush=True))
+
+
+def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: str, output: Path) -> int:
+    import rclpy
+
+    from pi0_bringup.demo_client import DemoClient
+    from pi0_bringup.graph import GraphOptions, node_graph
+    from pi0_bringup.run import GraphProcesses
+
+    options = GraphOptions(robot=str(description.source), checkpoint=checkpoint, device=args.device,
+                           dtype=args.dtype, sim=True, chunk_handover=args.chunk_handover,
+                           torch_threads=1, sim_image_size=args.image_size)
+    logs = output / "logs"
+    print(f"[demo] starting simulated robot, policy and streamer (logs in {logs})")
+    rclpy.init()
+    try:
+        with GraphProcesses(node_graph(options), log_dir=logs) as graph:
+            client = DemoClient(description)
+            try:
+                reports = client.run(args.instruction, args.duration, graph)
+                stats = rate_stats(client.command_times(), description.control_period)
+                plot = _plot(description, client.log, output / f"{description.name}_commands.png")
+            finally:
+                client.destroy_node()
+    finally:
+        if rclpy.ok():
+            rclpy.shutdown()
+    print(_summary(description, reports, stats, plot))
+    return 0 if reports and all(r.outcome.startswith(("duration reached", "chunk limit")) for r in reports) else 1
+
+
+def _summary(description: RobotDescription, reports: list[GoalReport], stats: RateStats, plot: Optional[Path]) -> str:
+    lines = ["", f"pi0_ros demo summary ({description.name})", "-" * 40]
+    for report in reports:
+        lines.append(f"'{report.instruction}': {report.outcome}")
+        lines.append(f"    {report.chunks} chunks, {report.commands} commands, inference latency "
+                     f"mean {report.latency_mean_ms:.0f} ms / p95 {report.latency_p95_ms:.0f} ms")
+    lines += [
+        f"commands received: {sum(r.commands for r in reports)} ticks; rate {stats.rate_hz:.2f} Hz "
+        f"(target {description.control_rate_hz:.0f} Hz)",
+        f"inter-command jitter at the receiver: p50 {stats.jitter_p50_ms:.2f} ms, p99 {stats.jitter_p99_ms:.2f} ms, "
+        f"max gap {stats.max_gap_ms:.1f} ms",
+    ]
+    if plot is not None:
+        lines.append(f"plot of the commanded joint trajectories: {plot}")
+    return "\n".join(lines)
+
+
+def _plot(description: RobotDescription, log: CommandLog, path: Path) -> Optional[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in description.joint_groups if log.times.get(g.controller.name)]
+    if description.base is not None and log.times.get(description.base.controller.name):
+        groups.append(None)
+    if not groups:
+        return None
+    start = min(t[0] for t in log.times.values() if t)
+    figure, axes = plt.subplots(len(groups), 1, figsize=(10, 2.2 * len(groups)), sharex=True, squeeze=False)
+    for axis, group in zip(axes[:, 0], groups):
+        name = description.base.controller.name if group is None else group.controller.name
+        labels = ("linear x [m/s]", "angular z [rad/s]") if group is None else group.joint_names
+        times = np.array(log.times[name]) - start
+        values = np.array(log.values[name])
+        for column, label in enumerate(labels):
+            axis.plot(times, values[:, column], label=label, linewidth=1.2)
+        axis.set_title(name, fontsize=9, loc="left")
+        axis.legend(fontsize=7, loc="upper right", ncol=2)
+        axis.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("time [s]")
+    figure.suptitle(f"pi0_ros demo: commands sent to the {description.name} controllers")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
