@@ -1,0 +1,329 @@
+"""The golden replay scenario, shared by the tests and the regeneration script.
+
+1. Record a bag from the simulated ALOHA at rest (small images): its policy
+   cameras and joint states, with the suite's recorder.
+2. Replay the bag with /clock at a quarter of real time through the live
+   policy node (tiny model, fixed seed, one warm-up inference) and the command
+   streamer, both on sim time, and run one instruction goal from a real action
+   client until three chunks and some commands came, then cancel it.
+3. Collect the chunks and every controller command.
+
+Why the outcome is reproducible: the robot never moves, and the simulator's
+images are a pure function of its state, so every observation in the bag is
+the same. The policy node draws the sampling noise of each inference from its
+generator seeded with ``seed``, the warm-up inference first, so chunk n is the
+same whichever frame it used and whenever it ran: the first three are the
+golden values. When a chunk reaches the streamer and when the streamer ticks
+depend on scheduling, so its commands are not stored; the test checks each
+one against the chunks received, evaluated at the command's own stamp.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from rclpy.action import ActionClient
+from rclpy.action.client import ClientGoalHandle
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory
+
+from pi0_bringup.sim_robot_node import SimRobotNode
+from pi0_msgs.action import ExecuteInstruction
+from pi0_msgs.msg import ActionChunk
+from pi0_ros.bag import BagReader, PlaybackConfig, PlaybackStats, Player
+from pi0_ros.bag.play import PlayNode
+from pi0_ros.bag.record import RecordConfig, RecordNode
+from pi0_ros.command_streamer_node import CommandStreamerNode
+from pi0_ros.image_conversion import image_msg_to_rgb
+from pi0_ros.policy_node import PolicyNode
+from pi0_ros.robot_description import RobotDescription, load_robot_description
+from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, stamp_to_seconds
+from support.robots import robot_yaml
+from support.ros_graph import RosGraph
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "golden_replay.json"
+REGENERATE = "scripts/with_env.sh python tests/replay/regenerate_golden.py"
+FIXTURE_FORMAT = 1
+
+ROBOT = "aloha"
+SEED = 7
+INSTRUCTION = "pick up the red block"
+GOLDEN_CHUNKS = 3  # the first chunks of the goal, stored in the golden file
+STREAMED_TICKS = 10  # commands to wait for after the last golden chunk, before the goal is canceled
+# A quarter of real time: a busy machine may stall this one process (model, nodes and player together) for
+# a second without the observations going stale or a chunk arriving too late on the replayed clock.
+PLAYBACK_RATE = 0.25
+# One warm-up inference at configure takes torch's first-call cost (seconds on a busy machine) out of the
+# replay, where it would make the first chunk late; it also takes the generator's first noise draw.
+WARMUP_ITERATIONS = 1
+IMAGE_WIDTH, IMAGE_HEIGHT = 96, 72
+CAMERA_RATE_HZ = 15.0
+RECORD_SECONDS = 3.0  # the goal needs well under a second of bag time; the rest is margin for a busy machine
+HOLD_OBSERVED_S = 1.0  # wall seconds the replay goes on after the goal ended (the streamer holds meanwhile)
+# float32 inference on another CPU (SIMD width) or torch build moves actions by ~1e-6; anything the golden
+# test is meant to catch (seed, observation, instruction, stats, adaptations, action order) moves them by
+# 1e-3 or more (tests/replay/test_golden_replay.py checks that margin).
+CHUNK_TOLERANCE = 1e-4
+
+
+def description() -> RobotDescription:
+    return load_robot_description(robot_yaml(ROBOT))
+
+
+def policy_topics(robot: RobotDescription) -> tuple[str, ...]:
+    return (*(c.topic for c in robot.policy_cameras), *robot.joint_state_topics)
+
+
+# -- recording --------------------------------------------------------------------------------------------------
+
+
+def record_sim_bag(path: Path, seconds: float = RECORD_SECONDS) -> None:
+    """Records the simulated robot's policy cameras and joint states into a new bag at `path`.
+
+    Spun on this thread, so that nothing runs the recorder's callbacks while it closes the bag.
+    """
+    topics = policy_topics(description())
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    nodes: list[Node] = []
+    try:
+        nodes.append(SimRobotNode(context=context, parameter_overrides=[
+            Parameter("robot_description", value=str(robot_yaml(ROBOT))),
+            Parameter("image_width", value=IMAGE_WIDTH), Parameter("image_height", value=IMAGE_HEIGHT),
+            Parameter("camera_rate_hz", value=CAMERA_RATE_HZ)]))
+        recorder = RecordNode(RecordConfig(output=path, topics=topics, status_period=0.0), context=context)
+        nodes.append(recorder)
+        for node in nodes:
+            executor.add_node(node)
+        _spin_until(executor, lambda: all(recorder.message_counts().get(f"/{t}", 0) > 0 for t in topics), 10.0)
+        started = time.monotonic()
+        _spin_until(executor, lambda: time.monotonic() - started >= seconds, seconds + 1.0)
+        recorder.close()
+    finally:
+        executor.shutdown()
+        for node in nodes:
+            node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def _spin_until(executor: SingleThreadedExecutor, condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the simulated robot's topics were not recorded in time"
+        executor.spin_once(timeout_sec=0.01)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What the bag shows: the joint positions and a digest of each camera's image."""
+
+    joint_positions: dict[str, float]
+    image_sha256: dict[str, str]
+    distinct_images: int  # over all frames of all cameras; one per camera when the scene is static
+    distinct_joint_states: int
+    image_stamps: tuple[float, ...]  # every recorded image's header stamp, s
+
+
+def read_scene(bag: Path) -> Scene:
+    robot = description()
+    cameras = {f"/{c.topic}": c.name for c in robot.policy_cameras}
+    digests: dict[str, set[str]] = {name: set() for name in cameras.values()}
+    states: set[tuple[tuple[str, float], ...]] = set()
+    stamps = []
+    with BagReader(bag) as reader:
+        for message in reader.read():
+            if message.topic in cameras:
+                digests[cameras[message.topic]].add(hashlib.sha256(image_msg_to_rgb(message.message).tobytes()).hexdigest())
+                stamps.append(stamp_to_seconds(message.message.header.stamp))
+            else:
+                states.add(tuple(zip(message.message.name, message.message.position)))
+    return Scene(joint_positions=dict(next(iter(states))),
+                 image_sha256={name: sorted(found)[0] for name, found in digests.items()},
+                 distinct_images=sum(len(found) for found in digests.values()),
+                 distinct_joint_states=len(states), image_stamps=tuple(sorted(set(stamps))))
+
+
+# -- replay -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayOutcome:
+    goal_result: ExecuteInstruction.Result
+    chunks: list[ActionChunk]  # in arrival order
+    commands: dict[str, list]  # controller name -> messages in arrival order
+    played: int  # messages the player published
+
+
+class _Collector:
+    """The observer's subscriptions: chunks and every controller command, in arrival order."""
+
+    def __init__(self, observer: Node, robot: RobotDescription) -> None:
+        self.lock = threading.Lock()
+        self.chunks: list[ActionChunk] = []
+        self.commands: dict[str, list] = {c.name: [] for c in robot.controllers}
+        observer.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos_profile("reliable", 50))
+        self.subscriptions = [observer.create_subscription(
+            JointTrajectory if c.interface == "joint_trajectory" else Float64MultiArray, c.topic,
+            self._on_command(c.name), qos_profile("reliable", 1000)) for c in robot.controllers]
+
+    def counts(self) -> tuple[int, int]:
+        """(chunks, commands of the first controller) received so far."""
+        with self.lock:
+            return len(self.chunks), len(next(iter(self.commands.values())))
+
+    def _on_chunk(self, message: ActionChunk) -> None:
+        with self.lock:
+            self.chunks.append(message)
+
+    def _on_command(self, controller: str) -> Callable[[Any], None]:
+        def store(message: Any) -> None:
+            with self.lock:
+                self.commands[controller].append(message)
+        return store
+
+
+def start_nodes(graph: RosGraph, seed: int) -> None:
+    """The policy node (configured and active) and the streamer, both on sim time."""
+    sim_time = Parameter("use_sim_time", value=True)
+    description_path = Parameter("robot_description", value=str(robot_yaml(ROBOT)))
+    policy = graph.add(PolicyNode(context=graph.context, parameter_overrides=[
+        description_path, sim_time, Parameter("seed", value=seed),
+        Parameter("warmup_iterations", value=WARMUP_ITERATIONS), Parameter("torch_threads", value=1),
+        # After a stall of this busy process, /clock (one light callback) catches up before the queued
+        # images are decoded: bag time can jump past the default 0.5 s freshness limits for a moment.
+        Parameter("max_observation_age_s", value=2.0), Parameter("stale_observation_timeout_s", value=5.0)]))
+    assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS, policy._health
+    assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    # A deeper command queue than the default 1, so the observer never misses a command.
+    graph.add(CommandStreamerNode(context=graph.context, parameter_overrides=[
+        description_path, sim_time, Parameter("command_qos_depth", value=10)]))
+
+
+def replay_through_policy(bag: Path, seed: int = SEED, instruction: str = INSTRUCTION,
+                          timeout: float = 60.0) -> ReplayOutcome:
+    """Replays `bag` with /clock into the live policy node and streamer and runs one goal.
+
+    The goal is canceled once GOLDEN_CHUNKS chunks and STREAMED_TICKS further commands arrived, so the
+    run does not depend on how fast the model is; the replay goes on for HOLD_OBSERVED_S after that.
+    """
+    graph = RosGraph()
+    stop = threading.Event()
+    player_thread: Optional[threading.Thread] = None
+    try:
+        start_nodes(graph, seed)
+        observer = graph.node("replay_observer")
+        collector = _Collector(observer, description())
+        graph.wait_for(lambda: all(s.get_publisher_count() > 0 for s in collector.subscriptions),
+                       what="the streamer's command publishers")
+        client = ActionClient(observer, ExecuteInstruction, "execute_instruction")
+        assert client.wait_for_server(timeout_sec=10.0)
+        with BagReader(bag) as reader:
+            player = Player(reader, PlaybackConfig(rate=PLAYBACK_RATE, clock_hz=100.0, clock_per_message=True))
+            play_node = graph.add(PlayNode(player.topics, context=graph.context))
+            play_node.wait_for_subscribers(10.0, stop)
+            stats: list[PlaybackStats] = []
+            player_thread = threading.Thread(target=lambda: stats.append(player.run(play_node, stop)), daemon=True)
+            player_thread.start()
+            result = _run_goal(graph, client, collector, instruction, player_thread, timeout)
+            time.sleep(HOLD_OBSERVED_S)
+            stop.set()
+            player_thread.join(timeout=10.0)
+        with collector.lock:
+            return ReplayOutcome(result, list(collector.chunks), {k: list(v) for k, v in collector.commands.items()},
+                                 stats[0].published_count if stats else 0)
+    finally:
+        stop.set()
+        if player_thread is not None:
+            player_thread.join(timeout=10.0)
+        graph.shutdown()
+
+
+def _run_goal(graph: RosGraph, client: ActionClient, collector: _Collector, instruction: str,
+              player_thread: threading.Thread, timeout: float) -> ExecuteInstruction.Result:
+    handle = _send_until_accepted(graph, client, instruction, player_thread)
+
+    def playing(condition: Callable[[], bool], what: str) -> None:
+        # Without /clock the nodes' time stands still: stop waiting when the bag ends.
+        graph.wait_for(lambda: condition() or not player_thread.is_alive(), timeout=timeout, what=what)
+        assert condition(), f"the bag ended before {what} ({collector.counts()} chunks, commands so far)"
+
+    playing(lambda: collector.counts()[0] >= GOLDEN_CHUNKS, f"{GOLDEN_CHUNKS} chunks")
+    commands = collector.counts()[1]
+    playing(lambda: collector.counts()[1] >= commands + STREAMED_TICKS, f"{STREAMED_TICKS} more commands")
+    cancel = handle.cancel_goal_async()
+    graph.wait_for(lambda: cancel.done(), what="the cancel response")
+    result = handle.get_result_async()
+    return graph.wait_for(lambda: result.done() and result.result(), what="the goal's result").result
+
+
+def _send_until_accepted(graph: RosGraph, client: ActionClient, instruction: str,
+                         player_thread: threading.Thread) -> ClientGoalHandle:
+    """Sends the goal until the policy node accepts it (it rejects goals until it has an observation)."""
+    goal = ExecuteInstruction.Goal(instruction=instruction, max_chunks=0, max_duration=Duration())
+    deadline = time.monotonic() + 20.0
+    while time.monotonic() < deadline and player_thread.is_alive():
+        future = client.send_goal_async(goal)
+        handle = graph.wait_for(lambda future=future: future.done() and future.result(), what="a goal response")
+        if handle.accepted:
+            return handle
+        time.sleep(0.05)
+    raise AssertionError("the policy node accepted no goal while the bag played")
+
+
+# -- golden values ----------------------------------------------------------------------------------------------
+
+
+def chunk_actions(chunk: ActionChunk) -> np.ndarray:
+    return np.asarray(chunk.actions, dtype=np.float64).reshape(chunk.horizon, len(chunk.names))
+
+
+def command_positions(message) -> list[float]:
+    """Point 0 of a trajectory, or the values of a position command."""
+    if isinstance(message, JointTrajectory):
+        return list(message.points[0].positions)
+    return list(message.data)
+
+
+def golden_document(outcome: ReplayOutcome, scene: Scene) -> dict:
+    """The fixture's content from one replay."""
+    chunks = sorted(outcome.chunks, key=lambda c: c.sequence)[:GOLDEN_CHUNKS]
+    return {
+        "about": "Golden values of tests/replay/test_golden_replay.py (see replay_scenario.py). "
+                 f"Regenerate with: {REGENERATE}",
+        "format": FIXTURE_FORMAT,
+        "scenario": {"robot": ROBOT, "seed": SEED, "instruction": INSTRUCTION, "chunks": GOLDEN_CHUNKS,
+                     "image_width": IMAGE_WIDTH, "image_height": IMAGE_HEIGHT, "camera_rate_hz": CAMERA_RATE_HZ,
+                     "warmup_iterations": WARMUP_ITERATIONS},
+        "tolerances": {"chunk_actions": CHUNK_TOLERANCE},
+        "scene": {"joint_positions": scene.joint_positions, "image_sha256": scene.image_sha256},
+        "chunks": [{"sequence": c.sequence, "names": list(c.names),
+                    "step_period_s": duration_to_seconds(c.step_period),
+                    # 1e-8 rounding is far inside the tolerance.
+                    "actions": np.round(chunk_actions(c), 8).tolist()} for c in chunks],
+    }
+
+
+def load_golden() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+def write_golden(document: dict) -> None:
+    text = json.dumps(document, indent=1)
+    # Innermost lists (a chunk row, the names) on one line each: reviewable diffs at a third of the size.
+    text = re.sub(r"\[\n\s+([^\[\]]*?)\n\s+\]", lambda m: "[" + re.sub(r",\n\s+", ", ", m.group(1)) + "]", text)
+    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    FIXTURE.write_text(text + "\n")
