@@ -58,15 +58,16 @@ if [ "$(cat "$stamp_dir/deps" 2>/dev/null)" != "$deps_hash" ]; then
   for r in "${requirements[@]}"; do req_args+=(-r "$r"); done
   # build-tools.txt as a constraint stops torch from upgrading setuptools past what colcon accepts.
   for c in "${constraints[@]}"; do req_args+=(-c "$c"); done
-  "$venv/bin/python" -m pip install --quiet "${req_args[@]}" \
-    2>&1 | { grep -v 'is ignored: it is neither' || true; }
-  [ "${PIPESTATUS[0]}" -eq 0 ] || die "pip install failed"
+  if ! "$venv/bin/python" -m pip install --quiet "${req_args[@]}" > "$stamp_dir/pip.log" 2>&1; then
+    grep -v 'is ignored: it is neither' "$stamp_dir/pip.log" | tail -n 30 >&2
+    die "pip install failed (full log: .venv/.pi0_setup/pip.log)"
+  fi
   if [[ $mode == wheels-* ]]; then
     # The wheels' CMake exports name include paths of the machine they were built
     # on; point them at this interpreter and this venv.
     py_include=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
     site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-    grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$venv/share" \
+    { grep -rlZ --include='*.cmake' '/opt/python/cp311-cp311' "$venv/share" || true; } \
       | xargs -0 -r sed -i \
           -e "s#/opt/python/cp311-cp311/include/python3.11#${py_include}#g" \
           -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages#${site}#g"
