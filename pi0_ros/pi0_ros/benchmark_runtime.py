@@ -7,8 +7,8 @@ Each node runs in a process of its own, on a ROS_DOMAIN_ID of its own (random
 unless ROS_DOMAIN_ID is set) and on localhost only:
 
 - pi0_sim_robot: synthetic cameras and joint states that follow the commands (closes the loop);
-- pi0_policy: the lifecycle policy node with the tiny random model, configured and
-  activated from here, inferring concurrently on --torch-threads threads;
+- pi0_policy: the lifecycle policy node with the tiny random model, started with
+  autostart (as the launch files do), inferring concurrently on --torch-threads threads;
 - pi0_command_streamer: the 50 Hz node under test;
 - a bare absolute-deadline loop at the control rate, during the measurement window
   only: the machine's own noise floor, measured in the same run.
@@ -64,8 +64,6 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import rclpy
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-from lifecycle_msgs.msg import Transition
-from lifecycle_msgs.srv import ChangeState
 from rclpy.action import ActionClient
 from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -75,7 +73,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from pi0_msgs.action import ExecuteInstruction
-from pi0_msgs.msg import ActionChunk, StreamerStatus
+from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.benchmark_support import (ChildExitedError, ChildProcess, ChunkGaps, ChunkLatency, ChunkSample,
                                        CommandSample, CommandTiming, CpuUsage, StatusSample, Summary,
                                        bare_loop_command, chunk_gaps, chunk_latency, command_timing, cpu_snapshot,
@@ -233,8 +231,13 @@ class Recorder(Node):
                                      functools.partial(self._on_command, controller.topic), observer)
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, observer)
         self.create_subscription(StreamerStatus, "streamer_status", self._on_status, observer)
-        self.lifecycle = self.create_client(ChangeState, "pi0_policy/change_state")
+        self.policy_status: Optional[PolicyStatus] = None
+        self.create_subscription(PolicyStatus, "policy_status", self._on_policy_status,
+                                 qos_profile("reliable", 1, transient_local=True))
         self.instructions = ActionClient(self, ExecuteInstruction, "execute_instruction")
+
+    def _on_policy_status(self, message: PolicyStatus) -> None:
+        self.policy_status = message
 
     def _on_command(self, topic: str, message: Any, info: dict) -> None:
         header = getattr(message, "header", None)
@@ -266,7 +269,7 @@ def node_commands(config: BenchmarkConfig) -> dict[str, list[str]]:
                                "-p", f"image_width:={config.image_width}",
                                "-p", f"image_height:={config.image_height}",
                                "-p", f"camera_rate_hz:={float(config.camera_rate_hz)!r}"],
-        "policy": python + ["pi0_ros.policy_node", "--ros-args", "-p", description,
+        "policy": python + ["pi0_ros.policy_node", "--ros-args", "-p", description, "-p", "autostart:=true",
                             "-p", f"torch_threads:={config.torch_threads}", "-p", f"chunk_handover:={config.handover}"],
         "command_streamer": python + ["pi0_ros.command_streamer_node", "--ros-args", "-p", description,
                                       "-p", f"chunk_handover:={config.handover}",
@@ -352,15 +355,15 @@ class Graph:
         return future.result()
 
 
-def change_policy_state(graph: Graph, transition: int, label: str) -> None:
-    client = graph.recorder.lifecycle
-    timeout = graph.config.startup_timeout
-    graph.wait_until(client.service_is_ready, timeout, "the pi0_policy lifecycle service")
-    request = ChangeState.Request()
-    request.transition.id = transition
-    response = graph.result_of(client.call_async(request), timeout, f"pi0_policy to {label}")
-    if not response.success:
-        raise BenchmarkError(f"pi0_policy failed to {label}{graph.node('policy').describe_output()}")
+def wait_for_active_policy(graph: Graph) -> None:
+    """The policy configures and activates itself (autostart, as in the launch files); its latched
+    status says when. No lifecycle service call: a lost service response would stall the run."""
+    def active() -> bool:
+        status = graph.recorder.policy_status
+        if status is not None and status.level == PolicyStatus.LEVEL_ERROR:
+            raise BenchmarkError(f"pi0_policy: {status.message}{graph.node('policy').describe_output()}")
+        return status is not None and status.lifecycle_state == "active"
+    graph.wait_until(active, graph.config.startup_timeout, "pi0_policy to configure and activate")
 
 
 def start_goal(graph: Graph) -> Any:
@@ -397,8 +400,7 @@ def record(graph: Graph) -> tuple[Recording, list[float], GoalTiming]:
     """Runs the goal and the measurement window; returns the recording, the bare-loop ticks, the goal timing."""
     config = graph.config
     recorder = graph.recorder
-    change_policy_state(graph, Transition.TRANSITION_CONFIGURE, "configure")
-    change_policy_state(graph, Transition.TRANSITION_ACTIVATE, "activate")
+    wait_for_active_policy(graph)
     progress("pi0_policy active; sending the instruction goal")
     handle = start_goal(graph)
     graph.wait_until(lambda: any(s.mode == STREAMING_MODE for s in recorder.statuses), config.startup_timeout,

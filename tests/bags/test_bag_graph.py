@@ -64,7 +64,7 @@ def test_recorder_stores_real_publishers_with_their_qos_and_types(ros_graph, tmp
                 ACTION_TOPICS[0]: 2}
     ros_graph.wait_for(lambda: all(recorder.message_counts().get(t, 0) >= n for t, n in expected.items())
                        and recorder.message_counts().get(ACTION_TOPICS[1], 0) >= 1, what="recorded messages")
-    ros_graph.executor.remove_node(recorder)  # close() destroys subscriptions: not while they are spun
+    ros_graph.stop_spinning(recorder)  # close() destroys subscriptions: not while they are spun
     summary = recorder.close()
     after_ns = time.time_ns()
 

@@ -83,9 +83,11 @@ def test_runner_brings_up_the_graph_runs_a_goal_and_leaves_nothing_behind(robot,
         for group in description.joint_groups:
             samples = received.get(group.controller.name, [])
             times = np.array([t for t, _ in samples])
-            streaming = times[(times > times[0] + 0.5) & (times < times[0] + 2.5)] if len(times) else times
-            # ~100 ticks in the 2 s window at 50 Hz; bounds catch a wrong rate despite VM stalls.
-            assert 70 <= len(streaming) <= 110, (group.controller.name, len(streaming))
+            assert len(times) > 100, (group.controller.name, len(times))
+            # Over the whole stream (goal plus hold) so that messages delayed in a burst still count;
+            # the bounds catch a wrong rate, the runtime benchmark measures rate and jitter precisely.
+            rate = (len(times) - 1) / (times[-1] - times[0])
+            assert 0.8 / period <= rate <= 1.2 / period, (group.controller.name, rate)
             values = np.array([v for _, v in samples])
             for column, joint in enumerate(group.joint_names):
                 limit = limits[joint]

@@ -1,4 +1,9 @@
-"""A real rclpy graph for tests: own context, executor spinning in a thread."""
+"""A real rclpy graph for tests: own context, every node spun by its own executor thread.
+
+One executor per node mirrors deployment (one node per process) as closely as a
+single test process allows: rclpy's MultiThreadedExecutor starves timers when
+several busy nodes share it (a 50 Hz timer was seen firing at 9 Hz).
+"""
 from __future__ import annotations
 
 import threading
@@ -6,37 +11,47 @@ import time
 from typing import Callable, TypeVar
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 
 T = TypeVar("T")
 
 
 class RosGraph:
-    """Owns an rclpy context and spins every added node in a background thread."""
+    """Owns an rclpy context and spins every added node on an executor thread of its own."""
 
     def __init__(self) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
-        self._nodes: list[Node] = []
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass
+        self._spinning: list[tuple[Node, Executor, threading.Thread]] = []
 
     def node(self, name: str, **kwargs) -> Node:
-        """Creates a plain node in this graph and spins it."""
-        return self.add(Node(name, context=self.context, **kwargs))
+        """Creates a plain node (test peer) in this graph and spins it single-threaded."""
+        return self.add(Node(name, context=self.context, **kwargs), threads=1)
 
-    def add(self, node: Node) -> Node:
-        self._nodes.append(node)
-        self.executor.add_node(node)
+    def add(self, node: Node, threads: int = 4) -> Node:
+        """Spins `node`; the nodes under test get a multi-threaded executor, as their main() gives them."""
+        executor: Executor = (SingleThreadedExecutor(context=self.context) if threads == 1
+                              else MultiThreadedExecutor(num_threads=threads, context=self.context))
+        executor.add_node(node)
+        thread = threading.Thread(target=self._spin, args=(executor,), daemon=True)
+        thread.start()
+        self._spinning.append((node, executor, thread))
         return node
+
+    def stop_spinning(self, node: Node) -> None:
+        """Stops spinning `node` (e.g. before destroying its entities); it is still destroyed at shutdown."""
+        for spun, executor, thread in self._spinning:
+            if spun is node:
+                executor.shutdown(timeout_sec=2.0)
+                thread.join(timeout=2.0)
+
+    @staticmethod
+    def _spin(executor: Executor) -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
         """Polls `predicate` until it returns a truthy value; fails with `what` on timeout."""
@@ -49,9 +64,10 @@ class RosGraph:
         raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
 
     def shutdown(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self._thread.join(timeout=2.0)
-        for node in self._nodes:
+        for _, executor, thread in self._spinning:
+            executor.shutdown(timeout_sec=2.0)
+            thread.join(timeout=2.0)
+        for node, _, _ in self._spinning:
             node.destroy_node()
         if self.context.ok():
             rclpy.shutdown(context=self.context)
