@@ -36,7 +36,10 @@ def isolate_ros_domain() -> int:
     domain = int(os.environ.get("PI0_DEMO_DOMAIN_ID", random.SystemRandom().randint(1, 101)))
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_LOCALHOST_ONLY"] = "1" if os.environ.get("ROS_DISTRO") == "humble" else "0"
+    if os.environ.get("ROS_DISTRO") == "humble":
+        os.environ["ROS_LOCALHOST_ONLY"] = "1"
+    else:
+        os.environ.pop("ROS_LOCALHOST_ONLY", None)
     return domain
 
 
@@ -49,7 +52,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--instruction", action="append", help="instruction to run (repeatable); "
                         f"default: {', '.join(repr(i) for i in DEFAULT_INSTRUCTIONS)}")
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per instruction (default: 4)")
-    parser.add_argument("--chunk-handover", default=Handover.SPLICE.value, choices=[h.value for h in Handover])
+    parser.add_argument("--chunk-handover", default=Handover.RTC.value, choices=[h.value for h in Handover],
+                        help="how chunks take over from each other (default: rtc, real-time chunking)")
     parser.add_argument("--image-size", default="224x224", help="simulated camera resolution WxH")
     parser.add_argument("--output", default="artifacts/demo", help="directory for the plot and node logs")
     args = parser.parse_args(argv)
@@ -107,17 +111,19 @@ def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: st
             try:
                 reports = client.run(args.instruction, args.duration, graph)
                 stats = rate_stats(client.command_times(), description.control_period)
+                streamer_jitter = client.streamer_jitter_p99_ms
                 plot = _plot(description, client.log, output / f"{description.name}_commands.png")
             finally:
                 client.destroy_node()
     finally:
         if rclpy.ok():
             rclpy.shutdown()
-    print(_summary(description, reports, stats, plot))
+    print(_summary(description, reports, stats, streamer_jitter, plot))
     return 0 if reports and all(r.outcome.startswith(("duration reached", "chunk limit")) for r in reports) else 1
 
 
-def _summary(description: RobotDescription, reports: list[GoalReport], stats: RateStats, plot: Optional[Path]) -> str:
+def _summary(description: RobotDescription, reports: list[GoalReport], stats: RateStats, streamer_jitter_ms: float,
+             plot: Optional[Path]) -> str:
     lines = ["", f"pi0_ros demo summary ({description.name})", "-" * 40]
     for report in reports:
         lines.append(f"'{report.instruction}': {report.outcome}")
@@ -126,8 +132,9 @@ def _summary(description: RobotDescription, reports: list[GoalReport], stats: Ra
     lines += [
         f"commands received: {sum(r.commands for r in reports)} ticks; rate {stats.rate_hz:.2f} Hz "
         f"(target {description.control_rate_hz:.0f} Hz)",
-        f"inter-command jitter at the receiver: p50 {stats.jitter_p50_ms:.2f} ms, p99 {stats.jitter_p99_ms:.2f} ms, "
-        f"max gap {stats.max_gap_ms:.1f} ms",
+        f"tick jitter reported by the streamer: p99 {streamer_jitter_ms:.2f} ms",
+        f"inter-command jitter at this client (adds its own scheduling): p50 {stats.jitter_p50_ms:.2f} ms, "
+        f"p99 {stats.jitter_p99_ms:.2f} ms, max gap {stats.max_gap_ms:.1f} ms",
     ]
     if plot is not None:
         lines.append(f"plot of the commanded joint trajectories: {plot}")

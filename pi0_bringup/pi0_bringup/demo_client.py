@@ -13,7 +13,7 @@ from rclpy.node import Node
 
 from pi0_bringup.run import GraphProcesses
 from pi0_msgs.action import ExecuteInstruction
-from pi0_msgs.msg import PolicyStatus
+from pi0_msgs.msg import PolicyStatus, StreamerStatus
 from pi0_ros.controller_commands import controller_message_class
 from pi0_ros.goal_session import EndReason
 from pi0_ros.robot_description import RobotDescription
@@ -63,12 +63,15 @@ class DemoClient(Node):
         self.description = description
         self.log = CommandLog()
         self.status: Optional[PolicyStatus] = None
+        self.streamer_jitter_p99_ms = 0.0  # the streamer's own tick statistics, last status while streaming
         for controller in description.controllers:
             self.create_subscription(controller_message_class(controller), controller.topic,
                                      lambda m, name=controller.name: self.log.add(name, command_values(m)),
                                      qos_profile("reliable", 50))
         self.create_subscription(PolicyStatus, "policy_status", self._on_status,
                                  qos_profile("reliable", 1, transient_local=True))
+        self.create_subscription(StreamerStatus, "streamer_status", self._on_streamer_status,
+                                 qos_profile("reliable", 10))
         self.action = ActionClient(self, ExecuteInstruction, "execute_instruction")
         self._executor = SingleThreadedExecutor()
         self._executor.add_node(self)
@@ -77,6 +80,10 @@ class DemoClient(Node):
 
     def _on_status(self, message: PolicyStatus) -> None:
         self.status = message
+
+    def _on_streamer_status(self, message: StreamerStatus) -> None:
+        if message.mode == StreamerStatus.MODE_STREAMING:
+            self.streamer_jitter_p99_ms = message.jitter_p99_ms
 
     def destroy_node(self) -> None:
         self._executor.shutdown(timeout_sec=1.0)

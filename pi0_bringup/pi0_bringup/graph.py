@@ -42,6 +42,7 @@ class GraphOptions:
     chunk_handover: str = Handover.SPLICE.value
     seed: int = 0
     torch_threads: int = 0  # 0 = torch's default
+    streamer_priority: int = 10  # SCHED_FIFO priority of the streamer (as ros2_control's controller manager); 0 = off
     sim_image_size: tuple[int, int] = (0, 0)  # (width, height) rendered by the simulator; 0 = description's
     policy_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_policy parameters
     streamer_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_command_streamer parameters
@@ -58,6 +59,8 @@ class GraphOptions:
             raise ValueError(f"checkpoint directory {self.checkpoint} does not exist")
         if any(v < 0 for v in self.sim_image_size) or self.torch_threads < 0:
             raise ValueError("sim_image_size and torch_threads must not be negative")
+        if not 0 <= self.streamer_priority <= 99:
+            raise ValueError(f"streamer_priority must be within [0, 99], got {self.streamer_priority}")
 
 
 def node_graph(options: GraphOptions, description: Optional[RobotDescription] = None) -> tuple[NodeSpec, ...]:
@@ -73,7 +76,8 @@ def node_graph(options: GraphOptions, description: Optional[RobotDescription] = 
         lifecycle=True)
     streamer = NodeSpec(
         "pi0_ros", "command_streamer", "pi0_ros.command_streamer_node", "pi0_command_streamer",
-        {**common, "chunk_handover": options.chunk_handover, **options.streamer_parameters})
+        {**common, "chunk_handover": options.chunk_handover, "realtime_priority": options.streamer_priority,
+         **options.streamer_parameters})
     nodes = [policy, streamer]
     if options.sim:
         width, height = options.sim_image_size

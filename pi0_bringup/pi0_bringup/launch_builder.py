@@ -25,6 +25,7 @@ ARGUMENTS = {
     "chunk_handover": ("splice", "wait, splice, blend or rtc"),
     "seed": ("0", "seed of the sampling noise (and of the tiny model)"),
     "torch_threads": ("0", "CPU threads for torch; 0 = default"),
+    "streamer_priority": ("10", "SCHED_FIFO priority of the command streamer; 0 = normal scheduling"),
     "sim_image_width": ("0", "simulator image width; 0 = description's"),
     "sim_image_height": ("0", "simulator image height; 0 = description's"),
 }
@@ -43,7 +44,7 @@ def _options(context: LaunchContext) -> GraphOptions:
         checkpoint=value["checkpoint"], device=value["device"], dtype=value["dtype"],
         namespace=value["namespace"], use_sim_time=_flag(value["use_sim_time"]), sim=_flag(value["sim"]),
         autostart=_flag(value["autostart"]), chunk_handover=value["chunk_handover"], seed=int(value["seed"]),
-        torch_threads=int(value["torch_threads"]),
+        torch_threads=int(value["torch_threads"]), streamer_priority=int(value["streamer_priority"]),
         sim_image_size=(int(value["sim_image_width"]), int(value["sim_image_height"])),
     )
 

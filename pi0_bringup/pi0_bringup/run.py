@@ -73,9 +73,12 @@ class GraphProcesses:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 output = open(self.log_dir / f"{spec.name}.log", "w")
                 self._logs.append(output)
+            # A process group of its own (to signal the node and its children together), but the
+            # runner's session: with sched_autogroup the kernel shares CPU per session, and one
+            # session per node made the 50 Hz streamer wait behind the others.
             self.processes[spec.name] = subprocess.Popen(
                 node_command(spec, self.namespace, params), env=self.env, stdout=output,
-                stderr=subprocess.STDOUT if output else None, start_new_session=True)
+                stderr=subprocess.STDOUT if output else None, preexec_fn=os.setpgrp)
 
     def exited(self) -> Optional[tuple[str, int]]:
         """(node name, exit code) of the first node that ended, or None while all run."""
@@ -118,6 +121,7 @@ def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
         robot=args.robot, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
         namespace=args.namespace, use_sim_time=args.use_sim_time, sim=args.sim, autostart=not args.no_autostart,
         chunk_handover=args.chunk_handover, seed=args.seed, torch_threads=args.torch_threads,
+        streamer_priority=args.streamer_priority,
         sim_image_size=(args.sim_image_width, args.sim_image_height))
 
 
@@ -134,6 +138,8 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-handover", default=Handover.SPLICE.value, choices=[h.value for h in Handover])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument("--streamer-priority", type=int, default=10,
+                        help="SCHED_FIFO priority of the command streamer; 0 = normal scheduling")
     parser.add_argument("--sim-image-width", type=int, default=0)
     parser.add_argument("--sim-image-height", type=int, default=0)
 

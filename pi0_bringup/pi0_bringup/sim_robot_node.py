@@ -3,16 +3,17 @@
 Subscribes to every controller topic of the robot description with the message
 types and QoS of the real controllers, steps :class:`SimRobot` and publishes
 joint states (and base odometry) at the control rate, and renders every
-camera with :class:`SceneRenderer`. Commands and physics share one
-mutually exclusive callback group; cameras render in another, from the newest
-immutable state snapshot, so a slow frame never delays joint states (spin it on
-a MultiThreadedExecutor, as ``main()`` does).
+camera with :class:`SceneRenderer` from the newest immutable state snapshot.
+
+It spins on a SingleThreadedExecutor: rclpy's MultiThreadedExecutor stalled
+this node for up to 0.4 s under load (the policy then, rightly, ended goals on
+stale observations), while rendering inline delays joint states by at most a
+frame's few milliseconds.
 """
 from __future__ import annotations
 
 import functools
 import math
-import threading
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional
@@ -21,9 +22,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Quaternion, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -64,48 +63,9 @@ ODOM_FRAME = "odom"  # diff_drive_controller's default frames
 BASE_FRAME = "base_link"
 
 
-class _CallbackGate:
-    """Keeps shutdown quiet while callbacks still run on executor worker threads.
-
-    rclpy's executor shutdown does not wait for them: Ctrl-C shuts the context down (their
-    publish then fails) and destroy_node() destroys publishers under them, and rclpy prints
-    each such failure as an unretrieved exception. destroy_node() waits for running callbacks,
-    and failures after the context has shut down are dropped.
-    """
-
-    def __init__(self, alive: Callable[[], bool]) -> None:
-        self._alive = alive
-        self._condition = threading.Condition()
-        self._running = 0
-        self._closed = False
-
-    def wrap(self, callback: Callable[..., None]) -> Callable[..., None]:
-        def guarded(*args: Any) -> None:
-            with self._condition:
-                if self._closed:
-                    return
-                self._running += 1
-            try:
-                callback(*args)
-            except Exception:
-                if self._alive():
-                    raise
-            finally:
-                with self._condition:
-                    self._running -= 1
-                    self._condition.notify_all()
-        return guarded
-
-    def close(self, timeout: float) -> None:
-        with self._condition:
-            self._closed = True
-            self._condition.wait_for(lambda: self._running == 0, timeout)
-
-
 class SimRobotNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("pi0_sim_robot", **kwargs)
-        self._gate = _CallbackGate(alive=lambda: self.context.ok())
         values = NodeParameters(self, PARAMS).read()
         compressed_override = self._declare_compressed_images()
         if not values["robot_description"]:
@@ -119,18 +79,12 @@ class SimRobotNode(Node):
         self.renderer = SceneRenderer(description, values["image_width"], values["image_height"])
         self.robot.step(self._now())
         self._state = self.robot.state()
-        self._control_group = MutuallyExclusiveCallbackGroup()
-        self._camera_group = MutuallyExclusiveCallbackGroup()
         self._subscribe_controllers(description)
         self._create_state_publishers(description, values["joint_state_rate_hz"] or description.control_rate_hz)
         self._create_cameras(description, values["camera_rate_hz"], compressed_override)
         self.get_logger().info(
             f"simulating '{description.name}': {len(description.joints)} joints, "
             f"{len(description.cameras)} cameras{', mobile base' if description.base else ''}")
-
-    def destroy_node(self) -> None:
-        self._gate.close(timeout=1.0)
-        super().destroy_node()
 
     def _declare_compressed_images(self) -> Optional[bool]:
         descriptor = ParameterDescriptor(
@@ -152,9 +106,8 @@ class SimRobotNode(Node):
         # The controllers' own subscriptions use the system default QoS (reliable).
         for controller in description.controllers:
             message_type, handler = self._command_handler(controller)
-            self.create_subscription(message_type, controller.topic,
-                                     self._gate.wrap(functools.partial(handler, controller.name)),
-                                     qos_profile_system_default, callback_group=self._control_group)
+            self.create_subscription(message_type, controller.topic, functools.partial(handler, controller.name),
+                                     qos_profile_system_default)
 
     def _command_handler(self, controller: ControllerSpec) -> tuple[type, Callable[[str, Any], None]]:
         if controller.interface == "joint_trajectory":
@@ -205,7 +158,7 @@ class SimRobotNode(Node):
             self._joint_state_publishers.append((publisher, [names.index(j) for j in joints]))
         self._odometry_publisher = (self.create_publisher(Odometry, description.base.odometry_topic, state_qos)
                                     if description.base else None)
-        self.create_timer(1.0 / rate_hz, self._gate.wrap(self._on_step), callback_group=self._control_group)
+        self.create_timer(1.0 / rate_hz, self._on_step)
 
     def _on_step(self) -> None:
         now = self.get_clock().now()
@@ -237,8 +190,7 @@ class SimRobotNode(Node):
             by_rate[rate_hz or camera.rate_hz].append(camera)
         for rate, cameras in by_rate.items():
             names = [c.name for c in cameras]
-            self.create_timer(1.0 / rate, self._gate.wrap(lambda names=names: self._on_cameras(names)),
-                              callback_group=self._camera_group)
+            self.create_timer(1.0 / rate, lambda names=names: self._on_cameras(names))
 
     def _on_cameras(self, cameras: list[str]) -> None:
         state = self._state
@@ -281,7 +233,7 @@ def _odometry(state: SimState, stamp: Time) -> Odometry:
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    return spin_node(SimRobotNode, MultiThreadedExecutor, args)
+    return spin_node(SimRobotNode, args=args)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ def test_graph_is_consistent_for_every_robot(robot):
     assert nodes["pi0_policy"].lifecycle and nodes["pi0_policy"].parameters["autostart"] is True
     assert nodes["pi0_policy"].parameters["chunk_handover"] == nodes["pi0_command_streamer"].parameters[
         "chunk_handover"], "policy and streamer agree on the hand-over (RTC needs both)"
+    assert nodes["pi0_command_streamer"].parameters["realtime_priority"] == 10
     for node in nodes.values():
         assert node.module.startswith(node.package + ".")
 
@@ -46,6 +47,8 @@ def test_options_are_validated():
         GraphOptions(robot="aloha", checkpoint="/no/such/ckpt")
     with pytest.raises(ValueError, match="unknown chunk handover"):
         GraphOptions(robot="aloha", chunk_handover="jump")
+    with pytest.raises(ValueError, match="streamer_priority"):
+        GraphOptions(robot="aloha", streamer_priority=120)
 
 
 def test_unknown_robots_list_the_known_ones(tmp_path):

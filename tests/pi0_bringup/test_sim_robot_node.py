@@ -59,8 +59,10 @@ class Recorder:
 def start_sim(ros_graph, robot_name, **parameters):
     overrides = {"robot_description": str(robot_yaml(robot_name)), "image_width": WIDTH, "image_height": HEIGHT,
                  **parameters}
+    # Single-threaded, as its main() spins it.
     return ros_graph.add(SimRobotNode(
-        context=ros_graph.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]))
+        context=ros_graph.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]),
+        threads=1)
 
 
 def observe(ros_graph, robot_name, raw_images=True):
