@@ -64,6 +64,7 @@ class DemoClient(Node):
         self.log = CommandLog()
         self.status: Optional[PolicyStatus] = None
         self.streamer_jitter_p99_ms = 0.0  # the streamer's own tick statistics, last status while streaming
+        self.streamer_heard = False
         for controller in description.controllers:
             self.create_subscription(controller_message_class(controller), controller.topic,
                                      lambda m, name=controller.name: self.log.add(name, command_values(m)),
@@ -82,6 +83,7 @@ class DemoClient(Node):
         self.status = message
 
     def _on_streamer_status(self, message: StreamerStatus) -> None:
+        self.streamer_heard = True
         if message.mode == StreamerStatus.MODE_STREAMING:
             self.streamer_jitter_p99_ms = message.jitter_p99_ms
 
@@ -101,7 +103,7 @@ class DemoClient(Node):
         return [self._run_goal(instruction, duration, graph) for instruction in instructions]
 
     def _wait_until_ready(self, graph: GraphProcesses) -> bool:
-        """Waits until the policy node is active and sees observations, or reports why not."""
+        """Waits until the policy node is active and sees observations and the streamer runs, or says why not."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if graph.exited() is not None:
@@ -109,7 +111,8 @@ class DemoClient(Node):
                 print(f"[demo] {name} exited with code {code} during start-up; see its log", file=sys.stderr)
                 return False
             status = self.status
-            if status is not None and status.lifecycle_state == "active" and 0 <= status.observation_age_ms < 500:
+            ready = status is not None and status.lifecycle_state == "active" and 0 <= status.observation_age_ms < 500
+            if ready and self.streamer_heard:
                 return self.action.wait_for_server(timeout_sec=10.0)
             if status is not None and status.level == PolicyStatus.LEVEL_ERROR:
                 print(f"[demo] policy node: {status.message}", file=sys.stderr)

@@ -21,6 +21,7 @@ def spin_node(make_node: Callable[[], Node], make_executor: Callable[[], Executo
     """
     rclpy.init(args=list(args) if args is not None else sys.argv)
     node = None
+    executor = None
     try:
         executor = make_executor()
         try:
@@ -38,6 +39,10 @@ def spin_node(make_node: Callable[[], Node], make_executor: Callable[[], Executo
         if rclpy.ok():
             raise
     finally:
+        if executor is not None:
+            # Joins the worker threads: left running, they create tasks while the
+            # interpreter is being torn down, which rclpy reports as errors at exit.
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.destroy_node()
         if rclpy.ok():

@@ -62,6 +62,8 @@ PARAMS = (
     Param("chunk_handover", "splice", "Hand-over used by the streamer; 'rtc' also enables real-time chunking here.",
           choices=tuple(h.value for h in Handover)),
     Param("max_instruction_chars", 500, "Longer instructions are rejected.", 1, 100_000),
+    Param("require_streamer", True, "Reject goals until a command streamer is heard on streamer_status, so a goal "
+          "never runs while nothing would move the robot (e.g. before DDS discovery completes)."),
     Param("stale_observation_timeout_s", 0.5, "End the goal when no new observation arrives for this long.",
           0.05, 30.0),
     Param("feedback_rate_hz", 10.0, "Action feedback rate.", 0.5, 100.0),
@@ -96,6 +98,7 @@ class PolicyNode(LifecycleNode):
         self._lifecycle_label = "unconfigured"
         self._health = (PolicyStatus.LEVEL_WARN, "not configured")
         self._last_rejection = ""
+        self._streamer_heard: Optional[float] = None  # monotonic time of the last streamer_status
         self._inference_times = RateMonitor(period=1.0, window=50)
         self._last_inference_ms = 0.0
         self._chunks_total = 0
@@ -272,6 +275,9 @@ class PolicyNode(LifecycleNode):
         max_duration = duration_to_seconds(goal.max_duration)
         if not math.isfinite(max_duration) or max_duration < 0:
             return f"max_duration {max_duration} s is invalid"
+        if self._values["require_streamer"] and not self._streamer_connected():
+            return ("no command streamer is connected (nothing on streamer_status for a second): start "
+                    "pi0_command_streamer, or set require_streamer:=false to run without one")
         assert self._source is not None
         sync = self._source.latest()
         # A set that does not match right now (UNMATCHED) is transient: the worker waits for one
@@ -279,6 +285,11 @@ class PolicyNode(LifecycleNode):
         if sync.status in (SyncStatus.MISSING, SyncStatus.STALE):
             return f"no synchronized observation available: {sync.reason}"
         return ""
+
+    def _streamer_connected(self) -> bool:
+        # The streamer publishes its status at 10 Hz; hearing it also means DDS discovery between
+        # the two nodes is done, so the streamer will see this goal's status and chunks.
+        return self._streamer_heard is not None and time.monotonic() - self._streamer_heard < 1.0
 
     def _on_goal_accepted(self, goal_handle: ServerGoalHandle) -> None:
         goal = goal_handle.request
@@ -392,6 +403,7 @@ class PolicyNode(LifecycleNode):
         self._chunks_total += 1
 
     def _on_streamer_status(self, message: StreamerStatus) -> None:
+        self._streamer_heard = time.monotonic()
         session = self._session
         if session is not None and message.goal_id == session.goal_id:
             session.set_commands_sent(message.commands_sent)

@@ -1,7 +1,8 @@
 """The runner brings up each robot's whole graph in simulation, as separate processes.
 
-A real action client sends a goal; the commands on every controller topic are
-checked for rate and limits; stopping the runner leaves no process behind.
+A real action client sends a goal; the streamer's rate is checked at the source,
+the commands arriving on every controller topic against the limits; stopping the
+runner leaves no process behind.
 """
 import os
 import signal
@@ -21,6 +22,7 @@ from trajectory_msgs.msg import JointTrajectory
 from pi0_bringup.graph import command_topics
 from pi0_bringup.robots import load_robot
 from pi0_msgs.action import ExecuteInstruction
+from pi0_msgs.msg import StreamerStatus
 from pi0_ros.controller_commands import controller_message_class
 from pi0_ros.ros_conversions import qos_profile, seconds_to_duration
 from support.robots import ROBOT_NAMES
@@ -61,6 +63,10 @@ def test_runner_brings_up_the_graph_runs_a_goal_and_leaves_nothing_behind(robot,
                     received.setdefault(name, []).append((time.monotonic(), positions(message)))
             peer.create_subscription(controller_message_class(controller), topics[controller.name], store,
                                      qos_profile("reliable", 50))
+        rates = []
+        peer.create_subscription(StreamerStatus, "streamer_status",
+                                 lambda m: rates.append(m.command_rate_hz)
+                                 if m.mode == StreamerStatus.MODE_STREAMING else None, qos_profile("reliable", 10))
         client = ActionClient(peer, ExecuteInstruction, "execute_instruction")
         assert client.wait_for_server(timeout_sec=60.0), "policy node did not come up"
         status_ready = time.monotonic() + 30.0
@@ -77,17 +83,19 @@ def test_runner_brings_up_the_graph_runs_a_goal_and_leaves_nothing_behind(robot,
                                     what="goal result").result
         assert result.end_reason == ExecuteInstruction.Result.END_REASON_DURATION_REACHED, result.message
         assert result.chunks_generated >= 3
-
+        # The rate at the source: ticks the streamer published during the 3 s goal, and its own
+        # tick-time measurement (the runtime benchmark measures jitter precisely).
         period = description.control_period
+        assert 0.85 * 3.0 / period <= result.commands_sent <= 1.02 * 3.0 / period, result.commands_sent
+        streaming = [r for r in rates if r > 0]
+        assert streaming and abs(streaming[-1] * period - 1.0) < 0.05, streaming[-3:]
+
         limits = {n: description.joint(n) for n in description.joint_names}
         for group in description.joint_groups:
             samples = received.get(group.controller.name, [])
-            times = np.array([t for t, _ in samples])
-            assert len(times) > 100, (group.controller.name, len(times))
-            # Over the whole stream (goal plus hold) so that messages delayed in a burst still count;
-            # the bounds catch a wrong rate, the runtime benchmark measures rate and jitter precisely.
-            rate = (len(times) - 1) / (times[-1] - times[0])
-            assert 0.8 / period <= rate <= 1.2 / period, (group.controller.name, rate)
+            # Command publishers keep only the newest message (depth 1, like the controllers' QoS
+            # intent), so a busy Python receiver may miss some; at least half must arrive.
+            assert len(samples) >= 0.5 * 3.0 / period, (group.controller.name, len(samples))
             values = np.array([v for _, v in samples])
             for column, joint in enumerate(group.joint_names):
                 limit = limits[joint]
@@ -102,6 +110,7 @@ def test_runner_brings_up_the_graph_runs_a_goal_and_leaves_nothing_behind(robot,
     finally:
         runner.send_signal(signal.SIGTERM if robot in ("ur5e", "franka") else signal.SIGINT)
         output, _ = runner.communicate(timeout=40)
+        print(output)  # shown by pytest when the test fails
     assert runner.returncode == 0, output
     assert graph_processes(namespace) == [], "nodes left running after the runner stopped"
-    assert "Traceback" not in output, output
+    assert "Traceback" not in output, output  # the message shows the whole runner output

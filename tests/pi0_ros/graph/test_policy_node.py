@@ -13,7 +13,7 @@ from rclpy.parameter import Parameter
 from rclpy.lifecycle import TransitionCallbackReturn
 
 from pi0_msgs.action import ExecuteInstruction
-from pi0_msgs.msg import ActionChunk, PolicyStatus
+from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.policy_node import PolicyNode
 from pi0_ros.robot_description import load_robot_description
 from pi0_ros.ros_conversions import qos_profile, stamp_to_seconds
@@ -25,8 +25,10 @@ Result = ExecuteInstruction.Result
 
 
 def make_policy_node(ros_graph, **params):
+    # No command streamer runs in these tests unless one says so.
     overrides = [Parameter("robot_description", value=str(robot_yaml("aloha"))),
-                 Parameter("warmup_iterations", value=1), Parameter("torch_threads", value=1)]
+                 Parameter("warmup_iterations", value=1), Parameter("torch_threads", value=1),
+                 Parameter("require_streamer", value=params.pop("require_streamer", False))]
     overrides += [Parameter(k, value=v) for k, v in params.items()]
     return ros_graph.add(PolicyNode(context=ros_graph.context, parameter_overrides=overrides))
 
@@ -221,3 +223,23 @@ def test_cli_cancels_on_ctrl_c(harness):
             process.communicate()
     assert process.returncode == 1, stderr
     assert "canceling..." in stdout and "canceled: canceled by the client" in stdout
+
+
+def test_goals_wait_for_a_connected_command_streamer(ros_graph):
+    policy = make_policy_node(ros_graph, require_streamer=True)
+    assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    harness = Harness(ros_graph, policy)
+    harness.wait_ready()
+    rejected = harness.send()
+    assert not rejected.accepted
+    status = harness.graph.wait_for(lambda: harness.last_status() and harness.last_status().last_goal_rejection
+                                    and harness.last_status(), what="rejection reason")
+    assert "no command streamer is connected" in status.last_goal_rejection
+    streamer_status = harness.peer.create_publisher(StreamerStatus, "streamer_status", qos_profile("reliable", 10))
+    harness.peer.create_timer(0.1, lambda: streamer_status.publish(StreamerStatus()))
+    harness.graph.wait_for(policy._streamer_connected, what="the policy hearing the streamer")
+    accepted = harness.send(max_chunks=1)
+    assert accepted.accepted
+    assert harness.result(accepted).result.end_reason == Result.END_REASON_CHUNK_LIMIT_REACHED
+    harness.client.destroy()
