@@ -710,8 +710,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of streaming before recording (default 3)")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="model threads of the policy node (default 1: one core left for the rest)")
-    parser.add_argument("--streamer-priority", type=int, default=0, choices=range(0, 100), metavar="0-99",
-                        help="SCHED_FIFO priority of the streamer (its realtime_priority parameter); 0 = off")
+    parser.add_argument("--streamer-priority", type=int, default=10, choices=range(0, 100), metavar="0-99",
+                        help="SCHED_FIFO priority of the streamer (its realtime_priority parameter; default 10 as "
+                             "in the launch files); 0 = normal scheduling")
     parser.add_argument("--camera-rate", type=_positive, default=30.0, help="camera rate in Hz (default 30)")
     parser.add_argument("--startup-timeout", type=_positive, default=120.0,
                         help="seconds allowed for each start-up step (default 120)")
