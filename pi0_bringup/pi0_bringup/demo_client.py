@@ -121,13 +121,21 @@ class DemoClient(Node):
         print(f"[demo] the policy node was not ready after {STARTUP_TIMEOUT:.0f} s", file=sys.stderr)
         return False
 
+    def _send_until_accepted(self, goal: ExecuteInstruction.Goal, feedback, patience: float = 10.0):
+        """Sends the goal, again while the policy rejects it: right after start-up it may not yet
+        have discovered the streamer or received observations that this client already sees."""
+        deadline = time.monotonic() + patience
+        while True:
+            handle = _wait(self.action.send_goal_async(goal, feedback_callback=feedback), 10.0)
+            if handle is not None and handle.accepted or time.monotonic() > deadline:
+                return handle
+            time.sleep(0.5)
+
     def _run_goal(self, instruction: str, duration: float, graph: GraphProcesses) -> GoalReport:
         line = StatusLine(sys.stdout)
         print(f"[demo] instruction: '{instruction}' for {duration:.0f} s")
         goal = ExecuteInstruction.Goal(instruction=instruction, max_duration=seconds_to_duration(duration))
-        sent = self.action.send_goal_async(goal, feedback_callback=lambda m: line.show(
-            format_feedback(m.feedback, duration)))
-        handle = _wait(sent, 10.0)
+        handle = self._send_until_accepted(goal, lambda m: line.show(format_feedback(m.feedback, duration)))
         if handle is None or not handle.accepted:
             reason = self.status.last_goal_rejection if self.status else "no response"
             return GoalReport(instruction, f"rejected: {reason}")
