@@ -27,6 +27,7 @@ class NodeSpec:
     name: str
     parameters: Mapping[str, Any]
     lifecycle: bool = False
+    params_files: tuple[str, ...] = ()  # ros__parameters YAML files, applied before `parameters`
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class GraphOptions:
     torch_threads: int = 0  # 0 = torch's default
     streamer_priority: int = 10  # SCHED_FIFO priority of the streamer (as ros2_control's controller manager); 0 = off
     sim_image_size: tuple[int, int] = (0, 0)  # (width, height) rendered by the simulator; 0 = description's
+    params_file: str = ""  # ros__parameters YAML tuning any node (e.g. "pi0_policy: ros__parameters: ...")
     policy_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_policy parameters
     streamer_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_command_streamer parameters
 
@@ -59,6 +61,8 @@ class GraphOptions:
             raise ValueError(f"checkpoint directory {self.checkpoint} does not exist")
         if any(v < 0 for v in self.sim_image_size) or self.torch_threads < 0:
             raise ValueError("sim_image_size and torch_threads must not be negative")
+        if self.params_file and not Path(self.params_file).is_file():
+            raise ValueError(f"parameters file {self.params_file} does not exist")
         if not 0 <= self.streamer_priority <= 99:
             raise ValueError(f"streamer_priority must be within [0, 99], got {self.streamer_priority}")
 
@@ -68,22 +72,23 @@ def node_graph(options: GraphOptions, description: Optional[RobotDescription] = 
     description = description or load_robot(options.robot)
     yaml_path = str(description.source or robot_description_path(options.robot))
     common = {"robot_description": yaml_path, "use_sim_time": options.use_sim_time}
+    files = (str(Path(options.params_file).resolve()),) if options.params_file else ()
     policy = NodeSpec(
         "pi0_ros", "policy_node", "pi0_ros.policy_node", "pi0_policy",
         {**common, "checkpoint": options.checkpoint, "device": options.device, "dtype": options.dtype,
          "autostart": options.autostart, "chunk_handover": options.chunk_handover, "seed": options.seed,
          "torch_threads": options.torch_threads, **options.policy_parameters},
-        lifecycle=True)
+        lifecycle=True, params_files=files)
     streamer = NodeSpec(
         "pi0_ros", "command_streamer", "pi0_ros.command_streamer_node", "pi0_command_streamer",
         {**common, "chunk_handover": options.chunk_handover, "realtime_priority": options.streamer_priority,
-         **options.streamer_parameters})
+         **options.streamer_parameters}, params_files=files)
     nodes = [policy, streamer]
     if options.sim:
         width, height = options.sim_image_size
         nodes.insert(0, NodeSpec(
             "pi0_bringup", "sim_robot", "pi0_bringup.sim_robot_node", "pi0_sim_robot",
-            {**common, "image_width": width, "image_height": height}))
+            {**common, "image_width": width, "image_height": height}, params_files=files))
     return tuple(nodes)
 
 

@@ -28,6 +28,7 @@ ARGUMENTS = {
     "streamer_priority": ("10", "SCHED_FIFO priority of the command streamer; 0 = normal scheduling"),
     "sim_image_width": ("0", "simulator image width; 0 = description's"),
     "sim_image_height": ("0", "simulator image height; 0 = description's"),
+    "params_file": ("", "ros__parameters YAML tuning the nodes (these arguments take precedence)"),
 }
 
 
@@ -46,13 +47,14 @@ def _options(context: LaunchContext) -> GraphOptions:
         autostart=_flag(value["autostart"]), chunk_handover=value["chunk_handover"], seed=int(value["seed"]),
         torch_threads=int(value["torch_threads"]), streamer_priority=int(value["streamer_priority"]),
         sim_image_size=(int(value["sim_image_width"]), int(value["sim_image_height"])),
+        params_file=value["params_file"],
     )
 
 
 def _action(spec: NodeSpec, namespace: str):
     kind = LifecycleNode if spec.lifecycle else Node
     return kind(package=spec.package, executable=spec.executable, name=spec.name, namespace=namespace,
-                parameters=[dict(spec.parameters)], output="screen", emulate_tty=True)
+                parameters=[*spec.params_files, dict(spec.parameters)], output="screen", emulate_tty=True)
 
 
 def _nodes(context: LaunchContext):

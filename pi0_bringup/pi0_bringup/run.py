@@ -31,8 +31,11 @@ from pi0_ros.robot_description import DescriptionError
 
 
 def node_command(spec: NodeSpec, namespace: str, params_file: Path) -> list[str]:
-    command = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}",
-               "--params-file", str(params_file)]
+    """The node's process; the user's parameter files first, so the graph's own values win (as in launch)."""
+    command = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
+    for user_file in spec.params_files:
+        command += ["--params-file", user_file]
+    command += ["--params-file", str(params_file)]
     if namespace:
         command += ["-r", f"__ns:={namespace}"]
     return command
@@ -121,7 +124,7 @@ def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
         robot=args.robot, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
         namespace=args.namespace, use_sim_time=args.use_sim_time, sim=args.sim, autostart=not args.no_autostart,
         chunk_handover=args.chunk_handover, seed=args.seed, torch_threads=args.torch_threads,
-        streamer_priority=args.streamer_priority,
+        streamer_priority=args.streamer_priority, params_file=args.params_file,
         sim_image_size=(args.sim_image_width, args.sim_image_height))
 
 
@@ -140,6 +143,8 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=0)
     parser.add_argument("--streamer-priority", type=int, default=10,
                         help="SCHED_FIFO priority of the command streamer; 0 = normal scheduling")
+    parser.add_argument("--params-file", default="",
+                        help="ros__parameters YAML tuning the nodes (explicit options above take precedence)")
     parser.add_argument("--sim-image-width", type=int, default=0)
     parser.add_argument("--sim-image-height", type=int, default=0)
 

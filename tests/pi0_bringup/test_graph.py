@@ -77,3 +77,32 @@ def test_launch_files_build_the_shared_graph(robot):
     assert [c.func.id for c in calls] == ["robot_launch_description"]
     defaults = {k.arg: k.value.value for k in calls[0].keywords}
     assert defaults == ({} if robot == "robot" else {"default_robot": robot})
+
+
+def test_a_parameters_file_reaches_every_node_before_the_graph_values(tmp_path):
+    from pi0_bringup.run import node_command
+
+    tuning = tmp_path / "tuning.yaml"
+    tuning.write_text("/**/pi0_command_streamer:\n  ros__parameters:\n    trajectory_lookahead_points: 2\n")
+    nodes = node_graph(GraphOptions(robot="aloha", sim=True, params_file=str(tuning)))
+    assert all(n.params_files == (str(tuning),) for n in nodes)
+    command = node_command(nodes[-1], "", tmp_path / "graph.yaml")
+    files = [command[i + 1] for i, arg in enumerate(command) if arg == "--params-file"]
+    assert files == [str(tuning), str(tmp_path / "graph.yaml")], "later files win: graph values override"
+    with pytest.raises(ValueError, match="parameters file /no/such.yaml does not exist"):
+        GraphOptions(robot="aloha", params_file="/no/such.yaml")
+
+
+def test_the_shipped_example_parameters_file_names_only_declared_parameters():
+    import yaml
+
+    from pi0_ros.command_streamer_node import PARAMS as STREAMER_PARAMS
+    from pi0_ros.policy_node import PARAMS as POLICY_PARAMS
+
+    example = yaml.safe_load((LAUNCH_DIR.parent / "config" / "params" / "example.yaml").read_text())
+    declared = {"/**/pi0_policy": POLICY_PARAMS, "/**/pi0_command_streamer": STREAMER_PARAMS}
+    for node, section in example.items():
+        params = {p.name: p for p in declared[node]}
+        for name, value in section["ros__parameters"].items():
+            assert name in params, f"{node}: {name} is not a parameter"
+            assert params[name].problem(value) is None, params[name].problem(value)

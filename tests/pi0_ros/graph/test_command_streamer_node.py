@@ -183,3 +183,41 @@ def test_refused_chunks_keep_the_robot_holding_at_the_measured_pose(streamer_gra
     ros_graph.wait_for(lambda: recorder.count("left_arm_controller/joint_trajectory"), what="hold command")
     held = recorder.last("left_arm_controller/joint_trajectory").points[0].positions
     assert list(held) == pytest.approx(list(policy.home[:6]))
+
+
+def test_parameters_come_from_a_yaml_file_and_bad_values_are_refused_clearly(tmp_path, ros_graph):
+    description = load_robot_description(robot_yaml("ur5e"))
+    tuning = tmp_path / "ur5e_tuning.yaml"
+    tuning.write_text("/**/pi0_command_streamer:\n  ros__parameters:\n    trajectory_lookahead_points: 2\n")
+    streamer = subprocess.Popen(
+        [sys.executable, "-m", "pi0_ros.command_streamer_node", "--ros-args", "--params-file", str(tuning),
+         "-p", f"robot_description:={robot_yaml('ur5e')}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        peer = ros_graph.node("yaml_peer")
+        trajectories = []
+        peer.create_subscription(JointTrajectory, description.joint_groups[0].controller.topic,
+                                 trajectories.append, qos_profile("reliable", 10))
+        publishers = {
+            "status": peer.create_publisher(PolicyStatus, "policy_status", qos_profile("reliable", 1, True)),
+            "chunk": peer.create_publisher(ActionChunk, "action_chunk", qos_profile("reliable", 10)),
+            "joints": peer.create_publisher(JointState, "joint_states", qos_profile("reliable", 10)),
+        }
+        ros_graph.wait_for(lambda: publishers["chunk"].get_subscription_count() > 0, timeout=20.0,
+                           what="streamer discovery")
+        policy = FakePolicy(description, peer, publishers)
+        peer.create_timer(0.1, policy.publish)
+        policy.set(True, np.tile(policy.home, (50, 1)))
+        message = ros_graph.wait_for(lambda: trajectories and trajectories[-1], what="a trajectory")
+        assert len(message.points) == 3, "now plus the 2 lookahead points set in the YAML file"
+    finally:
+        streamer.send_signal(signal.SIGINT)
+        streamer.communicate(timeout=10)
+
+    tuning.write_text("/**/pi0_command_streamer:\n  ros__parameters:\n    trajectory_lookahead_points: 500\n"
+                      "    chunk_handover: teleport\n")
+    refused = subprocess.run(
+        [sys.executable, "-m", "pi0_ros.command_streamer_node", "--ros-args", "--params-file", str(tuning),
+         "-p", f"robot_description:={robot_yaml('ur5e')}"], capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "trajectory_lookahead_points" in refused.stderr and "'teleport' is not one of" in refused.stderr
