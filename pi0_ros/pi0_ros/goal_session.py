@@ -10,7 +10,7 @@ import enum
 import math
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -50,7 +50,9 @@ class GoalStats:
 
 class GoalSession:
     def __init__(self, goal_id: str, instruction: str, started: float,
-                 max_duration: Optional[float] = None, max_chunks: int = 0) -> None:
+                 max_duration: Optional[float] = None, max_chunks: int = 0,
+                 on_end: Optional[Callable[[], None]] = None) -> None:
+        """`on_end` is called once, on the thread of the first `stop`, after the outcome is set."""
         if max_duration is not None and not (math.isfinite(max_duration) and max_duration > 0):
             raise ValueError(f"max_duration must be positive, got {max_duration}")
         self.goal_id = goal_id
@@ -59,6 +61,7 @@ class GoalSession:
         self.max_duration = max_duration
         self.max_chunks = max_chunks
         self.ended = threading.Event()
+        self._on_end = on_end
         self._lock = threading.Lock()
         self._outcome: Optional[GoalOutcome] = None
         self._chunks = 0
@@ -81,6 +84,8 @@ class GoalSession:
                 return False
             self._outcome = GoalOutcome(reason, message)
         self.ended.set()
+        if self._on_end is not None:
+            self._on_end()
         return True
 
     def check_duration(self, now: float) -> None:

@@ -12,20 +12,30 @@ cancel callback), and an optional duration or chunk limit ends a goal. The
 model runs on the inference worker's thread on the newest synchronized
 observation; every chunk is published as a pi0_msgs/ActionChunk stamped with
 its observation time.
+
+Everything else runs on one SingleThreadedExecutor thread: a goal's execute
+callback is a coroutine that waits for its session to end (a guard condition
+wakes it) and feedback comes from a timer, so no callback blocks. rclpy's
+MultiThreadedExecutor is avoided on purpose: while a callback waits for a pool
+thread it rebuilds its wait set in a loop, holding the GIL, and every torch op
+of the inference thread then waits for the GIL (in-process inference was seen
+running 10-50x slower than standalone).
 """
 from __future__ import annotations
 
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.task import Future
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from pi0_msgs.action import ExecuteInstruction
@@ -94,11 +104,15 @@ class PolicyNode(LifecycleNode):
         self._streamer_subscription = None
         self._session: Optional[GoalSession] = None
         self._session_lock = threading.Lock()
+        self._executing: dict[str, _ExecutingGoal] = {}  # goal id -> goal whose execute coroutine waits
+        # Sessions end on any thread (inference worker, transitions); this wakes the executor to finish them.
+        self._session_ended_guard = self.create_guard_condition(self._finish_ended_goals)
+        self._feedback_timer = None
         self._active = False
         self._lifecycle_label = "unconfigured"
         self._health = (PolicyStatus.LEVEL_WARN, "not configured")
         self._last_rejection = ""
-        self._streamer_heard: Optional[float] = None  # monotonic time of the last streamer_status
+        self._streamer_heard: Optional[float] = None  # node-clock time of the last streamer_status
         self._inference_times = RateMonitor(period=1.0, window=50)
         self._last_inference_ms = 0.0
         self._chunks_total = 0
@@ -231,8 +245,10 @@ class PolicyNode(LifecycleNode):
         self._action_server = ActionServer(
             self, ExecuteInstruction, "execute_instruction",
             execute_callback=self._execute, goal_callback=self._on_goal_request,
-            handle_accepted_callback=self._on_goal_accepted, cancel_callback=self._on_cancel_request,
-            callback_group=ReentrantCallbackGroup())
+            handle_accepted_callback=self._on_goal_accepted, cancel_callback=self._on_cancel_request)
+        # Steady time: feedback reports progress to a person even while a replayed /clock is paused.
+        self._feedback_timer = self.create_timer(1.0 / values["feedback_rate_hz"], self._publish_feedback,
+                                                 clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._reset_status_timer(values["status_rate_hz"])
 
     def _release(self) -> None:
@@ -246,7 +262,9 @@ class PolicyNode(LifecycleNode):
             self.destroy_publisher(self._chunk_publisher)
         if self._streamer_subscription is not None:
             self.destroy_subscription(self._streamer_subscription)
-        self._worker = self._action_server = self._source = None
+        if self._feedback_timer is not None:
+            self.destroy_timer(self._feedback_timer)
+        self._worker = self._action_server = self._source = self._feedback_timer = None
         self._chunk_publisher = self._streamer_subscription = None
         self._policy = None
         _free_accelerator_memory()
@@ -287,15 +305,17 @@ class PolicyNode(LifecycleNode):
         return ""
 
     def _streamer_connected(self) -> bool:
-        # The streamer publishes its status at 10 Hz; hearing it also means DDS discovery between
-        # the two nodes is done, so the streamer will see this goal's status and chunks.
-        return self._streamer_heard is not None and time.monotonic() - self._streamer_heard < 1.0
+        # The streamer publishes its status at 10 Hz of its clock; hearing it also means DDS discovery
+        # between the two nodes is done, so the streamer will see this goal's status and chunks. Node
+        # clocks, not wall time: under bag replay both run on /clock, at whatever rate it plays.
+        return self._streamer_heard is not None and abs(self._now() - self._streamer_heard) < 1.0
 
     def _on_goal_accepted(self, goal_handle: ServerGoalHandle) -> None:
         goal = goal_handle.request
         max_duration = duration_to_seconds(goal.max_duration)
         session = GoalSession(_goal_id_hex(goal_handle), goal.instruction.strip(), self._now(),
-                              max_duration=max_duration if max_duration > 0 else None, max_chunks=goal.max_chunks)
+                              max_duration=max_duration if max_duration > 0 else None, max_chunks=goal.max_chunks,
+                              on_end=self._session_ended_guard.trigger)
         with self._session_lock:
             previous, self._session = self._session, session
         if previous is not None:
@@ -314,18 +334,30 @@ class PolicyNode(LifecycleNode):
             self._publish_status()
         return CancelResponse.ACCEPT
 
-    def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteInstruction.Result:
+    async def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteInstruction.Result:
         session = self._session
         goal_id = _goal_id_hex(goal_handle)
         if session is None or session.goal_id != goal_id:
             goal_handle.abort()
             return ExecuteInstruction.Result(end_reason=EndReason.PREEMPTED, message="preempted before it started")
-        period = 1.0 / self._values["feedback_rate_hz"]
-        while not session.ended.wait(period):
-            session.check_duration(self._now())
-            if not session.ended.is_set():
-                goal_handle.publish_feedback(self._feedback(session))
+        executing = _ExecutingGoal(goal_handle, session, Future())
+        self._executing[goal_id] = executing
+        self._finish_ended_goals()
+        await executing.ended
         return self._finish(goal_handle, session)
+
+    def _finish_ended_goals(self) -> None:
+        """Resumes the execute coroutines of the goals whose session ended (executor thread)."""
+        for goal_id, executing in list(self._executing.items()):
+            if not executing.session.active:
+                del self._executing[goal_id]
+                executing.ended.set_result(None)
+
+    def _publish_feedback(self) -> None:
+        for executing in list(self._executing.values()):
+            executing.session.check_duration(self._now())
+            if executing.session.active:
+                executing.handle.publish_feedback(self._feedback(executing.session))
 
     def _finish(self, goal_handle: ServerGoalHandle, session: GoalSession) -> ExecuteInstruction.Result:
         outcome = session.outcome
@@ -403,7 +435,7 @@ class PolicyNode(LifecycleNode):
         self._chunks_total += 1
 
     def _on_streamer_status(self, message: StreamerStatus) -> None:
-        self._streamer_heard = time.monotonic()
+        self._streamer_heard = self._now()
         session = self._session
         if session is not None and message.goal_id == session.goal_id:
             session.set_commands_sent(message.commands_sent)
@@ -466,6 +498,13 @@ class PolicyNode(LifecycleNode):
         self._diagnostics_publisher.publish(array)
 
 
+@dataclass(frozen=True)
+class _ExecutingGoal:
+    handle: ServerGoalHandle
+    session: GoalSession
+    ended: Future  # done once the session ended; the execute coroutine awaits it
+
+
 def _goal_id_hex(goal_handle: ServerGoalHandle) -> str:
     return bytes(goal_handle.goal_id.uuid).hex()
 
@@ -478,7 +517,7 @@ def _free_accelerator_memory() -> None:
 
 
 def main(args=None) -> int:
-    return spin_node(PolicyNode, make_executor=lambda: MultiThreadedExecutor(num_threads=4), args=args)
+    return spin_node(PolicyNode, args=args)
 
 
 if __name__ == "__main__":

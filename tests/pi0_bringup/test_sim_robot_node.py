@@ -59,10 +59,8 @@ class Recorder:
 def start_sim(ros_graph, robot_name, **parameters):
     overrides = {"robot_description": str(robot_yaml(robot_name)), "image_width": WIDTH, "image_height": HEIGHT,
                  **parameters}
-    # Single-threaded, as its main() spins it.
     return ros_graph.add(SimRobotNode(
-        context=ros_graph.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]),
-        threads=1)
+        context=ros_graph.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]))
 
 
 def observe(ros_graph, robot_name, raw_images=True):

@@ -1,8 +1,8 @@
 """A real rclpy graph for tests: own context, every node spun by its own executor thread.
 
-One executor per node mirrors deployment (one node per process) as closely as a
-single test process allows: rclpy's MultiThreadedExecutor starves timers when
-several busy nodes share it (a 50 Hz timer was seen firing at 9 Hz).
+One SingleThreadedExecutor per node mirrors deployment (one node per process,
+each main() spinning it single-threaded) as closely as a single test process
+allows: nodes sharing one executor delay each other's timers.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from typing import Callable, TypeVar
 
 import rclpy
-from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 T = TypeVar("T")
@@ -23,16 +23,15 @@ class RosGraph:
     def __init__(self) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self._spinning: list[tuple[Node, Executor, threading.Thread]] = []
+        self._spinning: list[tuple[Node, SingleThreadedExecutor, threading.Thread]] = []
 
     def node(self, name: str, **kwargs) -> Node:
         """Creates a plain node (test peer) in this graph and spins it single-threaded."""
-        return self.add(Node(name, context=self.context, **kwargs), threads=1)
+        return self.add(Node(name, context=self.context, **kwargs))
 
-    def add(self, node: Node, threads: int = 4) -> Node:
-        """Spins `node`; the nodes under test get a multi-threaded executor, as their main() gives them."""
-        executor: Executor = (SingleThreadedExecutor(context=self.context) if threads == 1
-                              else MultiThreadedExecutor(num_threads=threads, context=self.context))
+    def add(self, node: Node) -> Node:
+        """Spins `node` on an executor thread of its own."""
+        executor = SingleThreadedExecutor(context=self.context)
         executor.add_node(node)
         thread = threading.Thread(target=self._spin, args=(executor,), daemon=True)
         thread.start()
@@ -47,7 +46,7 @@ class RosGraph:
                 thread.join(timeout=2.0)
 
     @staticmethod
-    def _spin(executor: Executor) -> None:
+    def _spin(executor: SingleThreadedExecutor) -> None:
         try:
             executor.spin()
         except ExternalShutdownException:
