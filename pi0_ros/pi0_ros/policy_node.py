@@ -18,8 +18,8 @@ callback is a coroutine that waits for its session to end (a guard condition
 wakes it) and feedback comes from a timer, so no callback blocks. rclpy's
 MultiThreadedExecutor is avoided on purpose: while a callback waits for a pool
 thread it rebuilds its wait set in a loop, holding the GIL, and every torch op
-of the inference thread then waits for the GIL (in-process inference was seen
-running 10-50x slower than standalone).
+of the inference thread then waits for the GIL (with several such executors in
+one test process, inference ran 10-50x slower than standalone).
 """
 from __future__ import annotations
 
