@@ -330,7 +330,7 @@ class PolicyNode(LifecycleNode):
         session = self._session
         if session is not None and session.goal_id == _goal_id_hex(goal_handle):
             session.stop(EndReason.CANCELED, "canceled by the client")
-            # Published here, not when the execute loop wakes up, so the streamer holds within one period.
+            # Published here, not when the execute coroutine resumes, so the streamer holds within one period.
             self._publish_status()
         return CancelResponse.ACCEPT
 
@@ -349,8 +349,8 @@ class PolicyNode(LifecycleNode):
     def _finish_ended_goals(self) -> None:
         """Resumes the execute coroutines of the goals whose session ended (executor thread)."""
         for goal_id, executing in list(self._executing.items()):
-            if not executing.session.active:
-                del self._executing[goal_id]
+            # pop: safe even when a user's multi-threaded executor runs this twice at once.
+            if not executing.session.active and self._executing.pop(goal_id, None) is executing:
                 executing.ended.set_result(None)
 
     def _publish_feedback(self) -> None:

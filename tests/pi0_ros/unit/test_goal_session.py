@@ -17,6 +17,18 @@ def test_first_stop_wins_even_when_racing():
     assert session.outcome.message == session.outcome.reason.name
 
 
+def test_the_end_hook_runs_once_and_sees_the_outcome():
+    seen = []
+    session = GoalSession("g", "fold", started=0.0, on_end=lambda: seen.append(session.outcome))
+    threads = [threading.Thread(target=session.stop, args=(EndReason.CANCELED, "canceled")) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    session.check_duration(1e9)
+    assert [outcome.reason for outcome in seen] == [EndReason.CANCELED]
+
+
 def test_duration_and_chunk_limits_end_the_goal_successfully():
     timed = GoalSession("g", "fold", started=10.0, max_duration=2.0)
     timed.check_duration(11.9)
