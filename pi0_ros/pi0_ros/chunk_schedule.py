@@ -9,8 +9,9 @@ tick time and decides when a newer chunk takes over. Hand-over strategies:
               then does the newest received chunk take over.
 - ``splice``: a new chunk takes over at once, at the row whose time is now,
               skipping the actions whose time passed during inference.
-- ``blend``:  like splice, but cross-fades from the old chunk to the new one
-              over ``blend_duration`` seconds.
+- ``blend``:  like splice, but cross-fades from what was being executed (the
+              old chunk, or a cross-fade still in progress) to the new
+              chunk over ``blend_duration`` seconds.
 - ``rtc``:    real-time chunking: the policy already froze the actions that
               execute during inference and guided the rest toward the old
               chunk, so the streamer splices.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -77,6 +78,31 @@ class TimedChunk:
 
 
 @dataclass(frozen=True)
+class _Blend:
+    """A cross-fade from what was executed when `target` arrived to `target`."""
+
+    source: Union[TimedChunk, "_Blend"]
+    target: TimedChunk
+    start: float
+    duration: float
+
+    def settled(self, t: float) -> Union[TimedChunk, "_Blend"]:
+        """What this blend amounts to at t: the target alone once the cross-fade is over."""
+        return self.target if t - self.start >= self.duration else self
+
+    def covers(self, t: float) -> bool:
+        return self.target.covers(t)
+
+    def sample(self, t: float) -> Optional[np.ndarray]:
+        new_action = self.target.sample(t)
+        weight = (t - self.start) / self.duration
+        old_action = self.source.sample(t) if weight < 1.0 else None
+        if new_action is None or old_action is None:
+            return new_action
+        return weight * new_action + (1.0 - weight) * old_action
+
+
+@dataclass(frozen=True)
 class ScheduledTarget:
     action: Optional[np.ndarray]  # [dims], or None when nothing may be executed
     reason: str  # why there is no action ("" when there is one)
@@ -93,16 +119,15 @@ class ChunkScheduler:
         self.blend_duration = blend_duration
         self._current: Optional[TimedChunk] = None
         self._pending: Optional[TimedChunk] = None
-        self._previous: Optional[TimedChunk] = None  # blend source
-        self._blend_start: Optional[float] = None
+        self._blend: Optional[_Blend] = None  # the cross-fade into _current, while it lasts
 
     @property
     def current(self) -> Optional[TimedChunk]:
         return self._current
 
     def reset(self) -> None:
-        self._current = self._pending = self._previous = None
-        self._blend_start = None
+        self._current = self._pending = None
+        self._blend = None
 
     def offer(self, chunk: TimedChunk, now: float) -> None:
         """Hands a newly received chunk to the scheduler."""
@@ -114,19 +139,24 @@ class ChunkScheduler:
             else:
                 self._pending = chunk
             return
-        if self.handover is Handover.BLEND and self._current is not None and self._current.covers(now):
-            self._previous = self._current
-            self._blend_start = now
+        if self.handover is Handover.BLEND:
+            self._blend = self._blend_into(chunk, now)
         self._current = chunk
+
+    def _blend_into(self, chunk: TimedChunk, now: float) -> Optional[_Blend]:
+        if self._current is None or not self._current.covers(now):
+            return None  # nothing is being executed to fade from
+        # From the output as it is, mid-fade included: chunks may come faster than blend_duration.
+        source = self._current if self._blend is None else self._blend.settled(now)
+        return _Blend(source, chunk, now, self.blend_duration)
 
     def target(self, now: float) -> ScheduledTarget:
         """The action for the tick at `now`; advances hand-overs that are due."""
         if self.handover is Handover.WAIT and self._pending is not None:
             if self._current is None or not self._current.covers(now):
                 self._current, self._pending = self._pending.restarted_at(now), None
-        if self._previous is not None and self._blend_start is not None:
-            if now - self._blend_start >= self.blend_duration or not self._previous.covers(now):
-                self._previous = self._blend_start = None
+        if self._blend is not None and self._blend.settled(now) is not self._blend:
+            self._blend = None
         return self.peek(now)
 
     def peek(self, t: float) -> ScheduledTarget:
@@ -138,14 +168,6 @@ class ChunkScheduler:
             if self.handover is Handover.WAIT:
                 return ScheduledTarget(None, f"chunk {self._current.sequence} finished; waiting for the next chunk")
             return ScheduledTarget(None, f"chunk {self._current.sequence} ran out and no newer chunk arrived")
-        if self._previous is not None and self._blend_start is not None:
-            action = self._blended(action, t)
+        if self._blend is not None:
+            action = self._blend.sample(t)
         return ScheduledTarget(action, "", self._current.sequence)
-
-    def _blended(self, new_action: np.ndarray, t: float) -> np.ndarray:
-        assert self._previous is not None and self._blend_start is not None
-        weight = (t - self._blend_start) / self.blend_duration
-        old_action = self._previous.sample(t)
-        if weight >= 1.0 or old_action is None:
-            return new_action
-        return weight * new_action + (1.0 - weight) * old_action

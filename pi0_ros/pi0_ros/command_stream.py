@@ -7,8 +7,12 @@ nothing may be published. Safety rules enforced here:
 - nothing is commanded before the first goal is active;
 - motion is commanded only while a fresh policy status says the goal is
   active and a chunk of that goal covers the current time;
-- otherwise the robot holds its last commanded position (the measured one
-  when a goal starts) and the base stops; the hold reason is reported;
+- otherwise the robot holds its last commanded position and the base stops;
+  the hold reason is reported;
+- a goal that starts while commands are flowing (preemption, a status gap)
+  continues from the last command; one that starts after the streamer fell
+  idle starts from the measured pose, which must be fresh: meanwhile another
+  controller or a person may have moved the robot;
 - every command goes through :class:`CommandLimiter` (finite, within position
   limits, at most one tick of velocity away from the previous command).
 """
@@ -41,6 +45,7 @@ class StreamConfig:
     hold_duration: float  # keep publishing the hold command this long after a goal ends
     handover: Handover
     blend_duration: float = 0.2
+    joint_state_timeout: float = 0.5  # measured positions older than this are not used as a start pose
 
     def __post_init__(self) -> None:
         checks = {
@@ -50,6 +55,7 @@ class StreamConfig:
             "max_chunk_latency": self.max_chunk_latency > 0,
             "hold_duration": self.hold_duration >= 0,
             "blend_duration": self.blend_duration > 0,
+            "joint_state_timeout": self.joint_state_timeout > 0,
         }
         bad = [name for name, ok in checks.items() if not (ok and math.isfinite(getattr(self, name)))]
         if bad:
@@ -81,10 +87,13 @@ class CommandStream:
         self._goal_active = False
         self._status_time: Optional[float] = None
         self._goal_ended_at: Optional[float] = None
+        self._end_reason = ""  # why the last goal stopped streaming, reported while holding
         self._ever_active = False
         self._early_chunk: Optional[tuple] = None  # on_chunk arguments of a chunk that beat its goal's status
         self._last_command: Optional[np.ndarray] = None
-        self._measured: Optional[np.ndarray] = None  # [dims]; NaN where not measured
+        self._last_published: Optional[float] = None  # time of the last tick that published commands
+        self._measured = np.full(len(self.action_names), np.nan)  # [dims]; NaN where never measured
+        self._measured_at = np.full(len(self.action_names), -np.inf)  # [dims] time of each measurement
         self.commands_sent = 0  # ticks published for the current goal
         self.clamped_commands = 0
 
@@ -97,7 +106,7 @@ class CommandStream:
         if goal_active and (goal_id != self._goal_id or not self._goal_active):
             self._start_goal(goal_id, now)
         elif not goal_active and self._goal_active:
-            self._end_goal(now)
+            self._end_goal(now, f"goal {self._goal_id[:8]} ended (policy status)")
 
     def on_chunk(self, goal_id: str, sequence: int, stamp: float, step: float, names: Sequence[str],
                  flat_actions: Sequence[float], now: float) -> Optional[str]:
@@ -121,26 +130,30 @@ class CommandStream:
         self.scheduler.offer(chunk, now)
         return None
 
-    def on_joint_positions(self, positions: Mapping[str, float]) -> None:
-        """Measured joint positions (any subset); used as the hold pose when a goal starts."""
-        if self._measured is None:
-            self._measured = np.full(len(self.action_names), np.nan)
+    def on_joint_positions(self, positions: Mapping[str, float], now: float) -> None:
+        """Measured joint positions (any subset); the start pose of a goal that starts from idle."""
         for name, value in positions.items():
             index = self._index.get(name)
             if index is not None and math.isfinite(value):
                 self._measured[index] = value
+                self._measured_at[index] = now
 
     def tick(self, now: float) -> StreamTick:
+        tick = self._decide(now)
+        if tick.commands is not None:
+            self._last_published = now
+        return tick
+
+    def _decide(self, now: float) -> StreamTick:
         if not self._ever_active:
             return StreamTick(StreamMode.IDLE, "no goal has been active yet", None)
         if self._goal_active and self._status_time is not None and now - self._status_time > self.config.status_timeout:
-            self._end_goal(now)
-            return self._hold(now, f"policy status is {now - self._status_time:.2f} s old; policy node lost")
+            self._end_goal(now, f"no policy status for {now - self._status_time:.2f} s; policy node lost")
         if not self._goal_active:
-            return self._hold(now, "no active goal")
-        previous = self._previous_command()
+            return self._hold(now, self._end_reason)
+        previous = self._previous_command(now)
         if previous is None:
-            return StreamTick(StreamMode.HOLDING, "waiting for joint states of every commanded joint", None)
+            return StreamTick(StreamMode.HOLDING, "waiting for fresh joint states of every commanded joint", None)
         target = self.scheduler.target(now)
         if target.action is None:
             return self._hold(now, target.reason)
@@ -164,12 +177,13 @@ class CommandStream:
         early, self._early_chunk = self._early_chunk, None
         if early is not None and early[0] == goal_id:
             self.on_chunk(*early, now=now)
-        measured = self._measured_pose()
-        if measured is not None:
-            # Start from where the robot is, not where an old goal left its command.
-            self._last_command = measured
+        commanding = self._last_published is not None and now - self._last_published <= self.config.status_timeout
+        if not commanding:
+            # After idle the controllers' setpoints may have moved: start from where the robot is (or wait).
+            self._last_command = None
 
-    def _end_goal(self, now: float) -> None:
+    def _end_goal(self, now: float, reason: str) -> None:
+        self._end_reason = reason
         self._goal_active = False
         self._goal_ended_at = now
         self.scheduler.reset()
@@ -178,20 +192,22 @@ class CommandStream:
         if not self._goal_active and self._goal_ended_at is not None \
                 and now - self._goal_ended_at > self.config.hold_duration:
             return StreamTick(StreamMode.IDLE, reason, None)
-        previous = self._previous_command()
+        previous = self._previous_command(now)
         if previous is None:
             return StreamTick(StreamMode.HOLDING, reason, None)
         hold = self.limiter.hold(previous)
         self._last_command = hold
         return StreamTick(StreamMode.HOLDING, reason, np.tile(hold, (self.config.lookahead_points + 1, 1)))
 
-    def _previous_command(self) -> Optional[np.ndarray]:
+    def _previous_command(self, now: float) -> Optional[np.ndarray]:
         if self._last_command is not None:
             return self._last_command
-        return self._measured_pose()
+        return self._measured_pose(now)
 
-    def _measured_pose(self) -> Optional[np.ndarray]:
-        if self._measured is None:
+    def _measured_pose(self, now: float) -> Optional[np.ndarray]:
+        """The measured positions (velocity dims 0), or None unless every position is fresh."""
+        fresh = self.limiter.is_velocity | (now - self._measured_at <= self.config.joint_state_timeout)
+        if not np.all(fresh):
             return None
         pose = np.where(self.limiter.is_velocity, 0.0, self._measured)
         return pose if np.all(np.isfinite(pose)) else None

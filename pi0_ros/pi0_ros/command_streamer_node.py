@@ -6,7 +6,9 @@ only moves messages in and out and reports status and diagnostics.
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 import time
 from typing import Optional
 
@@ -21,7 +23,7 @@ from pi0_ros.command_limits import CommandLimiter
 from pi0_ros.command_stream import CommandStream, StreamConfig, StreamMode, StreamTick
 from pi0_ros.controller_commands import ControllerCommandBuilder, controller_message_class
 from pi0_ros.node_main import spin_node
-from pi0_ros.parameters import NodeParameters, Param
+from pi0_ros.parameters import NodeParameters, Param, ParameterError
 from pi0_ros.rate_monitor import RateMonitor
 from pi0_ros.robot_description import RobotDescription, load_robot_description
 from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, seconds_to_stamp, stamp_to_seconds
@@ -39,7 +41,10 @@ PARAMS = (
     Param("max_chunk_latency_s", 1.0, "Refuse chunks that arrive later than this after their observation.",
           0.01, 10.0),
     Param("hold_duration_s", 1.0, "Keep publishing the hold command this long after a goal ends.", 0.0, 60.0),
-    Param("status_rate_hz", 10.0, "Rate of streamer_status and of the command-rate statistics.", 0.5, 100.0),
+    Param("status_rate_hz", 10.0, "Rate of streamer_status (the policy accepts goals only while it hears it at "
+          "least once a second) and of the command-rate statistics.", 2.0, 100.0),
+    Param("joint_state_timeout_s", 0.5, "A goal starting from idle waits for joint states younger than this.",
+          0.01, 10.0),
     Param("joint_state_qos_reliability", "reliable", "QoS reliability of the joint state subscriptions.",
           choices=("reliable", "best_effort")),
     Param("command_qos_depth", 1, "QoS depth of the controller command publishers (reliable).", 1, 100),
@@ -59,22 +64,13 @@ class CommandStreamerNode(Node):
         rate = values["control_rate_hz"] or description.control_rate_hz
         period = 1.0 / rate
         self.description = description
-        self.stream = CommandStream(
-            StreamConfig(
-                control_period=period,
-                lookahead_points=values["trajectory_lookahead_points"],
-                status_timeout=values["status_timeout_s"],
-                max_chunk_latency=values["max_chunk_latency_s"],
-                hold_duration=values["hold_duration_s"],
-                handover=Handover.parse(values["chunk_handover"]),
-                blend_duration=values["blend_duration_s"],
-            ),
-            CommandLimiter.for_robot(description, period),
-            description.policy.actions,
-        )
+        self.stream = CommandStream(_stream_config(values, period), CommandLimiter.for_robot(description, period),
+                                    description.policy.actions)
         self.builder = ControllerCommandBuilder(description, period)
-        self.rate_monitor = RateMonitor(period)
+        # A 2 s window: an idle streamer reads 0 Hz soon after it stops, as a monitor expects.
+        self.rate_monitor = RateMonitor(period, max_age=2.0)
         self._last_logged: Optional[tuple[StreamMode, str]] = None
+        self._logged_at: dict[tuple[StreamMode, str], float] = {}  # monotonic time each state was logged
         self._last_tick = StreamTick(StreamMode.IDLE, "starting", None)
         self._create_interfaces(description, values, period)
 
@@ -122,7 +118,7 @@ class CommandStreamerNode(Node):
 
     def _on_joint_state(self, message: JointState) -> None:
         if len(message.name) == len(message.position):
-            self.stream.on_joint_positions(dict(zip(message.name, message.position)))
+            self.stream.on_joint_positions(dict(zip(message.name, message.position)), self._now())
         else:
             self.get_logger().warning(
                 f"ignoring JointState with {len(message.name)} names and {len(message.position)} positions",
@@ -140,10 +136,17 @@ class CommandStreamerNode(Node):
         self._log_mode_change(tick)
 
     def _log_mode_change(self, tick: StreamTick) -> None:
-        key = (tick.mode, tick.hold_reason if tick.mode is StreamMode.HOLDING else "")
+        # A change of state is logged, but the same state (numbers left out: chunk sequences, ages) at most
+        # every 10 s: with the wait hand-over and a slow model every chunk ends in a short hold.
+        detail = self.stream.goal_id if tick.mode is StreamMode.STREAMING else re.sub(r"[0-9.]+", "#", tick.hold_reason)
+        key = (tick.mode, detail)
         if key == self._last_logged:
             return
         self._last_logged = key
+        now = time.monotonic()
+        if now - self._logged_at.get(key, -math.inf) < 10.0:
+            return
+        self._logged_at[key] = now
         if tick.mode is StreamMode.STREAMING:
             self.get_logger().info(f"streaming goal {self.stream.goal_id[:8]}")
         elif tick.mode is StreamMode.HOLDING:
@@ -152,7 +155,7 @@ class CommandStreamerNode(Node):
             self.get_logger().info(f"idle: {tick.hold_reason}")
 
     def _publish_status(self) -> None:
-        stats = self.rate_monitor.stats()
+        stats = self.rate_monitor.stats(time.monotonic())
         tick = self._last_tick
         status = StreamerStatus(
             mode=int(tick.mode),
@@ -168,7 +171,7 @@ class CommandStreamerNode(Node):
         self.status_publisher.publish(status)
 
     def _publish_diagnostics(self) -> None:
-        stats = self.rate_monitor.stats()
+        stats = self.rate_monitor.stats(time.monotonic())
         tick = self._last_tick
         level = DiagnosticStatus.WARN if tick.mode is StreamMode.HOLDING else DiagnosticStatus.OK
         summary = {StreamMode.IDLE: "idle", StreamMode.HOLDING: f"holding: {tick.hold_reason}",
@@ -190,6 +193,22 @@ class CommandStreamerNode(Node):
             level=level, name=f"{self.get_name()}: commands", hardware_id=self.description.name, message=summary,
             values=[KeyValue(key=k, value=v) for k, v in values.items()])]
         self.diagnostics_publisher.publish(array)
+
+
+def _stream_config(values: dict, period: float) -> StreamConfig:
+    try:
+        return StreamConfig(
+            control_period=period,
+            lookahead_points=values["trajectory_lookahead_points"],
+            status_timeout=values["status_timeout_s"],
+            max_chunk_latency=values["max_chunk_latency_s"],
+            hold_duration=values["hold_duration_s"],
+            handover=Handover.parse(values["chunk_handover"]),
+            blend_duration=values["blend_duration_s"],
+            joint_state_timeout=values["joint_state_timeout_s"],
+        )
+    except ValueError as exc:  # settings valid one by one but not together (e.g. a slow control rate)
+        raise ParameterError(f"{exc}; control_rate_hz is {1.0 / period:g}") from exc
 
 
 def main(args=None) -> int:

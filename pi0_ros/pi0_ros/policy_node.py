@@ -77,7 +77,8 @@ PARAMS = (
     Param("stale_observation_timeout_s", 0.5, "End the goal when no new observation arrives for this long.",
           0.05, 30.0),
     Param("feedback_rate_hz", 10.0, "Action feedback rate.", 0.5, 100.0),
-    Param("status_rate_hz", 10.0, "policy_status rate (also published on every goal change).", 0.5, 100.0),
+    Param("status_rate_hz", 10.0, "policy_status rate (also published on every goal change); the streamer holds "
+          "when none arrives for its status_timeout_s (0.5 s by default).", 5.0, 100.0),
     Param("sync_slop_s", 0.05, "Widest spread of camera stamps inside one synchronized set.", 0.0, 1.0),
     Param("sync_queue_size", 5, "Frames kept per camera for matching.", 1, 100),
     Param("max_observation_age_s", 0.5, "Streams and sets older than this are stale.", 0.01, 30.0),
@@ -321,6 +322,7 @@ class PolicyNode(LifecycleNode):
         if previous is not None:
             previous.stop(EndReason.PREEMPTED, f"preempted by goal {session.goal_id[:8]}: '{session.instruction}'")
         self.get_logger().info(f"goal {session.goal_id[:8]} accepted: '{session.instruction}'")
+        self._health = (PolicyStatus.LEVEL_OK, "ready for instructions")
         assert self._worker is not None
         self._worker.serve(session)
         self._publish_status()
@@ -365,6 +367,7 @@ class PolicyNode(LifecycleNode):
         with self._session_lock:
             if self._session is session:
                 self._session = None
+        self._report_goal_end(outcome.reason, outcome.message)
         if not self.context.ok():
             # Shutting down (Ctrl-C): neither the goal handle nor the status can reach anyone.
             return ExecuteInstruction.Result(end_reason=int(outcome.reason), message=outcome.message)
@@ -388,6 +391,15 @@ class PolicyNode(LifecycleNode):
             chunks_generated=stats.chunks, commands_sent=stats.commands_sent,
             inference_latency_mean_ms=stats.latency_mean_ms, inference_latency_p95_ms=stats.latency_p95_ms,
             inference_latency_max_ms=stats.latency_max_ms)
+
+    def _report_goal_end(self, reason: EndReason, message: str) -> None:
+        """Keeps a failed goal's cause in the status and /diagnostics until the next goal starts."""
+        if not self._active or reason in (EndReason.CANCELED, EndReason.PREEMPTED, EndReason.NODE_INACTIVE):
+            return
+        if reason.succeeded:
+            self._health = (PolicyStatus.LEVEL_OK, "ready for instructions")
+        else:
+            self._health = (PolicyStatus.LEVEL_WARN, f"last goal ended ({reason.name.lower()}): {message}")
 
     def _feedback(self, session: GoalSession) -> ExecuteInstruction.Feedback:
         stats = session.stats(self._now())
@@ -472,7 +484,7 @@ class PolicyNode(LifecycleNode):
             goal_id=session.goal_id if active else "", instruction=session.instruction if active else "",
             level=level, message=message, last_goal_rejection=self._last_rejection,
             chunks_generated=self._chunks_total, last_inference_latency_ms=self._last_inference_ms,
-            inference_rate_hz=self._inference_times.stats().rate_hz,
+            inference_rate_hz=self._inference_times.stats(time.monotonic()).rate_hz,
             observation_age_ms=self._observation_age_ms())
         status.header.stamp = self.get_clock().now().to_msg()
         self._status_publisher.publish(status)
@@ -481,7 +493,7 @@ class PolicyNode(LifecycleNode):
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
         level, message = self._health
-        stats = self._inference_times.stats()
+        stats = self._inference_times.stats(time.monotonic())
         array.status.append(DiagnosticStatus(
             level=bytes([level]), name=f"{self.get_name()}: inference",
             hardware_id=self._description.name if self._description else "", message=message,

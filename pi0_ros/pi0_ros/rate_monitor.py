@@ -1,6 +1,7 @@
 """Rate and jitter of a periodic event over a sliding window."""
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Iterable
@@ -37,16 +38,27 @@ def rate_stats(times: Iterable[float], period: float) -> RateStats:
 
 
 class RateMonitor:
-    """Keeps the last `window` event times and summarizes them on demand."""
+    """Keeps the event times of the last `max_age` seconds (at most `window`) and summarizes them on demand.
 
-    def __init__(self, period: float, window: int = 500) -> None:
-        if period <= 0 or window < 2:
-            raise ValueError("RateMonitor needs a positive period and a window of at least 2")
+    Thread-safe: events may be recorded on one thread and summarized on another.
+    """
+
+    def __init__(self, period: float, window: int = 500, max_age: float = 10.0) -> None:
+        if period <= 0 or window < 2 or max_age <= 0:
+            raise ValueError("RateMonitor needs a positive period and max_age and a window of at least 2")
         self.period = period
+        self.max_age = max_age
         self._times: deque[float] = deque(maxlen=window)
+        self._lock = threading.Lock()
 
     def record(self, t: float) -> None:
-        self._times.append(t)
+        with self._lock:
+            self._times.append(t)
 
-    def stats(self) -> RateStats:
-        return rate_stats(list(self._times), self.period)
+    def stats(self, now: float) -> RateStats:
+        """Statistics of the events within `max_age` of `now` (same clock as record): an idle stream reads 0 Hz."""
+        with self._lock:
+            while self._times and now - self._times[0] > self.max_age:
+                self._times.popleft()
+            times = list(self._times)
+        return rate_stats(times, self.period)

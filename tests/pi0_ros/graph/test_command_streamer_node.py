@@ -161,7 +161,7 @@ def test_goal_end_holds_position_stops_the_base_then_goes_quiet(streamer_graph, 
         status = streamer_status(recorder)
         return status and status.mode == StreamerStatus.MODE_HOLDING and status
     status = ros_graph.wait_for(holding, timeout=2.0, what="holding status")
-    assert status.hold_reason == "no active goal"
+    assert status.hold_reason.startswith("goal ") and status.hold_reason.endswith(" ended (policy status)")
     assert recorder.last("base_controller/cmd_vel").twist.linear.x == 0.0, "base stops on goal end"
     held = recorder.last("left_arm_controller/joint_trajectory")
     assert all(list(p.positions) == list(held.points[0].positions) for p in held.points)

@@ -60,6 +60,19 @@ def test_blend_cross_fades_from_the_old_chunk_to_the_new_one():
     assert scheduler.target(0.40).action[0] == pytest.approx(1.0)
 
 
+def test_a_chunk_arriving_mid_blend_fades_from_the_output_as_it_is():
+    scheduler = ChunkScheduler(Handover.BLEND, blend_duration=0.2)
+    scheduler.offer(TimedChunk("g", 1, 0.0, STEP, np.zeros((50, 1))), now=0.0)
+    scheduler.offer(TimedChunk("g", 2, 0.0, STEP, np.ones((50, 1))), now=0.2)
+    assert scheduler.target(0.3).action[0] == pytest.approx(0.5)
+    scheduler.offer(TimedChunk("g", 3, 0.0, STEP, np.ones((50, 1))), now=0.3)
+    outputs = [scheduler.target(0.3 + k * STEP).action[0] for k in range(0, 16)]
+    assert outputs[0] == pytest.approx(0.5), "no jump when the new chunk arrives"
+    assert np.all(np.diff(outputs) >= -1e-12) and outputs[-1] == pytest.approx(1.0)
+    # Two overlapping fades, each moving at most the full difference (1.0) over 0.2 s.
+    assert np.max(np.diff(outputs)) <= 2 * 1.0 * STEP / 0.2 + 1e-9
+
+
 def test_peek_does_not_change_state():
     scheduler = ChunkScheduler(Handover.WAIT)
     scheduler.offer(ramp_chunk(1, stamp=0.0, start=0.0, horizon=3), now=0.0)

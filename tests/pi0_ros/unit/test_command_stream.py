@@ -24,13 +24,13 @@ def chunk_rows(values, horizon=50):
 
 
 def start(stream: CommandStream, now: float = 0.0, goal: str = "goal-a") -> None:
-    stream.on_joint_positions({"j0": 0.0, "j1": 0.0})
+    stream.on_joint_positions({"j0": 0.0, "j1": 0.0}, now)
     stream.on_status(True, goal, now)
 
 
 def test_nothing_is_published_before_any_goal_even_with_chunks_and_joint_states():
     stream = make_stream()
-    stream.on_joint_positions({"j0": 0.1, "j1": 0.2})
+    stream.on_joint_positions({"j0": 0.1, "j1": 0.2}, 0.0)
     stream.on_chunk("goal-a", 1, 0.0, PERIOD, NAMES, chunk_rows([1.0, 1.0]), now=0.01)
     tick = stream.tick(0.02)
     assert tick.mode is StreamMode.IDLE and tick.commands is None
@@ -38,7 +38,7 @@ def test_nothing_is_published_before_any_goal_even_with_chunks_and_joint_states(
 
 def test_a_chunk_that_arrives_before_its_goal_status_is_used_once_the_goal_starts():
     stream = make_stream()
-    stream.on_joint_positions({"j0": 0.0, "j1": 0.0})
+    stream.on_joint_positions({"j0": 0.0, "j1": 0.0}, 0.0)
     stream.on_chunk("goal-old", 1, 0.0, PERIOD, NAMES, chunk_rows([-0.04, -0.04]), now=0.0)
     stream.on_chunk("goal-a", 2, 0.0, PERIOD, NAMES, chunk_rows([0.04, 0.04]), now=0.01)
     stream.on_status(True, "goal-a", 0.02)
@@ -48,7 +48,7 @@ def test_a_chunk_that_arrives_before_its_goal_status_is_used_once_the_goal_start
 
 def test_an_early_chunk_of_another_goal_is_not_used():
     stream = make_stream()
-    stream.on_joint_positions({"j0": 0.0, "j1": 0.0})
+    stream.on_joint_positions({"j0": 0.0, "j1": 0.0}, 0.0)
     stream.on_chunk("goal-old", 1, 0.0, PERIOD, NAMES, chunk_rows([-0.04, -0.04]), now=0.0)
     stream.on_status(True, "goal-a", 0.02)
     assert stream.tick(0.03).mode is StreamMode.HOLDING
@@ -109,7 +109,7 @@ def test_goal_end_holds_the_last_command_then_goes_idle():
     last = stream.tick(0.02).commands[0]
     stream.on_status(False, "goal-a", 0.03)
     held = stream.tick(0.04)
-    assert held.mode is StreamMode.HOLDING and held.hold_reason == "no active goal"
+    assert held.mode is StreamMode.HOLDING and held.hold_reason == "goal goal-a ended (policy status)"
     np.testing.assert_allclose(held.commands, np.tile(last, (4, 1)))
     assert stream.tick(0.2).mode is StreamMode.IDLE and stream.tick(0.2).commands is None
 
@@ -131,6 +131,7 @@ def test_stale_policy_status_stops_motion():
     assert stream.tick(0.05).mode is StreamMode.STREAMING
     held = stream.tick(0.2)
     assert held.mode is StreamMode.HOLDING and "policy node lost" in held.hold_reason
+    assert "policy node lost" in stream.tick(0.22).hold_reason, "the cause stays while holding"
 
 
 def test_new_goal_starts_from_the_measured_pose_and_resets_counts():
@@ -139,11 +140,38 @@ def test_new_goal_starts_from_the_measured_pose_and_resets_counts():
     stream.on_chunk("goal-a", 1, 0.0, PERIOD, NAMES, chunk_rows([0.0, 0.0]), now=0.0)
     stream.tick(0.02)
     stream.on_status(False, "goal-a", 0.05)
-    stream.on_joint_positions({"j0": 0.5, "j1": -0.5})
+    stream.on_joint_positions({"j0": 0.5, "j1": -0.5}, 1.9)
     stream.on_status(True, "goal-b", 2.0)
     assert stream.commands_sent == 0
     stream.on_chunk("goal-b", 2, 2.0, PERIOD, NAMES, chunk_rows([0.5, -0.5]), now=2.0)
     np.testing.assert_allclose(stream.tick(2.02).commands[0], [0.5, -0.5])
+
+
+def test_a_preempting_goal_continues_from_the_last_command_not_the_lagging_measurement():
+    stream = make_stream()
+    start(stream, goal="goal-a")
+    stream.on_chunk("goal-a", 1, 0.0, PERIOD, NAMES, chunk_rows([0.5, 0.5]), now=0.0)
+    for k in range(1, 11):
+        commanded = stream.tick(k * PERIOD).commands[0]  # ramps at 0.05 per tick
+    stream.on_joint_positions({"j0": 0.2, "j1": 0.2}, 0.2)  # the robot lags (or a gripper is blocked)
+    stream.on_status(True, "goal-b", 0.21)
+    held = stream.tick(0.22)
+    assert held.mode is StreamMode.HOLDING
+    np.testing.assert_allclose(held.commands[0], commanded)
+
+
+def test_a_goal_after_idle_starts_from_a_fresh_measurement_and_waits_for_one():
+    stream = make_stream(joint_state_timeout=0.5)
+    start(stream, goal="goal-a")
+    stream.on_chunk("goal-a", 1, 0.0, PERIOD, NAMES, chunk_rows([0.0, 0.0]), now=0.0)
+    stream.tick(PERIOD)
+    stream.on_status(False, "goal-a", 0.05)
+    assert stream.tick(5.0).commands is None  # idle after hold_duration
+    stream.on_status(True, "goal-b", 10.0)
+    stale = stream.tick(10.02)
+    assert stale.commands is None and "fresh joint states" in stale.hold_reason
+    stream.on_joint_positions({"j0": 0.3, "j1": -0.3}, 10.03)
+    np.testing.assert_allclose(stream.tick(10.04).commands[0], [0.3, -0.3])
 
 
 def test_without_joint_states_an_active_goal_publishes_nothing():
