@@ -3,6 +3,8 @@
 SHELL := /bin/bash
 ROBOT ?= aloha
 CHECKPOINT ?=
+DEVICE ?=
+DTYPE ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-fast benchmark clean distclean
@@ -11,7 +13,8 @@ setup:
 	@scripts/setup.sh
 
 demo: setup
-	@scripts/with_env.sh python -m pi0_bringup.demo --robot "$(ROBOT)" $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)")
+	@scripts/with_env.sh python -m pi0_bringup.demo --robot "$(ROBOT)" $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") \
+		$(if $(DEVICE),--device "$(DEVICE)") $(if $(DTYPE),--dtype "$(DTYPE)")
 
 test: setup
 	@scripts/with_env.sh python -m pytest $(PYTEST_ARGS)

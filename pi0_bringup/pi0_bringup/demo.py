@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -79,11 +80,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"[demo] error: {exc}", file=sys.stderr)
         return 2
     output = Path(args.output).resolve()
-    checkpoint = args.checkpoint or str(_demo_checkpoint(description))
-    print(f"[demo] {description.name}: {len(description.policy.actions)} action dims, "
-          f"{len(description.policy_cameras)} policy cameras, {description.control_rate_hz:.0f} Hz; "
-          f"ROS domain {domain} (localhost only)")
-    return _run(args, description, checkpoint, output)
+    try:
+        checkpoint = args.checkpoint or str(_demo_checkpoint(description))
+        print(f"[demo] {description.name}: {len(description.policy.actions)} action dims, "
+              f"{len(description.policy_cameras)} policy cameras, {description.control_rate_hz:.0f} Hz; "
+              f"ROS domain {domain} (localhost only)")
+        return _run(args, description, checkpoint, output)
+    except KeyboardInterrupt:
+        print("[demo] interrupted; nothing is left running", file=sys.stderr)
+        return 130
 
 
 def _demo_checkpoint(description: RobotDescription) -> Path:
@@ -94,6 +99,7 @@ def _demo_checkpoint(description: RobotDescription) -> Path:
 
 def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: str, output: Path) -> int:
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     from pi0_bringup.demo_client import DemoClient
     from pi0_bringup.graph import GraphOptions, node_graph
@@ -104,7 +110,9 @@ def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: st
                            torch_threads=1, sim_image_size=args.image_size)
     logs = output / "logs"
     print(f"[demo] starting simulated robot, policy and streamer (logs in {logs})")
-    rclpy.init()
+    # rclpy's own SIGTERM handler only shuts its context down, which the demo's waits do not notice.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with GraphProcesses(node_graph(options), log_dir=logs) as graph:
             client = DemoClient(description)
@@ -119,7 +127,16 @@ def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: st
         if rclpy.ok():
             rclpy.shutdown()
     print(_summary(description, reports, stats, streamer_jitter, plot))
-    return 0 if reports and all(r.outcome.startswith(("duration reached", "chunk limit")) for r in reports) else 1
+    return 0 if reports and all(_moved_the_robot(r) for r in reports) else 1
+
+
+def _moved_the_robot(report: GoalReport) -> bool:
+    """A goal counts when it ran its course and commands streamed from its chunks."""
+    return report.outcome.startswith(("duration reached", "chunk limit")) and report.chunks > 0 and report.commands > 0
+
+
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _summary(description: RobotDescription, reports: list[GoalReport], stats: RateStats, streamer_jitter_ms: float,
@@ -129,6 +146,8 @@ def _summary(description: RobotDescription, reports: list[GoalReport], stats: Ra
         lines.append(f"'{report.instruction}': {report.outcome}")
         lines.append(f"    {report.chunks} chunks, {report.commands} commands, inference latency "
                      f"mean {report.latency_mean_ms:.0f} ms / p95 {report.latency_p95_ms:.0f} ms")
+        if not _moved_the_robot(report):
+            lines.append("    FAILED: the goal did not run its course with streamed commands (see the node logs)")
     lines += [
         f"commands received: {sum(r.commands for r in reports)} ticks; rate {stats.rate_hz:.2f} Hz "
         f"(target {description.control_rate_hz:.0f} Hz)",

@@ -63,6 +63,9 @@ class GraphOptions:
             raise ValueError("sim_image_size and torch_threads must not be negative")
         if self.params_file and not Path(self.params_file).is_file():
             raise ValueError(f"parameters file {self.params_file} does not exist")
+        if self.sim and self.use_sim_time:
+            raise ValueError("use_sim_time needs a /clock publisher (e.g. `ros2 bag play --clock` or Gazebo); the "
+                             "built-in simulated robot runs on the system clock: start it without use_sim_time")
         if not 0 <= self.streamer_priority <= 99:
             raise ValueError(f"streamer_priority must be within [0, 99], got {self.streamer_priority}")
 

@@ -19,7 +19,7 @@ ARGUMENTS = {
     "device": ("cpu", "torch device: cpu, cuda or cuda:N"),
     "dtype": ("float32", "model dtype: float32 or bfloat16"),
     "namespace": ("", "namespace of all nodes and topics, e.g. /left_robot"),
-    "use_sim_time": ("false", "use /clock (simulation, bag replay)"),
+    "use_sim_time": ("false", "use /clock (bag replay, Gazebo); not with sim:=true, whose robot runs on the system clock"),
     "sim": ("false", "also start the simulated robot"),
     "autostart": ("true", "configure and activate the policy node on startup"),
     "chunk_handover": ("splice", "wait, splice, blend or rtc"),

@@ -135,7 +135,7 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--namespace", default="", help="namespace of all nodes and topics, e.g. /left_robot")
-    parser.add_argument("--use-sim-time", action="store_true", help="use /clock (bag replay, simulation)")
+    parser.add_argument("--use-sim-time", action="store_true", help="use /clock (bag replay); not with --sim")
     parser.add_argument("--sim", action="store_true", help="also start the simulated robot")
     parser.add_argument("--no-autostart", action="store_true", help="leave the policy node unconfigured")
     parser.add_argument("--chunk-handover", default=Handover.SPLICE.value, choices=[h.value for h in Handover])
@@ -149,10 +149,15 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sim-image-height", type=int, default=0)
 
 
-def _wait_for_stop(graph: GraphProcesses) -> int:
+def stop_on_signals() -> threading.Event:
+    """An event that SIGINT or SIGTERM sets; installed before any child starts, so none is orphaned."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _wait_for_stop(graph: GraphProcesses, stop: threading.Event) -> int:
     while not stop.wait(0.2):
         ended = graph.exited()
         if ended is not None:
@@ -170,9 +175,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (DescriptionError, ValueError) as exc:
         print(f"[run] error: {exc}", file=sys.stderr)
         return 2
+    stop = stop_on_signals()
     with GraphProcesses(specs, namespace=args.namespace) as graph:
         print(f"[run] started {', '.join(s.name for s in specs)} for {args.robot}; Ctrl-C stops", file=sys.stderr)
-        code = _wait_for_stop(graph)
+        code = _wait_for_stop(graph, stop)
     return code
 
 

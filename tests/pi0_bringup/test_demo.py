@@ -1,6 +1,8 @@
 """`make demo`'s main job end to end, with a quickly trained demo policy to keep it short."""
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -10,10 +12,14 @@ from pi0_bringup.robots import load_robot
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-def test_demo_runs_goals_through_the_action_interface_and_writes_summary_and_plot(tmp_path):
-    checkpoint = train_demo_policy(load_robot("aloha"), tmp_path / "ckpt",
-                                   DemoTraining(steps=2, batch_size=2, demonstrations=4, image_size=(32, 24)),
-                                   report=lambda line: None)
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return train_demo_policy(load_robot("aloha"), tmp_path_factory.mktemp("demo") / "ckpt",
+                             DemoTraining(steps=2, batch_size=2, demonstrations=4, image_size=(32, 24)),
+                             report=lambda line: None)
+
+
+def test_demo_runs_goals_through_the_action_interface_and_writes_summary_and_plot(tmp_path, checkpoint):
     output = tmp_path / "demo"
     done = subprocess.run(
         [sys.executable, "-m", "pi0_bringup.demo", "--robot", "aloha", "--checkpoint", str(checkpoint),
@@ -34,3 +40,27 @@ def test_demo_refuses_an_unknown_robot_clearly(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pi0_bringup.demo", "--robot", "r2d2", "--output", str(tmp_path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "unknown robot 'r2d2'" in done.stderr
+
+
+def test_sigterm_stops_the_demo_and_its_nodes_at_once(tmp_path, checkpoint):
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "pi0_bringup.demo", "--robot", "aloha", "--checkpoint", str(checkpoint),
+         "--instruction", "raise the arms", "--duration", "60", "--image-size", "96x72",
+         "--output", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in demo.stdout:
+            if "[demo] instruction:" in line:
+                break
+        demo.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, stderr = demo.communicate(timeout=30)
+        stopped_after = time.monotonic() - started
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.communicate()
+    assert demo.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert stopped_after < 15.0, "stopped at once, not when the 60 s goal would have ended"
+    nodes = subprocess.run(["pgrep", "-f", str(checkpoint)], capture_output=True, text=True).stdout.split()
+    assert nodes == [], "nodes left running after the demo stopped"

@@ -18,11 +18,11 @@ def test_every_shipped_robot_is_available():
 
 @pytest.mark.parametrize("robot", ROBOT_NAMES)
 def test_graph_is_consistent_for_every_robot(robot):
-    nodes = {n.name: n for n in node_graph(GraphOptions(robot=robot, sim=True, use_sim_time=True))}
+    nodes = {n.name: n for n in node_graph(GraphOptions(robot=robot, sim=True))}
     assert list(nodes) == ["pi0_sim_robot", "pi0_policy", "pi0_command_streamer"]
     descriptions = {n.parameters["robot_description"] for n in nodes.values()}
     assert descriptions == {str(robot_description_path(robot))}, "every node reads the same description"
-    assert all(n.parameters["use_sim_time"] is True for n in nodes.values())
+    assert all(n.parameters["use_sim_time"] is False for n in nodes.values())
     assert nodes["pi0_policy"].lifecycle and nodes["pi0_policy"].parameters["autostart"] is True
     assert nodes["pi0_policy"].parameters["chunk_handover"] == nodes["pi0_command_streamer"].parameters[
         "chunk_handover"], "policy and streamer agree on the hand-over (RTC needs both)"
@@ -49,6 +49,14 @@ def test_options_are_validated():
         GraphOptions(robot="aloha", chunk_handover="jump")
     with pytest.raises(ValueError, match="streamer_priority"):
         GraphOptions(robot="aloha", streamer_priority=120)
+    with pytest.raises(ValueError, match="use_sim_time needs a /clock publisher"):
+        GraphOptions(robot="aloha", sim=True, use_sim_time=True)
+
+
+def test_replay_runs_every_node_on_sim_time():
+    nodes = node_graph(GraphOptions(robot="aloha", use_sim_time=True))
+    assert [n.name for n in nodes] == ["pi0_policy", "pi0_command_streamer"]
+    assert all(n.parameters["use_sim_time"] is True for n in nodes)
 
 
 def test_unknown_robots_list_the_known_ones(tmp_path):
