@@ -18,6 +18,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
+from pi0_model.errors import ConfigError
+from pi0_model.transforms import TransformPipeline
+
 # The three image slots of pi0 checkpoints (openpi naming).
 PI0_IMAGE_SLOTS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 
@@ -229,6 +232,9 @@ def parse_robot_description(raw: Any, source: Optional[Path] = None) -> RobotDes
         source=source,
     )
     _check_unique(description)
+    stats = description.norm_stats_path()
+    if stats is not None and source is not None and not stats.is_file():
+        raise DescriptionError(f"policy.norm_stats: {stats} does not exist")
     return description
 
 
@@ -351,6 +357,10 @@ def _parse_policy(raw: Any, groups: Sequence[JointGroup], base: Optional[BaseSpe
     if missing:
         raise DescriptionError(f"policy.actions must command every joint; missing: {', '.join(missing)}")
     transforms = tuple(str(t) for t in data.get("transforms", ()))
+    try:
+        TransformPipeline.parse(transforms).check_dims(len(state), len(actions))
+    except ConfigError as exc:
+        raise DescriptionError(f"policy.transforms: {exc}") from None
     norm_stats = data.get("norm_stats")
     return PolicyLayout(state, actions, action_rate, transforms, None if norm_stats is None else str(norm_stats))
 

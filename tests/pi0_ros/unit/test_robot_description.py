@@ -66,6 +66,8 @@ def mutate(change, name="ur5e"):
     (lambda d: d.update(colour="blue"), "unknown key(s) colour"),
     (lambda d: d.setdefault("policy", {}).update(actions=["shoulder_pan_joint"]), "must command every joint"),
     (lambda d: d.setdefault("policy", {}).update(action_rate_hz=100), "action_rate_hz must be within"),
+    (lambda d: d.setdefault("policy", {}).update(transforms=["bogus"]), "policy.transforms: unknown transform 'bogus'"),
+    (lambda d: d.setdefault("policy", {}).update(transforms=["aloha"]), "reads 14 dims but the robot has"),
 ])
 def test_broken_descriptions_name_the_problem(change, message):
     with pytest.raises(DescriptionError) as error:
@@ -96,3 +98,9 @@ def test_file_errors_name_the_file(tmp_path):
     bad.write_text(yaml.safe_dump(mutate(lambda d: d["cameras"].clear())))
     with pytest.raises(DescriptionError, match="bad.yaml: at least one camera"):
         load_robot_description(bad)
+    no_stats = tmp_path / "no_stats.yaml"
+    no_stats.write_text(yaml.safe_dump(mutate(lambda d: d.setdefault("policy", {}).update(norm_stats="stats.json"))))
+    with pytest.raises(DescriptionError, match=f"policy.norm_stats: {tmp_path}/stats.json does not exist"):
+        load_robot_description(no_stats)
+    (tmp_path / "stats.json").write_text("{}")
+    assert load_robot_description(no_stats).norm_stats_path() == tmp_path / "stats.json"
