@@ -26,7 +26,7 @@ from rclpy.task import Future
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import PolicyStatus
 from pi0_ros.goal_session import EndReason
-from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, seconds_to_duration
+from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, seconds_to_duration, stamp_to_seconds
 
 EXIT_SUCCEEDED, EXIT_ENDED, EXIT_REJECTED, EXIT_NO_SERVER = 0, 1, 2, 3
 
@@ -87,11 +87,15 @@ class InstructionClient(Node):
         super().__init__("pi0_send_instruction", namespace=namespace)
         self.client = ActionClient(self, ExecuteInstruction, "execute_instruction")
         self.status: Optional[PolicyStatus] = None
+        self.statuses_received = 0
         self.create_subscription(PolicyStatus, "policy_status", self._on_status,
                                  qos_profile("reliable", 1, transient_local=True))
 
     def _on_status(self, message: PolicyStatus) -> None:
-        self.status = message
+        # The latched status may arrive after newer ones: keep the newest by its stamp.
+        if self.status is None or stamp_to_seconds(message.header.stamp) >= stamp_to_seconds(self.status.header.stamp):
+            self.status = message
+        self.statuses_received += 1
 
 
 def _spin_until(node: Node, future: Future, timeout: Optional[float] = None) -> bool:
@@ -138,7 +142,7 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return EXIT_NO_SERVER
     handle = send.result()
     if not handle.accepted:
-        print(f"goal rejected: {_rejection_reason(node)}", file=sys.stderr)
+        print(f"goal rejected: {_rejection_reason(node, node.statuses_received)}", file=sys.stderr)
         return EXIT_REJECTED
     out.write(f"goal {bytes(handle.goal_id.uuid).hex()[:8]} accepted: '{args.instruction}' (Ctrl-C cancels)\n")
     result_future = handle.get_result_async()
@@ -161,10 +165,15 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return EXIT_SUCCEEDED if EndReason(result.end_reason).succeeded else EXIT_ENDED
 
 
-def _rejection_reason(node: InstructionClient) -> str:
+def _rejection_reason(node: InstructionClient, statuses_before: int) -> str:
+    """The reason in the newest policy status once one arrived after the rejection and the next periodic one
+    (every 0.2 s at least) could follow: an earlier one may still carry an older goal's reason."""
     deadline = time.monotonic() + 2.0
+    settled: Optional[float] = None
     while time.monotonic() < deadline:
-        if node.status is not None and node.status.last_goal_rejection:
+        if settled is None and node.statuses_received > statuses_before:
+            settled = time.monotonic() + 0.25
+        if settled is not None and time.monotonic() >= settled and node.status.last_goal_rejection:
             return node.status.last_goal_rejection
         rclpy.spin_once(node, timeout_sec=0.05)
     return "(the policy node gave no reason)"

@@ -203,6 +203,9 @@ def test_cli_runs_a_goal_and_prints_the_result(harness):
 def test_cli_explains_rejections(harness):
     done = run_cli("   ")
     assert done.returncode == 2 and "goal rejected: the instruction is empty" in done.stderr
+    # The latched status still carries that reason when the next CLI starts: it must not be shown again.
+    done = run_cli("x" * 600)
+    assert done.returncode == 2 and "goal rejected: the instruction has 600 characters" in done.stderr
 
 
 def test_cli_reports_a_missing_policy_node(ros_graph):
