@@ -158,6 +158,9 @@ def test_stale_observations_abort_the_goal(harness):
     result = harness.result(handle).result
     assert result.end_reason == Result.END_REASON_OBSERVATION_STALE
     assert "no new synchronized observation" in result.message
+    status = harness.graph.wait_for(lambda: harness.last_status().level == PolicyStatus.LEVEL_WARN
+                                    and harness.last_status(), what="a status saying why the goal ended")
+    assert status.message.startswith("last goal ended (observation_stale): no new synchronized observation")
     rejected = harness.send()
     assert not rejected.accepted, "no goal without fresh observations"
 
