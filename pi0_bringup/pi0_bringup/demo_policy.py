@@ -193,13 +193,12 @@ def train_demo_policy(description: RobotDescription, output: Path, settings: Dem
 
 def _batch_inputs(config: Pi0Config, demos: Demonstrations, states: np.ndarray, prompts: dict,
                   camera_slots: dict[str, str], normalization: Normalization, batch: np.ndarray) -> ModelInputs:
-    pixels = [prepare_images(images_by_slot({c: demos.images[c][i] for c in demos.images}, camera_slots),
-                             config.vision.image_size, torch.device("cpu"))[0][0] for i in batch]
+    prepared = [prepare_images(images_by_slot({c: demos.images[c][i] for c in demos.images}, camera_slots),
+                               camera_slots.values(), config.vision.image_size, torch.device("cpu")) for i in batch]
     prompt = [prompts[demos.instructions[i]] for i in batch]
-    images = torch.stack(pixels)  # [B, N, 3, S, S]
     return ModelInputs(
-        images=images,
-        image_masks=torch.ones(images.shape[:2], dtype=torch.bool),
+        images=torch.cat([pixels for pixels, _ in prepared]),  # [B, N, 3, S, S]
+        image_masks=torch.cat([masks for _, masks in prepared]),  # [B, N]
         tokens=torch.from_numpy(np.stack([p.ids for p in prompt])),
         token_mask=torch.from_numpy(np.stack([p.mask for p in prompt])),
         state=torch.from_numpy(pad_to(normalization.normalize_state(states[batch]), config.state_dim)).float(),

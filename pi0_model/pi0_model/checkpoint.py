@@ -148,11 +148,24 @@ def weight_files(checkpoint: Path) -> dict[str, Path]:
             weight_map = json.loads((checkpoint / WEIGHTS_INDEX_FILE).read_text())["weight_map"]
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
             raise CheckpointError(f"malformed {checkpoint / WEIGHTS_INDEX_FILE}: {error}") from error
-        return {key: checkpoint / name for key, name in weight_map.items()}
+        return _shards(checkpoint, weight_map)
     pickles = sorted(p for p in checkpoint.iterdir() if p.suffix in _PICKLE_SUFFIXES)
     if pickles:
         _refuse_pickle(pickles[0])
     raise CheckpointError(f"no {WEIGHTS_FILE} in {checkpoint}")
+
+
+def _shards(checkpoint: Path, weight_map: dict) -> dict[str, Path]:
+    """The index's key -> shard map, every shard a safetensors file that exists."""
+    files = {key: checkpoint / str(name) for key, name in weight_map.items()}
+    for shard in sorted(set(files.values())):
+        if shard.suffix in _PICKLE_SUFFIXES:
+            _refuse_pickle(shard)
+        if shard.suffix != ".safetensors":
+            raise CheckpointError(f"{checkpoint / WEIGHTS_INDEX_FILE} lists {shard.name}, not a .safetensors file")
+        if not shard.is_file():
+            raise CheckpointError(f"{checkpoint / WEIGHTS_INDEX_FILE} lists {shard.name}, which does not exist")
+    return files
 
 
 def _keys_of(path: Path) -> list[str]:
@@ -206,13 +219,17 @@ def load_weights(model: Pi0Model, checkpoint: Path) -> None:
         by_file.setdefault(files[file_key], []).append(model_key)
     mismatched = []
     for path, model_keys in by_file.items():
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            for model_key in model_keys:
-                shape = tuple(file.get_slice(chosen[model_key]).get_shape())
-                if shape != tuple(targets[model_key].shape):
-                    mismatched.append(f"{chosen[model_key]} {list(shape)} vs model {list(targets[model_key].shape)}")
-                    continue
-                targets[model_key].copy_(file.get_tensor(chosen[model_key]))
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as file:
+                for model_key in model_keys:
+                    shape = tuple(file.get_slice(chosen[model_key]).get_shape())
+                    if shape != tuple(targets[model_key].shape):
+                        mismatched.append(
+                            f"{chosen[model_key]} {list(shape)} vs model {list(targets[model_key].shape)}")
+                        continue
+                    targets[model_key].copy_(file.get_tensor(chosen[model_key]))
+        except Exception as error:  # safetensors raises its own error types for truncated or corrupt data
+            raise CheckpointError(f"{path} could not be read ({error})") from error
     if mismatched:
         raise CheckpointError(
             f"checkpoint {checkpoint} has {len(mismatched)} tensor(s) of the wrong shape: {_listing(mismatched)}"

@@ -10,6 +10,7 @@ instead of as a shape error deep inside a forward pass.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,15 @@ CAMERA_SLOTS: tuple[str, ...] = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _require_positive_floats(obj: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _require(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
+            f"{type(obj).__name__}.{name} must be a positive finite number, got {value!r}",
+        )
 
 
 def _require_positive_ints(obj: Any, names: tuple[str, ...]) -> None:
@@ -75,7 +85,7 @@ class VisionConfig:
             self.image_size % self.patch_size == 0,
             f"VisionConfig.image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})",
         )
-        _require(self.layer_norm_eps > 0, f"VisionConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps}")
+        _require_positive_floats(self, ("layer_norm_eps",))
 
     @property
     def tokens_per_image(self) -> int:
@@ -135,8 +145,8 @@ class Pi0Config:
                 f"({getattr(self.expert, name)}) for joint attention",
             )
         _require(self.expert.width % 2 == 0, "Pi0Config: expert.width must be even (sin/cos time embedding)")
-        _require(self.rope_theta > 0, f"Pi0Config.rope_theta must be > 0, got {self.rope_theta}")
-        _require(self.rms_norm_eps > 0, f"Pi0Config.rms_norm_eps must be > 0, got {self.rms_norm_eps}")
+        _require(self.max_token_len >= 2, f"Pi0Config.max_token_len must be >= 2 (BOS and text), got {self.max_token_len}")
+        _require_positive_floats(self, ("rope_theta", "rms_norm_eps", "time_min_period", "time_max_period"))
         _require(
             0 < self.time_min_period < self.time_max_period,
             "Pi0Config needs 0 < time_min_period < time_max_period, "

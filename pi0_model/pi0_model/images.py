@@ -10,7 +10,7 @@ same actions for less compute.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -102,18 +102,26 @@ def to_model_range(image: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_images(
-    images: Mapping[str, np.ndarray], size: int, device: torch.device
+    images: Mapping[str, np.ndarray], slots: Iterable[str], size: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slot-keyed uint8 images -> model tensors for the slots present, in slot order.
+    """Slot-keyed uint8 images -> model tensors for every configured slot, in pi0 slot order.
 
-    Returns images [1, N, 3, size, size] float32 in [-1, 1] and masks [1, N] bool (all True).
+    Returns images [1, N, 3, size, size] float32 in [-1, 1] and masks [1, N] bool, N = len(slots).
+    A configured slot without an image gets a black frame and mask False, as openpi does: the
+    shapes stay the same from call to call (a compiled model is not recompiled when a camera
+    drops a frame), and the masked tokens are invisible to the rest of the sequence.
     The resize runs on `device`, so only the raw uint8 frames cross to a GPU.
     """
-    tensors = []
+    configured = set(slots)
+    tensors, masks = [], []
     for slot in CAMERA_SLOTS:
+        if slot not in configured:
+            continue
         if slot in images:
             # Synchronizers hand out read-only views of message buffers; torch needs a writable array.
             frame = torch.from_numpy(np.require(images[slot], requirements=["C", "W"])).to(device)
             tensors.append(to_model_range(resize_with_pad(frame, size)))
-    stacked = torch.stack(tensors)[None]
-    return stacked, torch.ones(stacked.shape[:2], dtype=torch.bool, device=device)
+        else:
+            tensors.append(torch.full((3, size, size), -1.0, device=device))
+        masks.append(slot in images)
+    return torch.stack(tensors)[None], torch.tensor([masks], dtype=torch.bool, device=device)

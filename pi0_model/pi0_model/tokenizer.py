@@ -71,6 +71,9 @@ class PromptTokenizer:
         if not text:
             raise Pi0InputError("instruction is empty")
         tokens = [self.bos_id, *self._encode(text), *self._encode("\n")]
+        if max(tokens) >= self.vocab_size:
+            raise Pi0InputError(f"instruction {prompt!r} encodes to a token outside the vocabulary "
+                                "(special-token text such as '<image>'?)")
         truncated = len(tokens) > self.max_len
         tokens = tokens[: self.max_len]
         ids = np.zeros(self.max_len, dtype=np.int64)
@@ -99,7 +102,8 @@ def _hf_tokenizer(path: Path, max_len: int) -> PromptTokenizer:
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False).ids
 
-    return PromptTokenizer(encode, bos_id, tokenizer.get_vocab_size(), max_len, str(path))
+    # Added tokens (PaliGemma's <image> is id 257152) lie past the model's embedding table.
+    return PromptTokenizer(encode, bos_id, tokenizer.get_vocab_size(with_added_tokens=False), max_len, str(path))
 
 
 def load_tokenizer(path: str | Path, max_len: int = 48) -> PromptTokenizer:

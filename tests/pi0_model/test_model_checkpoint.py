@@ -114,6 +114,43 @@ def test_pickled_checkpoints_are_refused(tmp_path):
         load_model(disguised)
 
 
+def shard_checkpoint(directory, model, second_shard: str):
+    """A checkpoint whose weights are split over model-00001.safetensors and `second_shard` via an index."""
+    save_checkpoint(model, directory)
+    weights = directory / "model.safetensors"
+    with safe_open(str(weights), "pt") as file:
+        tensors = {key: file.get_tensor(key) for key in file.keys()}
+    weights.unlink()
+    keys = sorted(tensors)
+    first, second = keys[: len(keys) // 2], keys[len(keys) // 2 :]
+    save_file({k: tensors[k] for k in first}, str(directory / "model-00001.safetensors"))
+    weight_map = {**{k: "model-00001.safetensors" for k in first}, **{k: second_shard for k in second}}
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return {k: tensors[k] for k in second}
+
+
+def test_sharded_checkpoints_load_and_bad_shards_are_named(tmp_path, tiny_config):
+    model = make_tiny_model(seed=5)
+    second = shard_checkpoint(tmp_path / "good", model, "model-00002.safetensors")
+    save_file(second, str(tmp_path / "good" / "model-00002.safetensors"))
+    assert torch.equal(sample(load_model(tmp_path / "good"), tiny_config), sample(model, tiny_config))
+
+    second = shard_checkpoint(tmp_path / "pickled", model, "model-00002.bin")
+    torch.save(second, tmp_path / "pickled" / "model-00002.bin")
+    with pytest.raises(CheckpointError, match="model-00002.bin is a pickled checkpoint"):
+        load_model(tmp_path / "pickled")
+
+    shard_checkpoint(tmp_path / "missing", model, "model-00002.safetensors")
+    with pytest.raises(CheckpointError, match="lists model-00002.safetensors, which does not exist"):
+        load_model(tmp_path / "missing")
+
+    shard_checkpoint(tmp_path / "truncated", model, "model-00002.safetensors")
+    good_bytes = (tmp_path / "good" / "model-00002.safetensors").read_bytes()
+    (tmp_path / "truncated" / "model-00002.safetensors").write_bytes(good_bytes[: len(good_bytes) // 2])
+    with pytest.raises(CheckpointError, match="model-00002.safetensors"):
+        load_model(tmp_path / "truncated")
+
+
 def test_missing_directory_or_weights(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "nope")

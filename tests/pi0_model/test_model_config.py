@@ -51,7 +51,12 @@ def test_dict_round_trip():
         (lambda: Pi0Config(action_horizon=0), "action_horizon must be a positive int"),
         (lambda: Pi0Config(num_steps=2.5), "num_steps must be a positive int"),
         (lambda: Pi0Config(max_token_len=True), "max_token_len must be a positive int"),
-        (lambda: Pi0Config(rope_theta=-1.0), "rope_theta must be > 0"),
+        (lambda: Pi0Config(rope_theta=-1.0), "rope_theta must be a positive finite number"),
+        (lambda: Pi0Config(rope_theta="x"), "rope_theta must be a positive finite number, got 'x'"),
+        (lambda: Pi0Config(time_min_period=None), "time_min_period must be a positive finite number"),
+        (lambda: Pi0Config(time_max_period=float("inf")), "time_max_period must be a positive finite number"),
+        (lambda: VisionConfig(layer_norm_eps="a"), "layer_norm_eps must be a positive finite number"),
+        (lambda: Pi0Config(max_token_len=1), "max_token_len must be >= 2"),
         (lambda: Pi0Config(time_min_period=5.0), "time_min_period < time_max_period"),
         (lambda: Pi0Config(expert=GemmaConfig(1024, 12, 4096, 8, 1, 256)), "llm.depth .* must equal expert.depth"),
         (

@@ -42,13 +42,21 @@ def test_scaling_to_minus_one_one():
     assert scaled.flatten().tolist() == pytest.approx([-1.0, 1.0, 127 / 255 * 2 - 1])
 
 
-def test_slots_are_sent_in_pi0_order_and_missing_slots_are_left_out(rng):
+def test_slots_are_sent_in_pi0_order_and_a_missing_camera_is_a_masked_black_frame(rng):
     slots = {"wrist": "right_wrist_0_rgb", "top": "base_0_rgb", "left": "left_wrist_0_rgb"}
-    frames = {"wrist": np.zeros((10, 10, 3), np.uint8), "top": np.full((10, 10, 3), 255, np.uint8)}
-    pixels, masks = prepare_images(images_by_slot(frames, slots), 224, torch.device("cpu"))
-    assert pixels.shape == (1, 2, 3, 224, 224) and masks.tolist() == [[True, True]]
+    frames = {"wrist": np.full((10, 10, 3), 128, np.uint8), "top": np.full((10, 10, 3), 255, np.uint8)}
+    pixels, masks = prepare_images(images_by_slot(frames, slots), slots.values(), 224, torch.device("cpu"))
+    assert pixels.shape == (1, 3, 3, 224, 224) and masks.tolist() == [[True, False, True]]
     assert pixels[0, 0].max() == 1.0, "base_0_rgb comes first"
-    assert pixels[0, 1].max() == -1.0
+    assert pixels[0, 1].max() == pixels[0, 1].min() == -1.0, "left_wrist_0_rgb is missing: black"
+    assert pixels[0, 2].max() > -1.0
+
+
+def test_only_the_robots_slots_are_sent(rng):
+    slots = {"top": "base_0_rgb", "wrist": "right_wrist_0_rgb"}
+    pixels, masks = prepare_images(images_by_slot({"top": np.zeros((10, 10, 3), np.uint8)}, slots),
+                                   slots.values(), 224, torch.device("cpu"))
+    assert pixels.shape == (1, 2, 3, 224, 224) and masks.tolist() == [[True, False]]
 
 
 @pytest.mark.parametrize(

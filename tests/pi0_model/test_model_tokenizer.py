@@ -62,6 +62,20 @@ def test_hf_tokenizer_json(tmp_path):
     assert prompt.ids.tolist() == [2, 4, 5, 6, 7, 0, 0, 0]
 
 
+def test_hf_tokenizer_added_tokens_stay_outside_the_vocabulary(tmp_path):
+    # Like PaliGemma's tokenizer.json, whose <image> (257152) follows the 257152-entry vocabulary.
+    vocab = {"<pad>": 0, "<eos>": 1, "<bos>": 2, "<unk>": 3, "fold": 4, "the": 5, "towel": 6, "\n": 7}
+    hf = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    hf.pre_tokenizer = pre_tokenizers.Split(" ", behavior="removed")
+    hf.add_special_tokens(["<image>"])
+    hf.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = load_tokenizer(tmp_path / "tokenizer.json", max_len=8)
+    assert tokenizer.vocab_size == 8
+    assert tokenizer.tokenize("fold the towel").ids.tolist() == [2, 4, 5, 6, 7, 0, 0, 0]
+    with pytest.raises(Pi0InputError, match="outside the vocabulary"):
+        tokenizer.tokenize("fold <image> the towel")
+
+
 def test_missing_or_broken_tokenizer_says_where_it_looked(tmp_path):
     with pytest.raises(CheckpointError, match=f"no tokenizer in {tmp_path}.*tokenizer.model.*paligemma"):
         find_tokenizer(tmp_path)
