@@ -90,10 +90,8 @@ class _Blend:
         """What this blend amounts to at t: the target alone once the cross-fade is over."""
         return self.target if t - self.start >= self.duration else self
 
-    def covers(self, t: float) -> bool:
-        return self.target.covers(t)
-
     def sample(self, t: float) -> Optional[np.ndarray]:
+        """The faded action at t; None once the target has run out."""
         new_action = self.target.sample(t)
         weight = (t - self.start) / self.duration
         old_action = self.source.sample(t) if weight < 1.0 else None
@@ -163,11 +161,9 @@ class ChunkScheduler:
         """The action planned for time t (now or later) without changing any state."""
         if self._current is None:
             return ScheduledTarget(None, "no chunk received for the active goal yet")
-        action = self._current.sample(t)
+        action = (self._blend or self._current).sample(t)  # a blend's target is _current
         if action is None:
             if self.handover is Handover.WAIT:
                 return ScheduledTarget(None, f"chunk {self._current.sequence} finished; waiting for the next chunk")
             return ScheduledTarget(None, f"chunk {self._current.sequence} ran out and no newer chunk arrived")
-        if self._blend is not None:
-            action = self._blend.sample(t)
         return ScheduledTarget(action, "", self._current.sequence)

@@ -146,6 +146,8 @@ class CommandStreamerNode(Node):
         now = time.monotonic()
         if now - self._logged_at.get(key, -math.inf) < 10.0:
             return
+        # Only entries still inside the 10 s window matter (goal ids would otherwise accumulate).
+        self._logged_at = {k: t for k, t in self._logged_at.items() if now - t < 10.0}
         self._logged_at[key] = now
         if tick.mode is StreamMode.STREAMING:
             self.get_logger().info(f"streaming goal {self.stream.goal_id[:8]}")

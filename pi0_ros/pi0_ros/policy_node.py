@@ -53,6 +53,8 @@ from pi0_ros.robot_description import RobotDescription, load_robot_description
 from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, seconds_to_duration, seconds_to_stamp
 from pi0_ros.rtc_planner import RtcPlan
 
+READY = (PolicyStatus.LEVEL_OK, "ready for instructions")  # health of an active node without a failure
+
 PARAMS = (
     Param("robot_description", "", "Path to the robot description YAML.", read_only=True),
     Param("autostart", False, "Configure and activate on startup (portable stand-in for launch_ros autostart).",
@@ -159,7 +161,7 @@ class PolicyNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
-        self._set_lifecycle("active", PolicyStatus.LEVEL_OK, "ready for instructions")
+        self._set_lifecycle("active", *READY)
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -322,7 +324,7 @@ class PolicyNode(LifecycleNode):
         if previous is not None:
             previous.stop(EndReason.PREEMPTED, f"preempted by goal {session.goal_id[:8]}: '{session.instruction}'")
         self.get_logger().info(f"goal {session.goal_id[:8]} accepted: '{session.instruction}'")
-        self._health = (PolicyStatus.LEVEL_OK, "ready for instructions")
+        self._health = READY
         assert self._worker is not None
         self._worker.serve(session)
         self._publish_status()
@@ -397,7 +399,7 @@ class PolicyNode(LifecycleNode):
         if not self._active or reason in (EndReason.CANCELED, EndReason.PREEMPTED, EndReason.NODE_INACTIVE):
             return
         if reason.succeeded:
-            self._health = (PolicyStatus.LEVEL_OK, "ready for instructions")
+            self._health = READY
         else:
             self._health = (PolicyStatus.LEVEL_WARN, f"last goal ended ({reason.name.lower()}): {message}")
 
