@@ -1,10 +1,13 @@
 """Safety at the robot boundary: every command is finite and within limits.
 
-Joint dimensions are positions: clamped to [lower, upper] and moved at most
-``max_velocity * period`` per tick from the previous command, so a new chunk
-far from the current pose, or a bad model output, can never make the robot
-jump. Base dimensions are velocities: clamped to the velocity limits and
-changed at most ``max_acceleration * period`` per tick.
+Joint dimensions are positions: targets are clamped to [lower, upper] and the
+command moves at most ``max_velocity * period`` per tick from the previous
+command, so a new chunk far from the current pose, or a bad model output, can
+never make the robot jump. The step limit is applied last and always holds: a
+previous command outside the position limits (a start pose measured just past
+a limit) is brought back inside at the velocity limit, not in one tick. Base
+dimensions are velocities: clamped to the velocity limits and changed at most
+``max_acceleration * period`` per tick.
 """
 from __future__ import annotations
 
@@ -69,12 +72,12 @@ class CommandLimiter:
         finite = np.isfinite(target)
         wanted = np.where(finite, target, previous)
         bounded = np.clip(wanted, self.lower, self.upper)
+        # No position clip after this step: it would move a `previous` that lies outside the limits
+        # back inside in one tick, however far, bypassing the velocity limit.
         command = previous + np.clip(bounded - previous, -self.max_step, self.max_step)
-        # `previous` itself may be out of bounds (e.g. a measured pose past a soft limit): stay inside.
-        command = np.clip(command, self.lower, self.upper)
         clamped = bool(np.any(np.abs(command - wanted) > 1e-12))
         return LimitedCommand(command, clamped, not bool(np.all(finite)))
 
     def hold(self, previous: np.ndarray) -> np.ndarray:
-        """The holding command: positions stay where they are, velocities stop."""
-        return np.where(self.is_velocity, 0.0, np.clip(previous, self.lower, self.upper))
+        """The holding command: positions stay where they are (even just past a limit: no jump), velocities stop."""
+        return np.where(self.is_velocity, 0.0, previous)

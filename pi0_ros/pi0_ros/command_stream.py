@@ -13,6 +13,11 @@ nothing may be published. Safety rules enforced here:
   continues from the last command; one that starts after the streamer fell
   idle starts from the measured pose, which must be fresh: meanwhile another
   controller or a person may have moved the robot;
+- a measured position is a start pose only when it is plausible: finite,
+  inside the joint's limits (within ``position_tolerance``) and reachable from
+  the previous plausible measurement at the joint's velocity limit. A driver
+  with a unit error or a corrupted message therefore makes a goal wait, with
+  the reason reported, instead of commanding a jump;
 - every command goes through :class:`CommandLimiter` (finite, within position
   limits, at most one tick of velocity away from the previous command).
 """
@@ -46,6 +51,7 @@ class StreamConfig:
     handover: Handover
     blend_duration: float = 0.2
     joint_state_timeout: float = 0.5  # measured positions older than this are not used as a start pose
+    position_tolerance: float = 0.05  # a measured position this far past a limit is still plausible
 
     def __post_init__(self) -> None:
         checks = {
@@ -56,6 +62,7 @@ class StreamConfig:
             "hold_duration": self.hold_duration >= 0,
             "blend_duration": self.blend_duration > 0,
             "joint_state_timeout": self.joint_state_timeout > 0,
+            "position_tolerance": self.position_tolerance >= 0,
         }
         bad = [name for name, ok in checks.items() if not (ok and math.isfinite(getattr(self, name)))]
         if bad:
@@ -94,6 +101,8 @@ class CommandStream:
         self._last_published: Optional[float] = None  # time of the last tick that published commands
         self._measured = np.full(len(self.action_names), np.nan)  # [dims]; NaN where never measured
         self._measured_at = np.full(len(self.action_names), -np.inf)  # [dims] time of each measurement
+        # Why the newest implausible measurement was ignored, and when: the hold reason while a goal waits.
+        self._implausible: Optional[tuple[str, float]] = None
         self.commands_sent = 0  # ticks published for the current goal
         self.clamped_commands = 0
 
@@ -130,13 +139,46 @@ class CommandStream:
         self.scheduler.offer(chunk, now)
         return None
 
-    def on_joint_positions(self, positions: Mapping[str, float], now: float) -> None:
-        """Measured joint positions (any subset); the start pose of a goal that starts from idle."""
+    def on_joint_positions(self, positions: Mapping[str, float], now: float) -> list[str]:
+        """Measured joint positions (any subset); the start pose of a goal that starts from idle.
+
+        Returns why measurements were ignored as implausible (empty when all were used).
+        """
+        problems = []
         for name, value in positions.items():
             index = self._index.get(name)
-            if index is not None and math.isfinite(value):
-                self._measured[index] = value
-                self._measured_at[index] = now
+            if index is None or self.limiter.is_velocity[index]:
+                continue
+            problem = self._implausibility(index, value, now)
+            if problem:
+                problems.append(f"{name} {problem}")
+                continue
+            self._measured[index] = value
+            self._measured_at[index] = now
+        if problems:
+            self._implausible = ("; ".join(problems), now)
+        return problems
+
+    def _implausibility(self, index: int, value: float, now: float) -> str:
+        """Why a measured position cannot be the robot's real pose, or "" when it can."""
+        if not math.isfinite(value):
+            return f"measured {value}"
+        lower, upper = self.limiter.lower[index], self.limiter.upper[index]
+        tolerance = self.config.position_tolerance
+        if not lower - tolerance <= value <= upper + tolerance:
+            return (f"measured {value:.4g} outside its limits [{lower:.4g}, {upper:.4g}] "
+                    f"(position_tolerance {tolerance:g})")
+        last = self._measured[index]
+        if math.isfinite(last):
+            elapsed = max(0.0, now - self._measured_at[index])
+            max_velocity = self.limiter.max_step[index] / self.config.control_period
+            # Twice the velocity limit and one period of delivery jitter: only a jump the joint
+            # cannot make counts, never fast but real motion.
+            reachable = tolerance + 2.0 * max_velocity * (elapsed + self.config.control_period)
+            if abs(value - last) > reachable:
+                return (f"jumped from {last:.4g} to {value:.4g} in {elapsed * 1e3:.0f} ms "
+                        f"(at most {reachable:.3g} is reachable at its velocity limit)")
+        return ""
 
     def tick(self, now: float) -> StreamTick:
         tick = self._decide(now)
@@ -153,7 +195,7 @@ class CommandStream:
             return self._hold(now, self._end_reason)
         previous = self._previous_command(now)
         if previous is None:
-            return StreamTick(StreamMode.HOLDING, "waiting for fresh joint states of every commanded joint", None)
+            return StreamTick(StreamMode.HOLDING, self._start_pose_wait_reason(now), None)
         target = self.scheduler.target(now)
         if target.action is None:
             return self._hold(now, target.reason)
@@ -211,6 +253,11 @@ class CommandStream:
             return None
         pose = np.where(self.limiter.is_velocity, 0.0, self._measured)
         return pose if np.all(np.isfinite(pose)) else None
+
+    def _start_pose_wait_reason(self, now: float) -> str:
+        if self._implausible is not None and now - self._implausible[1] <= self.config.joint_state_timeout:
+            return f"waiting for plausible joint states: {self._implausible[0]}"
+        return "waiting for fresh joint states of every commanded joint"
 
     def _peek_or_last(self, t: float, fallback: np.ndarray) -> np.ndarray:
         action = self.scheduler.peek(t).action

@@ -45,6 +45,9 @@ PARAMS = (
           "least once a second) and of the command-rate statistics.", 2.0, 100.0),
     Param("joint_state_timeout_s", 0.5, "A goal starting from idle waits for joint states younger than this.",
           0.01, 10.0),
+    Param("joint_position_tolerance", 0.05, "A measured position this far past a joint limit (rad or m) is still "
+          "a plausible start pose; farther, or a jump faster than the joint can move, makes a goal wait.",
+          0.0, 1.0),
     Param("joint_state_qos_reliability", "reliable", "QoS reliability of the joint state subscriptions.",
           choices=("reliable", "best_effort")),
     Param("command_qos_depth", 1, "QoS depth of the controller command publishers (reliable).", 1, 100),
@@ -118,7 +121,10 @@ class CommandStreamerNode(Node):
 
     def _on_joint_state(self, message: JointState) -> None:
         if len(message.name) == len(message.position):
-            self.stream.on_joint_positions(dict(zip(message.name, message.position)), self._now())
+            problems = self.stream.on_joint_positions(dict(zip(message.name, message.position)), self._now())
+            if problems:
+                self.get_logger().warning(f"ignoring implausible joint states: {'; '.join(problems)}",
+                                          throttle_duration_sec=5.0)
         else:
             self.get_logger().warning(
                 f"ignoring JointState with {len(message.name)} names and {len(message.position)} positions",
@@ -208,6 +214,7 @@ def _stream_config(values: dict, period: float) -> StreamConfig:
             handover=Handover.parse(values["chunk_handover"]),
             blend_duration=values["blend_duration_s"],
             joint_state_timeout=values["joint_state_timeout_s"],
+            position_tolerance=values["joint_position_tolerance"],
         )
     except ValueError as exc:  # settings valid one by one but not together (e.g. a slow control rate)
         raise ParameterError(f"{exc}; control_rate_hz is {1.0 / period:g}") from exc

@@ -90,6 +90,7 @@ class FakePolicy:
         self.active = False
         self.rows = None
         self.home = np.array([j.home for j in description.joints])
+        self.measured = self.home  # joint states the fake robot reports
         self.sequence = 0
 
     def set(self, active, rows=None):
@@ -98,7 +99,7 @@ class FakePolicy:
 
     def publish(self):
         self.publishers["joints"].publish(
-            JointState(name=list(self.description.joint_names), position=list(self.home)))
+            JointState(name=list(self.description.joint_names), position=list(self.measured)))
         self.publishers["status"].publish(PolicyStatus(goal_active=self.active, goal_id=GOAL, lifecycle_state="active"))
         if self.active and self.rows is not None:
             self.sequence += 1
@@ -183,6 +184,29 @@ def test_refused_chunks_keep_the_robot_holding_at_the_measured_pose(streamer_gra
     ros_graph.wait_for(lambda: recorder.count("left_arm_controller/joint_trajectory"), what="hold command")
     held = recorder.last("left_arm_controller/joint_trajectory").points[0].positions
     assert list(held) == pytest.approx(list(policy.home[:6]))
+
+
+def test_implausible_joint_states_make_a_goal_wait_and_never_command_a_jump(streamer_graph, ros_graph):
+    """A driver reporting finite positions far outside the limits (a unit error) is no start pose."""
+    description, policy, recorder = streamer_graph
+    waist = description.joint("left_waist")
+    policy.measured = policy.home.copy()
+    policy.measured[0] = waist.upper + 3.5
+    time.sleep(0.8)  # the plausible home pose of before is older than joint_state_timeout_s (0.5 s)
+    policy.set(True, np.tile(np.concatenate([policy.home, [0.0, 0.0]]), (50, 1)))
+
+    def waiting():
+        status = streamer_status(recorder)
+        return status and status.goal_id == GOAL and "plausible joint states" in status.hold_reason and status
+    status = ros_graph.wait_for(waiting, what="a hold reason naming the implausible joint")
+    assert "left_waist" in status.hold_reason and status.mode == StreamerStatus.MODE_HOLDING
+    time.sleep(0.5)
+    assert recorder.count("left_arm_controller/joint_trajectory") == 0, "nothing moves without a start pose"
+
+    policy.measured = policy.home  # the driver is fixed: the goal starts from the real pose
+    ros_graph.wait_for(lambda: recorder.count("left_arm_controller/joint_trajectory"), what="commands")
+    first = recorder.messages["left_arm_controller/joint_trajectory"][0][1].points[0].positions[0]
+    assert abs(first - policy.home[0]) <= waist.max_velocity * 0.02 + 1e-9
 
 
 def test_parameters_come_from_a_yaml_file_and_bad_values_are_refused_clearly(tmp_path, ros_graph):

@@ -39,13 +39,30 @@ def test_nan_and_inf_keep_the_previous_value():
     assert result.nonfinite and np.all(np.isfinite(result.command))
 
 
-def test_previous_outside_limits_is_brought_back_inside():
-    result = simple_limiter().limit(np.array([1.5]).repeat(2), np.array([1.2, 0.0]))
-    assert result.command[0] <= 1.0
+def test_previous_outside_limits_is_brought_back_inside_at_the_velocity_limit():
+    limiter, command = simple_limiter(), np.array([1.35, 0.0])
+    for _ in range(10):
+        result = limiter.limit(np.array([1.5, 0.0]), command)
+        assert abs(result.command[0] - command[0]) <= limiter.max_step[0] + 1e-12, "no jump into the limits"
+        command = result.command
+    assert command[0] == pytest.approx(1.0), "ends on the limit"
+
+
+@pytest.mark.parametrize("previous", [4.6, -3.0, 1.0 + 1e-9])
+def test_the_velocity_limit_holds_for_any_previous_and_target(previous):
+    limiter = simple_limiter()
+    rng = np.random.default_rng(0)
+    for target in rng.uniform(-10, 10, size=(100, 1)):
+        result = limiter.limit(np.array([target[0], 0.0]), np.array([previous, 0.0]))
+        assert abs(result.command[0] - previous) <= limiter.max_step[0] + 1e-12
 
 
 def test_hold_keeps_positions_and_stops_velocities():
     np.testing.assert_allclose(simple_limiter().hold(np.array([0.4, 0.3])), [0.4, 0.0])
+
+
+def test_hold_past_a_limit_stays_where_it_is():
+    np.testing.assert_allclose(simple_limiter().hold(np.array([1.03, 0.3])), [1.03, 0.0])
 
 
 def test_limits_come_from_the_robot_description():

@@ -199,3 +199,56 @@ def test_a_status_gap_holds_but_keeps_the_goal_and_its_command_count():
     stream.on_status(True, "goal-a", 0.31)
     stream.on_chunk("goal-a", 2, 0.31, PERIOD, NAMES, chunk_rows([0.0, 0.0]), now=0.31)
     assert stream.tick(0.32).mode is StreamMode.STREAMING and stream.commands_sent == 4
+
+
+# -- implausible measurements are not a start pose (limits [-2, 2], 0.05 per tick = 2.5 units/s) ----------
+
+
+def first_command_after_idle(stream: CommandStream, now: float):
+    stream.on_status(True, "goal-a", now)
+    stream.on_chunk("goal-a", 1, now, PERIOD, NAMES, chunk_rows([0.0, 0.0]), now=now)
+    return stream.tick(now + 0.001)
+
+
+@pytest.mark.parametrize("measured", [5.6, -2.2, np.nan, np.inf])
+def test_a_measurement_outside_the_limits_makes_the_goal_wait_and_never_moves(measured):
+    stream = make_stream(position_tolerance=0.05)
+    assert stream.on_joint_positions({"j0": measured, "j1": 0.0}, 0.0), "reported as implausible"
+    tick = first_command_after_idle(stream, 0.0)
+    assert tick.mode is StreamMode.HOLDING and tick.commands is None
+    assert "plausible joint states" in tick.hold_reason and "j0" in tick.hold_reason
+
+
+def test_a_measurement_just_past_a_limit_is_approached_at_the_velocity_limit():
+    stream = make_stream(position_tolerance=0.05)
+    assert not stream.on_joint_positions({"j0": 2.04, "j1": 0.0}, 0.0)
+    commands = [first_command_after_idle(stream, 0.0).commands[0]]
+    for k in range(1, 4):
+        commands.append(stream.tick(0.001 + k * PERIOD).commands[0])
+    steps = np.abs(np.diff(np.array([[2.04, 0.0]] + commands), axis=0))
+    assert np.all(steps <= 0.05 + 1e-12)
+    assert commands[-1][0] < 2.0
+
+
+def test_a_jump_faster_than_the_joint_can_move_is_ignored():
+    stream = make_stream(position_tolerance=0.01)
+    stream.on_joint_positions({"j0": 0.0, "j1": 0.0}, 0.0)
+    problems = stream.on_joint_positions({"j0": 1.9, "j1": 0.0}, 0.02)
+    assert problems and "jumped" in problems[0]
+    stream.on_joint_positions({"j0": 0.02, "j1": 0.0}, 0.04)  # the real pose again, moving slowly
+    tick = first_command_after_idle(stream, 0.05)
+    np.testing.assert_allclose(tick.commands[0], [0.0, 0.0], atol=0.05 + 1e-9)
+
+
+def test_fast_real_motion_is_plausible():
+    stream = make_stream(position_tolerance=0.0)
+    for k in range(10):  # the joint at its velocity limit, 2.5 units/s, samples every 20 ms
+        assert not stream.on_joint_positions({"j0": -1.0 + 0.05 * k, "j1": 0.0}, k * PERIOD)
+
+
+def test_a_jump_is_plausible_once_the_joint_could_have_moved_there():
+    stream = make_stream(position_tolerance=0.0, joint_state_timeout=5.0)
+    stream.on_joint_positions({"j0": -1.0, "j1": 0.0}, 0.0)
+    assert not stream.on_joint_positions({"j0": 1.0, "j1": 0.0}, 1.0), "2 units in 1 s at 2.5 units/s"
+    tick = first_command_after_idle(stream, 1.0)
+    assert tick.mode is StreamMode.STREAMING and tick.commands[0][0] == pytest.approx(0.95)
