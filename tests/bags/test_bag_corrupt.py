@@ -1,7 +1,9 @@
 """Bad bags and bad requests end in a BagError and a one-line CLI error, never a traceback (no graph)."""
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 from ament_index_python.packages import get_package_share_directory
 from std_msgs.msg import String
 
@@ -25,9 +27,12 @@ def assert_cli_error(capsys, code: int, message: str) -> None:
     assert code == 1
     assert message in err
     assert "Traceback" not in err
+    assert err.count("\n") == 1, err  # one line
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+# A truncated MCAP file is read up to the cut instead (test_bag_recovery.py).
+@pytest.mark.parametrize("storage, damage", [("sqlite3", "truncated"), ("mcap", "garbage"), ("sqlite3", "garbage"),
+                                             ("mcap", "empty"), ("sqlite3", "empty")])
 def test_damaged_storage_files_are_bag_errors(tmp_path, storage, damage, capsys):
     write_sample_bag(tmp_path / "bag", storage, duration_ns=2 * SECOND)
     path = storage_file(tmp_path / "bag")
@@ -44,23 +49,25 @@ def test_a_chunk_that_silently_ends_early_is_reported(tmp_path):
     data = path.read_bytes()
     third = len(data) // 3
     path.write_bytes(data[:third] + bytes(200) + data[third + 200:])
-    with pytest.raises(BagError, match="corrupt or truncated data"):
+    with pytest.raises(BagError, match=r"bag\.mcap is corrupt: read \d+ of the \d+ messages its index lists"):
         read_all(tmp_path / "bag")
 
 
 @pytest.mark.parametrize("metadata, message", [
     (None, "no metadata.yaml"),
-    ("rosbag2_bagfile_information: [unclosed", "not a readable rosbag2 bag"),
-    ("rosbag2_bagfile_information: {version: 9}", "not a readable rosbag2 bag"),
-    ("just a string", "not a readable rosbag2 bag"),
+    (b"rosbag2_bagfile_information: [unclosed", "metadata.yaml is not valid YAML: while parsing"),
+    (b"rosbag2_bagfile_information: {version: 9}", "metadata.yaml has no storage_identifier"),
+    (b"just a string", "metadata.yaml has no rosbag2_bagfile_information mapping"),
+    (b"", "metadata.yaml has no rosbag2_bagfile_information mapping"),
+    (b"\xff\xfe\x00rosbag2", "metadata.yaml is not UTF-8 text (byte 0 is not valid UTF-8)"),
 ])
 def test_missing_or_garbled_metadata_is_a_bag_error(tmp_path, metadata, message, capsys):
     write_sample_bag(tmp_path / "bag", "mcap")
     if metadata is None:
         (tmp_path / "bag" / "metadata.yaml").unlink()
     else:
-        (tmp_path / "bag" / "metadata.yaml").write_text(metadata)
-    with pytest.raises(BagError, match=message):
+        (tmp_path / "bag" / "metadata.yaml").write_bytes(metadata)
+    with pytest.raises(BagError, match=re.escape(message)):
         BagReader(tmp_path / "bag")
     assert_cli_error(capsys, play.main([str(tmp_path / "bag")]), message)
 
@@ -132,3 +139,60 @@ def test_record_cli_errors_before_touching_the_graph(tmp_path, capsys):
                                           str(tmp_path / "missing.yaml")]), "cannot read robot description")
     assert_cli_error(capsys, record.main(["--output", str(tmp_path / "b"), "--topics", "/a", "--duration", "0"]),
                      "duration must be a positive number")
+
+
+def rewrite_metadata(bag: Path, change) -> None:
+    path = bag / "metadata.yaml"
+    document = yaml.safe_load(path.read_text())
+    change(document["rosbag2_bagfile_information"])
+    path.write_text(yaml.safe_dump(document))
+
+
+def topic_entry(info: dict, name: str) -> dict:
+    return next(t for t in info["topics_with_message_count"] if t["topic_metadata"]["name"] == name)
+
+
+def test_metadata_counts_that_disagree_with_the_storage_are_named_not_blamed_on_corruption(tmp_path, storage,
+                                                                                           capsys):
+    write_sample_bag(tmp_path / "bag", storage)
+    rewrite_metadata(tmp_path / "bag", lambda info: topic_entry(info, "/joint_states").update(message_count=90))
+    message = f"{tmp_path / 'bag'}/metadata.yaml does not match the storage files: " \
+              "/joint_states: 90 messages listed, 9 stored"
+    with pytest.raises(BagError) as raised:
+        BagReader(tmp_path / "bag")
+    assert str(raised.value) == message
+    assert_cli_error(capsys, play.main([str(tmp_path / "bag")]), message)
+
+
+def test_a_topic_stored_with_another_type_than_metadata_lists_is_named(tmp_path, storage):
+    write_sample_bag(tmp_path / "bag", storage)
+    rewrite_metadata(tmp_path / "bag", lambda info: topic_entry(info, "/joint_states")["topic_metadata"].update(
+        type="std_msgs/msg/String"))
+    with pytest.raises(BagError, match="stores /joint_states as sensor_msgs/msg/JointState, but metadata.yaml "
+                                       "lists it as std_msgs/msg/String"):
+        BagReader(tmp_path / "bag")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda info: info.update(version=10), "metadata.yaml has metadata version 10; these tools read versions 1 to 9"),
+    (lambda info: info["duration"].update(nanoseconds="long"),
+     "metadata.yaml: duration.nanoseconds must be an integer, got 'long'"),
+    (lambda info: info["topics_with_message_count"][1].pop("message_count"),
+     "metadata.yaml has no topics_with_message_count[1].message_count"),
+])
+def test_malformed_metadata_fields_are_named(tmp_path, change, message, capsys):
+    write_sample_bag(tmp_path / "bag", "mcap")
+    rewrite_metadata(tmp_path / "bag", change)
+    with pytest.raises(BagError, match=re.escape(message)):
+        BagReader(tmp_path / "bag")
+    assert_cli_error(capsys, play.main([str(tmp_path / "bag")]), message)
+
+
+def test_garbled_text_inside_an_mcap_file_names_the_file(tmp_path, capsys):
+    write_sample_bag(tmp_path / "bag", "mcap")
+    path = storage_file(tmp_path / "bag")
+    path.write_bytes(path.read_bytes().replace(b"/joint_states", b"/joint\xffstates"))
+    message = "bag.mcap is corrupt: 'utf-8' codec can't decode byte 0xff"
+    with pytest.raises(BagError, match=message):
+        BagReader(tmp_path / "bag")
+    assert_cli_error(capsys, play.main([str(tmp_path / "bag")]), message)

@@ -10,7 +10,7 @@ from bag_samples import SECOND, STREAMS, T0, action_chunk, sample_messages, writ
 from pi0_msgs.msg import ActionChunk
 from pi0_ros.bag import BagError, BagReader, BagWriter, OfferedQos
 from pi0_ros.bag.definitions import DefinitionSource
-from pi0_ros.bag.writer import METADATA_VERSIONS
+from pi0_ros.bag.writer import METADATA_VERSIONS, ros_distro
 
 
 def test_written_bag_reads_back_types_timestamps_and_content(tmp_path, storage):
@@ -46,7 +46,8 @@ def test_offered_qos_and_type_hashes_are_stored_per_topic(tmp_path, storage):
 def test_metadata_yaml_has_what_ros2_bag_info_parses(tmp_path, storage):
     write_sample_bag(tmp_path / "bag", storage)
     info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert info["version"] == 9
+    assert info["version"] == 8
+    assert info["ros_distro"] == ros_distro()
     assert info["storage_identifier"] == storage
     assert info["message_count"] == len(sample_messages())
     assert info["starting_time"]["nanoseconds_since_epoch"] == T0
@@ -58,9 +59,10 @@ def test_metadata_yaml_has_what_ros2_bag_info_parses(tmp_path, storage):
     assert camera["type"] == "sensor_msgs/msg/Image"
     assert camera["serialization_format"] == "cdr"
     assert camera["type_description_hash"].startswith("RIHS01_")
-    # Version 9 stores QoS as a list with policy names, as Jazzy writes it.
-    assert camera["offered_qos_profiles"][0]["reliability"] == "best_effort"
-    assert camera["offered_qos_profiles"][0]["deadline"] == {"sec": 9223372036, "nsec": 854775807}
+    # Version 8 stores QoS as a YAML string with numeric policies (2: best effort), as Iron writes it.
+    (offered,) = yaml.safe_load(camera["offered_qos_profiles"])
+    assert offered["reliability"] == 2
+    assert offered["deadline"] == {"sec": 9223372036, "nsec": 854775807}
 
 
 def test_mcap_channels_carry_qos_and_type_hash_metadata_like_rosbag2(tmp_path):
@@ -81,13 +83,13 @@ def test_sqlite3_storage_holds_definitions_and_hashes(tmp_path):
     assert definitions["pi0_msgs/msg/ActionChunk"] == "ros2msg"
 
 
-def test_metadata_version_8_stores_qos_as_a_string_for_older_readers(tmp_path):
-    assert 8 in METADATA_VERSIONS
-    with BagWriter(tmp_path / "bag", metadata_version=8) as bag:
+def test_metadata_version_9_stores_qos_as_a_list_like_jazzy(tmp_path):
+    assert 9 in METADATA_VERSIONS
+    with BagWriter(tmp_path / "bag", metadata_version=9) as bag:
         bag.write("/chatter", String(data="hi"), T0, offered_qos=[OfferedQos.latched()])
     info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     profiles = info["topics_with_message_count"][0]["topic_metadata"]["offered_qos_profiles"]
-    assert info["version"] == 8 and isinstance(profiles, str) and "durability: 1" in profiles
+    assert info["version"] == 9 and profiles[0]["durability"] == "transient_local"
     with BagReader(tmp_path / "bag") as bag:
         assert bag.info.topics["/chatter"].offered_qos == (OfferedQos.latched(),)
 

@@ -14,7 +14,7 @@ The nodes behind the ``bag_record`` and ``bag_play`` commands live in
 from .errors import BagError
 from .player import PlaybackConfig, PlaybackSink, PlaybackStats, PlaybackTopic, Player, parse_remap, plan_playback
 from .qos import OfferedQos
-from .reader import BagInfo, BagMessage, BagReader, RawMessage, TopicInfo
+from .reader import BagInfo, BagMessage, BagReader, RawMessage, TopicInfo, TruncatedFile
 from .recorder import SUITE_TOPICS, BagRecorder, robot_topics, select_topics
 from .writer import DEFAULT_STORAGE, STORAGES, BagSummary, BagWriter
 
@@ -37,6 +37,7 @@ __all__ = [
     "Player",
     "RawMessage",
     "TopicInfo",
+    "TruncatedFile",
     "parse_remap",
     "plan_playback",
     "robot_topics",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -34,6 +35,7 @@ from .reader import BagReader
 
 PROG = "bag_play"
 _NS = 1_000_000_000
+ACK_POLL_S = 0.05  # slices of the wait for acknowledgements, so Ctrl-C is noticed
 # Reliable keeps every tick for subscribers that ask for it; it still matches the
 # best-effort /clock subscription of rclcpp and rclpy time sources.
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
@@ -65,6 +67,20 @@ class PlayNode(Node):
     def topics_without_subscribers(self) -> list[str]:
         return [p.topic_name for p in self._topic_publishers.values() if p.get_subscription_count() == 0]
 
+    def wait_for_acknowledgements(self, timeout: float, stop: threading.Event) -> list[str]:
+        """Blocks until every reliable subscriber acknowledged every message published, at most `timeout` s.
+
+        Returns the topics still waiting. Discovery runs both ways: a subscriber that this player already
+        matched may not know the player yet when the first messages reach it, and drops them; it asks for
+        them again once it knows the player, which must still exist to resend them.
+        """
+        deadline = time.monotonic() + timeout
+        pending = [*self._topic_publishers.values(), *([self._clock_publisher] if self._clock_publisher else [])]
+        while pending and not stop.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            wait = Duration(nanoseconds=int(min(ACK_POLL_S, remaining) * _NS))
+            pending = [p for p in pending if not p.wait_for_all_acked(wait)]
+        return [p.topic_name for p in pending]
+
     def wait_for_subscribers(self, timeout: float, stop: threading.Event) -> None:
         """Blocks until every played topic has a subscriber; BagError naming the others after `timeout` s."""
         deadline = time.monotonic() + timeout
@@ -87,7 +103,8 @@ def parse_args(args: Sequence[str]) -> argparse.Namespace:
                         help="set /clock to each message's time right before publishing it")
     parser.add_argument("--loop", "-l", action="store_true", help="start over at the end until stopped")
     parser.add_argument("--wait-for-subscribers", type=float, metavar="TIMEOUT",
-                        help="wait up to TIMEOUT s until every played topic has a subscriber")
+                        help="wait up to TIMEOUT s until every played topic has a subscriber, and at the end "
+                             "until the subscribers acknowledged every message")
     parser.add_argument("--qos-depth", type=int, default=10, help="queue depth of the publishers")
     return parser.parse_args(args)
 
@@ -122,6 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reader = BagReader(args.bag)
     except BagError as exc:
         return report_error(PROG, exc)
+    for truncated in reader.info.truncated:
+        print(f"{PROG}: warning: {truncated}", file=sys.stderr)
     with reader:
         try:
             player = Player(reader, config)
@@ -141,8 +160,14 @@ def _play(player: Player, args: argparse.Namespace, stop: threading.Event) -> in
     try:
         if args.wait_for_subscribers is not None:
             node.wait_for_subscribers(args.wait_for_subscribers, stop)
+            print(f"{PROG}: every played topic has a subscriber; playing", file=sys.stderr, flush=True)
         stats = player.run(node, stop, on_failure=lambda topic, exc: node.get_logger().warning(
             f"skipping a message on {topic}: {exc}", once=True))
+        if args.wait_for_subscribers is not None:
+            unacknowledged = node.wait_for_acknowledgements(args.wait_for_subscribers, stop)
+            if unacknowledged:
+                print(f"{PROG}: warning: not every subscriber acknowledged all messages on "
+                      f"{', '.join(unacknowledged)} within {args.wait_for_subscribers:g} s", file=sys.stderr)
     except BagError as exc:
         return report_error(PROG, exc)
     finally:

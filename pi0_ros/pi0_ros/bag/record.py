@@ -189,7 +189,8 @@ def parse_args(args: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--duration", "-d", type=float, help="stop after this many seconds")
     parser.add_argument("--status-period", type=float, default=5.0, help="seconds between status lines (0: none)")
     parser.add_argument("--metadata-version", type=int, choices=METADATA_VERSIONS, default=DEFAULT_METADATA_VERSION,
-                        help="rosbag2 metadata version: 9 for Jazzy and newer, 8 for Iron")
+                        help="rosbag2 metadata version: 8 (default) is read on Humble, Jazzy and Kilted; 9 is "
+                             "Jazzy's own format, which Humble cannot parse")
     return parser.parse_args(args)
 
 

@@ -1,9 +1,10 @@
-"""Writes rosbag2 bags (MCAP or sqlite3) that ``ros2 bag info/play`` read.
+"""Writes rosbag2 bags (MCAP or sqlite3) that ``ros2 bag info/play`` read on Humble, Jazzy and Kilted.
 
 The storage files come from the `rosbags` library; this module adds what it
 does not know: complete message definitions and type hashes from the installed
-interface packages (pi0_msgs included), absolute topic names, and the
-per-channel ``topic_type_hash`` entry that rosbag2's MCAP plugin writes.
+interface packages (pi0_msgs included), absolute topic names, the per-channel
+``topic_type_hash`` entry that rosbag2's MCAP plugin writes, and the ROS
+distribution the recording ran on where rosbags writes its own name.
 
     with BagWriter(tmp_path / "bag") as bag:
         bag.write("/cam_high/image_raw", image, timestamp_ns, offered_qos=[OfferedQos.sensor_data()])
@@ -11,7 +12,12 @@ per-channel ``topic_type_hash`` entry that rosbag2's MCAP plugin writes.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import json
+import os
+import re
 from dataclasses import dataclass, field
+from functools import cache
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +27,7 @@ from rclpy.serialization import serialize_message
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
 from rosbags.rosbag2.storage_mcap import Channel, McapWriter, write_channel, write_string
+from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
 
 from .definitions import DefinitionSource
 from .errors import BagError
@@ -29,10 +36,12 @@ from .qos import OfferedQos
 
 STORAGES = ("mcap", "sqlite3")
 DEFAULT_STORAGE = "mcap"  # rosbag2's default since Iron; Humble's is sqlite3
-# rosbag2 metadata version: 9 is what Jazzy and Kilted write; 8 (QoS as a string
-# with numeric policies) is what Iron writes and older readers parse.
+# rosbag2 metadata version. 9 is what Jazzy and Kilted write, with the offered QoS
+# as a YAML list, which Humble's parser rejects ("bad conversion"). 8 (Iron's) keeps
+# the QoS as a string of numeric policies: Humble's parser reads it (it skips the
+# fields it does not know), and so do Jazzy's and Kilted's.
 METADATA_VERSIONS = (8, 9)
-DEFAULT_METADATA_VERSION = 9
+DEFAULT_METADATA_VERSION = 8
 
 _PLUGINS = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
@@ -155,8 +164,45 @@ def absolute_topic(topic: str) -> str:
     return topic if topic.startswith("/") else f"/{topic}"
 
 
+def ros_distro() -> str:
+    """The ROS 2 distribution these tools run on, as rosbag2 records it (metadata version 8 and newer).
+
+    rosbag2 stores $ROS_DISTRO, which sourcing an apt-installed ROS 2 sets; the
+    PyPI wheels set nothing but name the distribution in their packages. Empty
+    when neither says, as rosbag2 then writes.
+    """
+    return os.environ.get("ROS_DISTRO") or _wheels_distro()
+
+
+@cache
+def _wheels_distro() -> str:
+    # Each distribution's PyPI wheels install rclpy through its own meta-package, ros-<distro>-rclpy.
+    for distribution in importlib.metadata.distributions():
+        match = re.fullmatch(r"ros-([a-z]+)-rclpy", (distribution.metadata.get("Name") or "").lower())
+        if match:
+            return match.group(1)
+    return ""
+
+
+def _with_ros_distro(metadata: str) -> str:
+    """rosbags' metadata YAML with this distribution where rosbags writes its own name."""
+    text, replaced = re.subn(r"^(\s*ros_distro: )rosbags$", lambda m: m.group(1) + json.dumps(ros_distro()),
+                             metadata, flags=re.MULTILINE)
+    if replaced != 1:
+        raise BagError("the rosbags library wrote metadata without its 'ros_distro: rosbags' line")
+    return text
+
+
+class _Sqlite3Storage(Sqlite3Writer):
+    """rosbags' sqlite3 storage, recording this distribution in the file as rosbag2 does."""
+
+    def close(self, version: int, metadata: str) -> None:
+        self.cursor.execute("UPDATE schema SET ros_distro = ?", (ros_distro(),))
+        super().close(version, _with_ros_distro(metadata))
+
+
 class _McapStorage(McapWriter):
-    """rosbags' MCAP storage, plus the per-channel type hash rosbag2 (Iron and newer) writes."""
+    """rosbags' MCAP storage, plus the per-channel type hash rosbag2 (Iron and newer) writes and the distribution."""
 
     def add_connection(self, connection: Connection, offered_qos_profiles: str) -> None:
         metadata = BytesIO()
@@ -169,6 +215,16 @@ class _McapStorage(McapWriter):
         self.channel_stats[connection.id] = 0
         write_channel(self.chunk.bio, self.channels[-1], self.schemas)
 
+    def close(self, version: int, metadata: str) -> None:
+        super().close(version, _with_ros_distro(metadata))
+
 
 class _Rosbag2Writer(Writer):
-    STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: _McapStorage}
+    STORAGE_PLUGINS = {StoragePlugin.SQLITE3: _Sqlite3Storage, StoragePlugin.MCAP: _McapStorage}
+
+    def close(self) -> None:
+        super().close()
+        # Replaced whole, like rosbags wrote it: a reader never sees half a metadata.yaml.
+        partial = self.metapath.with_suffix(".yaml.tmp")
+        partial.write_text(_with_ros_distro(self.metapath.read_text()))
+        partial.replace(self.metapath)
