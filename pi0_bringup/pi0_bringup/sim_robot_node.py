@@ -16,7 +16,7 @@ import functools
 import math
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, NoReturn, Optional
 
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Quaternion, Twist, TwistStamped
@@ -232,9 +232,9 @@ def _odometry(state: SimState, stamp: Time) -> Odometry:
     return msg
 
 
-def main(args: Optional[list[str]] = None) -> int:
-    return spin_node(SimRobotNode, args=args)
+def main(args: Optional[list[str]] = None) -> NoReturn:
+    spin_node(SimRobotNode, args=args)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -10,7 +10,7 @@ import math
 import os
 import re
 import time
-from typing import Optional
+from typing import NoReturn, Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -22,7 +22,7 @@ from pi0_ros.chunk_schedule import Handover
 from pi0_ros.command_limits import CommandLimiter
 from pi0_ros.command_stream import CommandStream, StreamConfig, StreamMode, StreamTick
 from pi0_ros.controller_commands import ControllerCommandBuilder, controller_message_class
-from pi0_ros.node_main import spin_node
+from pi0_ros.node_main import spin_node, wait_for_delivery
 from pi0_ros.parameters import NodeParameters, Param, ParameterError
 from pi0_ros.rate_monitor import RateMonitor
 from pi0_ros.robot_description import RobotDescription, load_robot_description
@@ -136,10 +136,26 @@ class CommandStreamerNode(Node):
         self._last_tick = tick
         if tick.commands is not None:
             self.rate_monitor.record(time.monotonic())
-            stamp = seconds_to_stamp(now)
-            for controller, message in self.builder.messages(stamp, tick.commands):
-                self.command_publishers[controller.name].publish(message)
+            self._publish_commands(now, tick.commands)
         self._log_mode_change(tick)
+
+    def _publish_commands(self, now: float, commands: np.ndarray) -> None:
+        stamp = seconds_to_stamp(now)
+        for controller, message in self.builder.messages(stamp, commands):
+            self.command_publishers[controller.name].publish(message)
+
+    def destroy_node(self) -> None:
+        # The process is ending (Ctrl-C, SIGTERM): a robot this node was commanding is left holding its
+        # last command with the base stopped, as when a goal ends, not with a trajectory running out or a
+        # base velocity the controller keeps until its timeout. The stream sees it as the goal's end.
+        now = self._now()
+        self.stream.on_status(False, self.stream.goal_id, now)
+        tick = self.stream.tick(now)
+        if tick.commands is not None:
+            self._publish_commands(now, tick.commands)
+            wait_for_delivery(self.command_publishers.values())
+            self.get_logger().info("stopping: holding position")
+        super().destroy_node()
 
     def _log_mode_change(self, tick: StreamTick) -> None:
         # A change of state is logged, but the same state (numbers left out: chunk sequences, ages) at most
@@ -220,9 +236,9 @@ def _stream_config(values: dict, period: float) -> StreamConfig:
         raise ParameterError(f"{exc}; control_rate_hz is {1.0 / period:g}") from exc
 
 
-def main(args=None) -> int:
-    return spin_node(CommandStreamerNode, args=args)
+def main(args=None) -> NoReturn:
+    spin_node(CommandStreamerNode, args=args)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

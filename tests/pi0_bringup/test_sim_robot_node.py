@@ -23,6 +23,7 @@ from pi0_ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from pi0_ros.parameters import ParameterError
 from pi0_ros.robot_description import load_robot_description
 from pi0_ros.ros_conversions import qos_profile, seconds_to_stamp
+from support.node_process import assert_clean_prompt_exit, stop_like_launch
 from support.robots import robot_yaml
 
 pytestmark = pytest.mark.ros
@@ -216,24 +217,20 @@ def test_missing_robot_description_is_a_parameter_error(ros_graph):
         SimRobotNode(context=ros_graph.context)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_process_exits_cleanly_on_signals(ros_graph, sig):
+def test_process_exits_cleanly_and_at_once_on_ctrl_c_under_launch(ros_graph):
+    # Two signals in quick succession, as a node under `ros2 launch` may get them; the second used to kill
+    # the process (exit -2) in 8 of 19 runs, hence several runs.
     _, recorder = observe(ros_graph, "aloha", raw_images=False)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pi0_bringup.sim_robot_node", "--ros-args",
-         "-p", f"robot_description:={robot_yaml('aloha')}", "-p", "image_width:=32", "-p", "image_height:=24"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    try:
-        ros_graph.wait_for(lambda: recorder.count("joint_states") > 5 or process.poll() is not None, timeout=20.0,
-                           what="joint states from the sim process")
-        assert process.poll() is None, process.stderr.read()
-        process.send_signal(sig)
-        _, stderr = process.communicate(timeout=10.0)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == 0, stderr
-    assert "Traceback" not in stderr
+    for first in (signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pi0_bringup.sim_robot_node", "--ros-args",
+             "-p", f"robot_description:={robot_yaml('aloha')}", "-p", "image_width:=32", "-p", "image_height:=24"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+        started = time.monotonic()
+        ros_graph.wait_for(lambda: recorder.count("joint_states", since=started) > 5 or process.poll() is not None,
+                           timeout=20.0, what="joint states from the sim process")
+        assert process.poll() is None, process.communicate()[0]
+        assert_clean_prompt_exit(stop_like_launch(process, first))
 
 
 def test_process_reports_a_missing_description_without_a_traceback():
