@@ -28,6 +28,7 @@ class NodeSpec:
     parameters: Mapping[str, Any]
     lifecycle: bool = False
     params_files: tuple[str, ...] = ()  # ros__parameters YAML files, applied before `parameters`
+    respawn_delay: Optional[float] = None  # restart the process this many seconds after it dies; None: never
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class GraphOptions:
     params_file: str = ""  # ros__parameters YAML tuning any node (e.g. "pi0_policy: ros__parameters: ...")
     policy_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_policy parameters
     streamer_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_command_streamer parameters
+    # A node that dies is restarted after this many seconds (launch's respawn); 0 disables. Longer than the
+    # policy's streamer timeout (1 s), so a goal of a dead streamer ends before a new streamer appears.
+    respawn_delay: float = 2.0
 
     def __post_init__(self) -> None:
         Handover.parse(self.chunk_handover)
@@ -66,6 +70,8 @@ class GraphOptions:
         if self.sim and self.use_sim_time:
             raise ValueError("use_sim_time needs a /clock publisher (e.g. `ros2 bag play --clock` or Gazebo); the "
                              "built-in simulated robot runs on the system clock: start it without use_sim_time")
+        if not (0 <= self.respawn_delay <= 600):
+            raise ValueError(f"respawn_delay must be within [0, 600] s (0 disables respawning), got {self.respawn_delay}")
         if not 0 <= self.streamer_priority <= 99:
             raise ValueError(f"streamer_priority must be within [0, 99], got {self.streamer_priority}")
 
@@ -76,22 +82,23 @@ def node_graph(options: GraphOptions, description: Optional[RobotDescription] = 
     yaml_path = str(description.source or robot_description_path(options.robot))
     common = {"robot_description": yaml_path, "use_sim_time": options.use_sim_time}
     files = (str(Path(options.params_file).resolve()),) if options.params_file else ()
+    respawn = options.respawn_delay or None
     policy = NodeSpec(
         "pi0_ros", "policy_node", "pi0_ros.policy_node", "pi0_policy",
         {**common, "checkpoint": options.checkpoint, "device": options.device, "dtype": options.dtype,
          "autostart": options.autostart, "chunk_handover": options.chunk_handover, "seed": options.seed,
          "torch_threads": options.torch_threads, **options.policy_parameters},
-        lifecycle=True, params_files=files)
+        lifecycle=True, params_files=files, respawn_delay=respawn)
     streamer = NodeSpec(
         "pi0_ros", "command_streamer", "pi0_ros.command_streamer_node", "pi0_command_streamer",
         {**common, "chunk_handover": options.chunk_handover, "realtime_priority": options.streamer_priority,
-         **options.streamer_parameters}, params_files=files)
+         **options.streamer_parameters}, params_files=files, respawn_delay=respawn)
     nodes = [policy, streamer]
     if options.sim:
         width, height = options.sim_image_size
         nodes.insert(0, NodeSpec(
             "pi0_bringup", "sim_robot", "pi0_bringup.sim_robot_node", "pi0_sim_robot",
-            {**common, "image_width": width, "image_height": height}, params_files=files))
+            {**common, "image_width": width, "image_height": height}, params_files=files, respawn_delay=respawn))
     return tuple(nodes)
 
 

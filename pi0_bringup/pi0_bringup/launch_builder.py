@@ -29,6 +29,7 @@ ARGUMENTS = {
     "sim_image_width": ("0", "simulator image width; 0 = description's"),
     "sim_image_height": ("0", "simulator image height; 0 = description's"),
     "params_file": ("", "ros__parameters YAML tuning the nodes (these arguments take precedence)"),
+    "respawn_delay": ("2.0", "restart a node this many seconds after it dies; 0 = never"),
 }
 
 
@@ -47,14 +48,16 @@ def _options(context: LaunchContext) -> GraphOptions:
         autostart=_flag(value["autostart"]), chunk_handover=value["chunk_handover"], seed=int(value["seed"]),
         torch_threads=int(value["torch_threads"]), streamer_priority=int(value["streamer_priority"]),
         sim_image_size=(int(value["sim_image_width"]), int(value["sim_image_height"])),
-        params_file=value["params_file"],
+        params_file=value["params_file"], respawn_delay=float(value["respawn_delay"]),
     )
 
 
 def _action(spec: NodeSpec, namespace: str):
     kind = LifecycleNode if spec.lifecycle else Node
+    respawn = {} if spec.respawn_delay is None else {"respawn": True, "respawn_delay": spec.respawn_delay}
     return kind(package=spec.package, executable=spec.executable, name=spec.name, namespace=namespace,
-                parameters=[*spec.params_files, dict(spec.parameters)], output="screen", emulate_tty=True)
+                parameters=[*spec.params_files, dict(spec.parameters)], output="screen", emulate_tty=True,
+                **respawn)
 
 
 def _nodes(context: LaunchContext):

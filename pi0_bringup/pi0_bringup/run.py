@@ -4,10 +4,13 @@
     python -m pi0_bringup.run ur5e --checkpoint DIR --device cuda --dtype bfloat16
 
 Each node of pi0_bringup.graph.node_graph() runs as its own process (the 50 Hz
-streamer must not share a process with inference). Ctrl-C or SIGTERM stops
-them all; when one node dies the others are stopped too. No process is left
-behind: every child gets its own process group, which is signalled and, if it
-does not exit in time, killed.
+streamer must not share a process with inference). The first Ctrl-C or SIGTERM
+stops them all (later ones are ignored while they stop). A node that crashes
+(any exit code but 0, and 2 for a configuration error) is restarted after
+`--respawn-delay` seconds, as launch's `respawn` does; otherwise, when a node
+ends, the others are stopped too. No process is left behind: every child gets its own
+process group, which is signalled and, if it does not exit in time, killed.
+The exit code is 0 only when every node stopped cleanly (exit code 0).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Mapping, Optional, Sequence
+from typing import IO, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
@@ -28,6 +31,7 @@ from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
 from pi0_bringup.robots import available_robots
 from pi0_ros.chunk_schedule import Handover
 from pi0_ros.robot_description import DescriptionError
+from pi0_ros.stop_signals import stop_on_first_signal
 
 
 def node_command(spec: NodeSpec, namespace: str, params_file: Path) -> list[str]:
@@ -70,22 +74,31 @@ class GraphProcesses:
 
     def start(self) -> None:
         for spec in self.specs:
-            params = write_params_file(spec, Path(self._params_dir.name))
-            output = None
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                output = open(self.log_dir / f"{spec.name}.log", "w")
-                self._logs.append(output)
-            # A process group of its own (to signal the node and its children together), but the
-            # runner's session: with sched_autogroup the kernel shares CPU per session, and one
-            # session per node made the 50 Hz streamer wait behind the others.
-            self.processes[spec.name] = subprocess.Popen(
-                node_command(spec, self.namespace, params), env=self.env, stdout=output,
-                stderr=subprocess.STDOUT if output else None, preexec_fn=os.setpgrp)
+            self._start(spec)
 
-    def exited(self) -> Optional[tuple[str, int]]:
-        """(node name, exit code) of the first node that ended, or None while all run."""
+    def restart(self, name: str) -> None:
+        """Starts the node `name` again (its previous process has ended)."""
+        self._start(next(s for s in self.specs if s.name == name))
+
+    def _start(self, spec: NodeSpec) -> None:
+        params = write_params_file(spec, Path(self._params_dir.name))
+        output = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            output = open(self.log_dir / f"{spec.name}.log", "a")  # a restart appends
+            self._logs.append(output)
+        # A process group of its own (to signal the node and its children together), but the
+        # runner's session: with sched_autogroup the kernel shares CPU per session, and one
+        # session per node made the 50 Hz streamer wait behind the others.
+        self.processes[spec.name] = subprocess.Popen(
+            node_command(spec, self.namespace, params), env=self.env, stdout=output,
+            stderr=subprocess.STDOUT if output else None, preexec_fn=os.setpgrp)
+
+    def exited(self, ignore: Iterable[str] = ()) -> Optional[tuple[str, int]]:
+        """(node name, exit code) of the first node that ended, except those in `ignore`; None while all run."""
         for name, process in self.processes.items():
+            if name in ignore:
+                continue
             code = process.poll()
             if code is not None:
                 return name, code
@@ -125,7 +138,7 @@ def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
         namespace=args.namespace, use_sim_time=args.use_sim_time, sim=args.sim, autostart=not args.no_autostart,
         chunk_handover=args.chunk_handover, seed=args.seed, torch_threads=args.torch_threads,
         streamer_priority=args.streamer_priority, params_file=args.params_file,
-        sim_image_size=(args.sim_image_width, args.sim_image_height))
+        sim_image_size=(args.sim_image_width, args.sim_image_height), respawn_delay=args.respawn_delay)
 
 
 def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,23 +160,44 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ros__parameters YAML tuning the nodes (explicit options above take precedence)")
     parser.add_argument("--sim-image-width", type=int, default=0)
     parser.add_argument("--sim-image-height", type=int, default=0)
+    parser.add_argument("--respawn-delay", type=float, default=GraphOptions.respawn_delay,
+                        help="restart a crashed node after this many seconds; 0 = stop the graph instead")
 
 
-def stop_on_signals() -> threading.Event:
-    """An event that SIGINT or SIGTERM sets; installed before any child starts, so none is orphaned."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+# Exit codes after which a restart cannot help: a deliberate end (lifecycle shutdown) and a configuration error.
+_NO_RESPAWN_CODES = (0, 2)
 
 
 def _wait_for_stop(graph: GraphProcesses, stop: threading.Event) -> int:
+    restart_at: dict[str, float] = {}  # node name -> time.monotonic() of its respawn
     while not stop.wait(0.2):
-        ended = graph.exited()
-        if ended is not None:
-            print(f"[run] node {ended[0]} exited with code {ended[1]}; stopping the others", file=sys.stderr)
-            return 1
+        for name, when in list(restart_at.items()):
+            if time.monotonic() >= when:
+                del restart_at[name]
+                print(f"[run] restarting {name}", file=sys.stderr)
+                graph.restart(name)
+        ended = graph.exited(ignore=restart_at)
+        if ended is None:
+            continue
+        name, code = ended
+        delay = next(s.respawn_delay for s in graph.specs if s.name == name)
+        if delay is not None and code not in _NO_RESPAWN_CODES:
+            print(f"[run] node {name} exited with code {code}; restarting it in {delay:g} s", file=sys.stderr)
+            restart_at[name] = time.monotonic() + delay
+            continue
+        print(f"[run] node {name} exited with code {code}; stopping the others", file=sys.stderr)
+        return 0 if code == 0 else 1
     return 0
+
+
+def run_until_stopped(graph: GraphProcesses, stop: threading.Event) -> int:
+    """Runs until `stop` is set or a node dies, then stops the graph; 0 only when every node stopped cleanly."""
+    code = _wait_for_stop(graph, stop)
+    unclean = {name: c for name, c in graph.stop().items() if c != 0}
+    if code == 0 and unclean:
+        print(f"[run] nodes that did not stop cleanly (exit codes): {unclean}", file=sys.stderr)
+        return 1
+    return code
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -175,11 +209,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (DescriptionError, ValueError) as exc:
         print(f"[run] error: {exc}", file=sys.stderr)
         return 2
-    stop = stop_on_signals()
+    # Installed before any child starts, so none is orphaned.
+    stop = threading.Event()
+    stop_on_first_signal(stop)
     with GraphProcesses(specs, namespace=args.namespace) as graph:
         print(f"[run] started {', '.join(s.name for s in specs)} for {args.robot}; Ctrl-C stops", file=sys.stderr)
-        code = _wait_for_stop(graph, stop)
-    return code
+        return run_until_stopped(graph, stop)
 
 
 if __name__ == "__main__":

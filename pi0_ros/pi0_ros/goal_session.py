@@ -1,4 +1,4 @@
-"""Bookkeeping of one instruction goal: limits, counters, and how it ended.
+"""Bookkeeping of one instruction goal: the instruction rules, limits, counters, and how it ended.
 
 Shared by the action server callbacks (executor threads) and the inference
 worker thread; every method is thread-safe and the first ``stop`` wins, so a
@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import math
 import threading
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -25,10 +26,36 @@ class EndReason(enum.IntEnum):
     OBSERVATION_STALE = 5
     INFERENCE_FAILED = 6
     NODE_INACTIVE = 7
+    NOT_READY = 8
+    STREAMER_LOST = 9
 
     @property
     def succeeded(self) -> bool:
         return self in (EndReason.DURATION_REACHED, EndReason.CHUNK_LIMIT_REACHED)
+
+
+# Tabs and line breaks are whitespace a person types or pastes (a multi-line YAML value): they are
+# normalized to single spaces. Every other control character is refused: NUL cuts the string in
+# ROS's C layer, escape sequences rewrite the terminal that shows the log, and none of them means
+# anything to the model.
+_WHITESPACE_CONTROLS = frozenset("\t\n\r")
+
+
+def instruction_problem(text: str, max_chars: int) -> str:
+    """Why `text` cannot be an instruction ("" when it can); checks the text as sent, before normalizing."""
+    if len(text) > max_chars:
+        return f"the instruction has {len(text)} characters (max_instruction_chars is {max_chars})"
+    for index, char in enumerate(text):
+        if unicodedata.category(char) == "Cc" and char not in _WHITESPACE_CONTROLS:
+            return f"the instruction contains control character {char!r} (U+{ord(char):04X}) at index {index}"
+    if not normalize_instruction(text):
+        return "the instruction is empty"
+    return ""
+
+
+def normalize_instruction(text: str) -> str:
+    """Every run of whitespace (tabs and line breaks too) becomes one space; the ends are trimmed."""
+    return " ".join(text.split())
 
 
 @dataclass(frozen=True)
@@ -49,15 +76,17 @@ class GoalStats:
 
 
 class GoalSession:
-    def __init__(self, goal_id: str, instruction: str, started: float,
+    def __init__(self, goal_id: str, instruction: str, started: Optional[float],
                  max_duration: Optional[float] = None, max_chunks: int = 0,
                  on_end: Optional[Callable[[], None]] = None) -> None:
-        """`on_end` is called once, on the thread of the first `stop`, after the outcome is set."""
+        """`started` is when the goal started running, None while it waits to start (see `begin`): its
+        duration and elapsed time count from then. `on_end` is called once, on the thread of the first
+        `stop`, after the outcome is set."""
         if max_duration is not None and not (math.isfinite(max_duration) and max_duration > 0):
             raise ValueError(f"max_duration must be positive, got {max_duration}")
         self.goal_id = goal_id
         self.instruction = instruction
-        self.started = started
+        self._started = started
         self.max_duration = max_duration
         self.max_chunks = max_chunks
         self.ended = threading.Event()
@@ -77,6 +106,28 @@ class GoalSession:
     def active(self) -> bool:
         return not self.ended.is_set()
 
+    @property
+    def started(self) -> Optional[float]:
+        with self._lock:
+            return self._started
+
+    @property
+    def waiting(self) -> bool:
+        """Accepted, not yet started, not ended."""
+        return self.started is None and self.active
+
+    @property
+    def running(self) -> bool:
+        return self.started is not None and self.active
+
+    def begin(self, now: float) -> bool:
+        """Starts a waiting goal at `now`; False when it had already started or ended."""
+        with self._lock:
+            if self._outcome is not None or self._started is not None:
+                return False
+            self._started = now
+            return True
+
     def stop(self, reason: EndReason, message: str) -> bool:
         """Ends the goal; returns False when it had already ended (the first reason stays)."""
         with self._lock:
@@ -89,7 +140,8 @@ class GoalSession:
         return True
 
     def check_duration(self, now: float) -> None:
-        if self.max_duration is not None and now - self.started >= self.max_duration:
+        started = self.started
+        if self.max_duration is not None and started is not None and now - started >= self.max_duration:
             self.stop(EndReason.DURATION_REACHED, f"ran for the requested {self.max_duration:.1f} s")
 
     def record_chunk(self, inference_ms: float) -> int:
@@ -110,7 +162,7 @@ class GoalSession:
         with self._lock:
             latencies = np.array(self._inference_ms) if self._inference_ms else np.zeros(1)
             return GoalStats(
-                elapsed=max(0.0, now - self.started),
+                elapsed=0.0 if self._started is None else max(0.0, now - self._started),
                 chunks=self._chunks,
                 commands_sent=self._commands_sent,
                 last_inference_ms=float(latencies[-1]),

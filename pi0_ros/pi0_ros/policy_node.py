@@ -8,7 +8,11 @@
 
 One goal runs at a time: a new goal preempts the running one, cancel is
 honoured at once (the status that stops the streamer is published from the
-cancel callback), and an optional duration or chunk limit ends a goal. The
+cancel callback), and an optional duration or chunk limit ends a goal. Goals
+are refused at once only for what waiting cannot fix (node not active, bad
+instruction or duration); an accepted goal waits up to goal_start_timeout_s
+for a command streamer and a synchronized observation, and nothing is
+published for it (no goal_active, no chunk) before it starts. The
 model runs on the inference worker's thread on the newest synchronized
 observation; every chunk is published as a pi0_msgs/ActionChunk stamped with
 its observation time.
@@ -27,7 +31,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import NoReturn, Optional
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -41,19 +45,23 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.chunk_schedule import Handover
-from pi0_ros.goal_session import EndReason, GoalSession
+from pi0_ros.goal_session import EndReason, GoalSession, instruction_problem, normalize_instruction
 from pi0_ros.inference_worker import ChunkRecord, InferenceWorker, ModelOutput, WorkerConfig
-from pi0_ros.node_main import spin_node
+from pi0_ros.node_main import request_stop, spin_node, wait_for_delivery
 from pi0_ros.observation_source import ObservationSource, ObservationSourceParams, QosSettings
-from pi0_ros.observation_sync import SyncedObservation, SyncLimits, SyncStatus
+from pi0_ros.observation_sync import SyncedObservation, SyncLimits
 from pi0_ros.parameters import NodeParameters, Param
 from pi0_ros.policy_loader import ModelSettings, load_policy
 from pi0_ros.rate_monitor import RateMonitor
 from pi0_ros.robot_description import RobotDescription, load_robot_description
-from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, seconds_to_duration, seconds_to_stamp
+from pi0_ros.ros_conversions import (action_service_qos, duration_to_seconds, qos_profile, seconds_to_duration,
+                                     seconds_to_stamp)
 from pi0_ros.rtc_planner import RtcPlan
 
 READY = (PolicyStatus.LEVEL_OK, "ready for instructions")  # health of an active node without a failure
+START_POLL_S = 0.05  # how often a waiting goal checks whether it can start, and a running one its streamer
+# The streamer publishes its status at 10 Hz by default (2 Hz at least): silence this long means it is gone.
+STREAMER_TIMEOUT_S = 1.0
 
 PARAMS = (
     Param("robot_description", "", "Path to the robot description YAML.", read_only=True),
@@ -74,8 +82,10 @@ PARAMS = (
     Param("chunk_handover", "splice", "Hand-over used by the streamer; 'rtc' also enables real-time chunking here.",
           choices=tuple(h.value for h in Handover)),
     Param("max_instruction_chars", 500, "Longer instructions are rejected.", 1, 100_000),
-    Param("require_streamer", True, "Reject goals until a command streamer is heard on streamer_status, so a goal "
-          "never runs while nothing would move the robot (e.g. before DDS discovery completes)."),
+    Param("require_streamer", True, "Start a goal only once a command streamer is heard on streamer_status, so a "
+          "goal never runs while nothing would move the robot (e.g. before DDS discovery completes)."),
+    Param("goal_start_timeout_s", 5.0, "How long an accepted goal waits for the command streamer (require_streamer) "
+          "and a first synchronized observation before it aborts (end_reason NOT_READY).", 0.0, 600.0),
     Param("stale_observation_timeout_s", 0.5, "End the goal when no new observation arrives for this long.",
           0.05, 30.0),
     Param("feedback_rate_hz", 10.0, "Action feedback rate.", 0.5, 100.0),
@@ -92,6 +102,8 @@ PARAMS = (
           choices=("reliable", "best_effort")),
     Param("joint_state_qos_depth", 10, "Joint state subscription depth.", 1, 1000),
 )
+# When the process ends, the inference thread gets this long to finish; the process then ends without it.
+EXIT_WORKER_JOIN_S = 0.2
 
 class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
@@ -107,7 +119,9 @@ class PolicyNode(LifecycleNode):
         self._streamer_subscription = None
         self._session: Optional[GoalSession] = None
         self._session_lock = threading.Lock()
+        self._accepted: dict[str, GoalSession] = {}  # goal id -> session until its execute coroutine runs
         self._executing: dict[str, _ExecutingGoal] = {}  # goal id -> goal whose execute coroutine waits
+        self._start_deadline = 0.0  # time.monotonic() when the waiting goal gives up: a bound for a person
         # Sessions end on any thread (inference worker, transitions); this wakes the executor to finish them.
         self._session_ended_guard = self.create_guard_condition(self._finish_ended_goals)
         self._feedback_timer = None
@@ -116,6 +130,7 @@ class PolicyNode(LifecycleNode):
         self._health = (PolicyStatus.LEVEL_WARN, "not configured")
         self._last_rejection = ""
         self._streamer_heard: Optional[float] = None  # node-clock time of the last streamer_status
+        self._streamer_silent_checks = 0  # consecutive goal supervisions that found the streamer silent
         self._inference_times = RateMonitor(period=1.0, window=50)
         self._last_inference_ms = 0.0
         self._chunks_total = 0
@@ -125,6 +140,8 @@ class PolicyNode(LifecycleNode):
         self._status_timer = None
         self.create_timer(1.0, self._publish_diagnostics)
         self._reset_status_timer(10.0)
+        # Runs for the node's life (nothing to release) and returns at once unless a goal waits to start.
+        self.create_timer(START_POLL_S, self._supervise_goal)
         self._autostart_timer = None
         if self.get_parameter("autostart").value is True:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
@@ -178,8 +195,10 @@ class PolicyNode(LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._end_session(EndReason.NODE_INACTIVE, "the policy node is shutting down")
-        self._release()
+        self._release(worker_join_s=EXIT_WORKER_JOIN_S)
         self._set_lifecycle("finalized", PolicyStatus.LEVEL_WARN, "shut down")
+        # Nothing leaves Finalized, so the process ends, as on Ctrl-C (once this transition has answered).
+        request_stop()
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -187,10 +206,13 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:
-        # Destroying a node skips the lifecycle transitions; the worker thread and model must still go.
+        # Destroying a node skips the lifecycle transitions; the goal, worker thread and model must still go.
+        # The process usually ends right after (Ctrl-C): the status that makes the streamer hold must reach
+        # it first, and an inference in flight is not waited for (it publishes nothing for an ended goal).
         self._active = False
         self._end_session(EndReason.NODE_INACTIVE, "the policy node was destroyed")
-        self._release()
+        wait_for_delivery([self._status_publisher])
+        self._release(worker_join_s=EXIT_WORKER_JOIN_S)
         super().destroy_node()
 
     def _fail(self, message: str) -> TransitionCallbackReturn:
@@ -248,15 +270,16 @@ class PolicyNode(LifecycleNode):
         self._action_server = ActionServer(
             self, ExecuteInstruction, "execute_instruction",
             execute_callback=self._execute, goal_callback=self._on_goal_request,
-            handle_accepted_callback=self._on_goal_accepted, cancel_callback=self._on_cancel_request)
+            handle_accepted_callback=self._on_goal_accepted, cancel_callback=self._on_cancel_request,
+            **action_service_qos())
         # Steady time: feedback reports progress to a person even while a replayed /clock is paused.
         self._feedback_timer = self.create_timer(1.0 / values["feedback_rate_hz"], self._publish_feedback,
                                                  clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._reset_status_timer(values["status_rate_hz"])
 
-    def _release(self) -> None:
+    def _release(self, worker_join_s: float = 5.0) -> None:
         if self._worker is not None:
-            self._worker.stop()
+            self._worker.stop(timeout=worker_join_s)
         if self._action_server is not None:
             self._action_server.destroy()
         if self._source is not None:
@@ -285,50 +308,94 @@ class PolicyNode(LifecycleNode):
         return GoalResponse.ACCEPT
 
     def _goal_problem(self, goal: ExecuteInstruction.Goal) -> str:
+        """Why `goal` is refused at once: only what waiting cannot fix. The streamer and the observations
+        may come later (just after activation, or a camera driver restarting): an accepted goal waits for
+        them (_supervise_goal)."""
         if not self._active:
             return f"the policy node is {self._lifecycle_label}, not active"
-        instruction = goal.instruction.strip()
-        if not instruction:
-            return "the instruction is empty"
-        limit = self._values["max_instruction_chars"]
-        if len(goal.instruction) > limit:
-            return f"the instruction has {len(goal.instruction)} characters (max_instruction_chars is {limit})"
+        problem = instruction_problem(goal.instruction, self._values["max_instruction_chars"])
+        if problem:
+            return problem
         max_duration = duration_to_seconds(goal.max_duration)
         if not math.isfinite(max_duration) or max_duration < 0:
             return f"max_duration {max_duration} s is invalid"
+        return ""
+
+    def _start_problem(self) -> Optional[tuple[int, str]]:
+        """What keeps the current goal from starting, as (feedback phase, reason); None once it can start."""
         if self._values["require_streamer"] and not self._streamer_connected():
-            return ("no command streamer is connected (nothing on streamer_status for a second): start "
+            return (ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER,
+                    "no command streamer is connected (nothing on streamer_status for a second): start "
                     "pi0_command_streamer, or set require_streamer:=false to run without one")
         assert self._source is not None
         sync = self._source.latest()
-        # A set that does not match right now (UNMATCHED) is transient: the worker waits for one
-        # up to stale_observation_timeout_s. Missing or stale streams will not recover by themselves.
-        if sync.status in (SyncStatus.MISSING, SyncStatus.STALE):
-            return f"no synchronized observation available: {sync.reason}"
-        return ""
+        if not sync.ok:
+            return (ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION,
+                    f"no synchronized observation: {sync.reason}")
+        return None
 
     def _streamer_connected(self) -> bool:
         # The streamer publishes its status at 10 Hz of its clock; hearing it also means DDS discovery
         # between the two nodes is done, so the streamer will see this goal's status and chunks. Node
         # clocks, not wall time: under bag replay both run on /clock, at whatever rate it plays.
-        return self._streamer_heard is not None and abs(self._now() - self._streamer_heard) < 1.0
+        return self._streamer_heard is not None and abs(self._now() - self._streamer_heard) < STREAMER_TIMEOUT_S
 
     def _on_goal_accepted(self, goal_handle: ServerGoalHandle) -> None:
         goal = goal_handle.request
         max_duration = duration_to_seconds(goal.max_duration)
-        session = GoalSession(_goal_id_hex(goal_handle), goal.instruction.strip(), self._now(),
+        session = GoalSession(_goal_id_hex(goal_handle), normalize_instruction(goal.instruction), started=None,
                               max_duration=max_duration if max_duration > 0 else None, max_chunks=goal.max_chunks,
                               on_end=self._session_ended_guard.trigger)
+        self._start_deadline = time.monotonic() + self._values["goal_start_timeout_s"]
         with self._session_lock:
             previous, self._session = self._session, session
+        self._accepted[session.goal_id] = session
         if previous is not None:
             previous.stop(EndReason.PREEMPTED, f"preempted by goal {session.goal_id[:8]}: '{session.instruction}'")
         self.get_logger().info(f"goal {session.goal_id[:8]} accepted: '{session.instruction}'")
         self._health = READY
-        assert self._worker is not None
-        self._worker.serve(session)
-        self._publish_status()
+        if not self._start_if_ready():
+            self._publish_status()  # the preempted goal is no longer active
+            problem = self._start_problem()
+            if session.waiting and problem is not None:
+                self.get_logger().info(f"goal {session.goal_id[:8]} waits up to "
+                                       f"{self._values['goal_start_timeout_s']:g} s to start: {problem[1]}")
         goal_handle.execute()
+
+    def _supervise_goal(self) -> None:
+        session = self._session
+        if self._start_if_ready() and session is not None:
+            self.get_logger().info(f"goal {session.goal_id[:8]} started after waiting")
+        elif (session is not None and session.running and self._values.get("require_streamer")
+              and not self._streamer_connected()):
+            # Decided on the second silent check only: after a stall of this executor, rclpy runs the due
+            # timers before it takes the streamer_status messages waiting meanwhile.
+            self._streamer_silent_checks += 1
+            if self._streamer_silent_checks >= 2:
+                # Chunks nobody executes would make the goal look alive; a respawned streamer must not pick it up.
+                session.stop(EndReason.STREAMER_LOST, f"the command streamer was lost (no streamer_status for "
+                                                      f"{STREAMER_TIMEOUT_S:g} s): the robot holds")
+                self._publish_status()
+        else:
+            self._streamer_silent_checks = 0
+
+    def _start_if_ready(self) -> bool:
+        """Starts the waiting goal once nothing keeps it from starting (True, status published); aborts
+        it when its wait ran out."""
+        session = self._session
+        if session is None or not session.waiting or self._worker is None:
+            return False
+        problem = self._start_problem()
+        if problem is None:
+            if not session.begin(self._now()):
+                return False  # ended meanwhile (cancel, deactivation on another thread)
+            self._worker.serve(session)
+            self._publish_status()
+            return True
+        if time.monotonic() >= self._start_deadline:
+            session.stop(EndReason.NOT_READY, f"not ready within goal_start_timeout_s "
+                                              f"({self._values['goal_start_timeout_s']:g} s): {problem[1]}")
+        return False
 
     def _on_cancel_request(self, goal_handle: ServerGoalHandle) -> CancelResponse:
         session = self._session
@@ -339,11 +406,10 @@ class PolicyNode(LifecycleNode):
         return CancelResponse.ACCEPT
 
     async def _execute(self, goal_handle: ServerGoalHandle) -> ExecuteInstruction.Result:
-        session = self._session
         goal_id = _goal_id_hex(goal_handle)
-        if session is None or session.goal_id != goal_id:
-            goal_handle.abort()
-            return ExecuteInstruction.Result(end_reason=EndReason.PREEMPTED, message="preempted before it started")
+        # Its own session even when a newer goal preempted it before this ran (a burst of goals): the
+        # result then carries the preemption's message like any other.
+        session = self._accepted.pop(goal_id)
         executing = _ExecutingGoal(goal_handle, session, Future())
         self._executing[goal_id] = executing
         self._finish_ended_goals()
@@ -405,8 +471,13 @@ class PolicyNode(LifecycleNode):
 
     def _feedback(self, session: GoalSession) -> ExecuteInstruction.Feedback:
         stats = session.stats(self._now())
-        phase = (ExecuteInstruction.Feedback.PHASE_RUNNING if stats.chunks
-                 else ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION)
+        start_problem = self._start_problem() if session.waiting else None
+        if start_problem is not None:
+            phase = start_problem[0]
+        elif stats.chunks:
+            phase = ExecuteInstruction.Feedback.PHASE_RUNNING
+        else:
+            phase = ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION
         return ExecuteInstruction.Feedback(
             phase=phase, elapsed=seconds_to_duration(stats.elapsed), chunks_generated=stats.chunks,
             last_inference_latency_ms=stats.last_inference_ms, commands_sent=stats.commands_sent,
@@ -479,7 +550,7 @@ class PolicyNode(LifecycleNode):
         if not self.context.ok():
             return
         session = self._session
-        active = session is not None and session.active
+        active = session is not None and session.running
         level, message = self._health
         status = PolicyStatus(
             lifecycle_state=self._lifecycle_label, goal_active=active,
@@ -501,7 +572,7 @@ class PolicyNode(LifecycleNode):
             hardware_id=self._description.name if self._description else "", message=message,
             values=[KeyValue(key=k, value=v) for k, v in {
                 "lifecycle_state": self._lifecycle_label,
-                "goal_active": str(self._session is not None and self._session.active),
+                "goal_active": str(self._session is not None and self._session.running),
                 "chunks_generated": str(self._chunks_total),
                 "inference_rate_hz": f"{stats.rate_hz:.2f}",
                 "last_inference_ms": f"{self._last_inference_ms:.1f}",
@@ -526,13 +597,14 @@ def _goal_id_hex(goal_handle: ServerGoalHandle) -> str:
 def _free_accelerator_memory() -> None:
     import torch
 
-    if torch.cuda.is_available():
+    # Only a process that used CUDA has a cache to free; is_available() would initialize the driver.
+    if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
 
-def main(args=None) -> int:
-    return spin_node(PolicyNode, args=args)
+def main(args=None) -> NoReturn:
+    spin_node(PolicyNode, args=args)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -44,3 +44,16 @@ def qos_profile(reliability: str, depth: int, transient_local: bool = False) -> 
         reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.TRANSIENT_LOCAL if transient_local else DurabilityPolicy.VOLATILE,
     )
+
+
+def action_service_qos() -> dict[str, QoSProfile]:
+    """Keyword arguments for rclpy's ActionServer and ActionClient: keep-all goal, cancel and result services.
+
+    rclpy's default keeps the last 10 requests and responses per service: a burst deeper than that (a client
+    sending goals back to back, or asking for many results at once) silently drops requests at the server
+    and responses at the client, whose futures then never complete. Keep-all reliable loses none; it is
+    compatible with peers on the default profile, and both ends need it for a burst to survive.
+    """
+    profile = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+    return {f"{service}_service_qos_profile": profile for service in ("goal", "cancel", "result")}

@@ -2,10 +2,11 @@
 
     send_instruction "fold the towel" [--duration 30] [--chunks 0] [--namespace /robot]
 
-Shows a status line from the action feedback, cancels the goal on Ctrl-C (a
-second Ctrl-C stops waiting), prints the result, and explains rejections
-using the reason the policy node publishes on policy_status. Works where the
-`ros2` command line is not installed; the equivalent there is
+Shows a status line from the action feedback, cancels the goal on Ctrl-C or
+SIGTERM (and waits at most 5 s for its result; later signals are ignored),
+prints the result, and explains rejections using the reason the policy node
+publishes on policy_status. Works where the `ros2` command line is not
+installed; the equivalent there is
 `ros2 action send_goal --feedback <ns>/execute_instruction pi0_msgs/action/ExecuteInstruction "{instruction: ...}"`.
 
 Exit codes: 0 succeeded, 1 canceled or aborted, 2 rejected, 3 no policy node.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from typing import Optional, TextIO
 
@@ -25,16 +27,22 @@ from rclpy.task import Future
 
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import PolicyStatus
-from pi0_ros.goal_session import EndReason
-from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, seconds_to_duration, stamp_to_seconds
+from pi0_ros.goal_session import EndReason, instruction_problem
+from pi0_ros.ros_conversions import (action_service_qos, duration_to_seconds, qos_profile, seconds_to_duration,
+                                     stamp_to_seconds)
+from pi0_ros.stop_signals import stop_on_first_signal
 
 EXIT_SUCCEEDED, EXIT_ENDED, EXIT_REJECTED, EXIT_NO_SERVER = 0, 1, 2, 3
+CANCEL_WAIT_S = 5.0  # after Ctrl-C, how long to wait for the canceled goal's result
+SPIN_SLICE_S = 0.1  # waits are sliced so that a Ctrl-C is noticed within this time
 
 
 def format_feedback(feedback: ExecuteInstruction.Feedback, max_duration: float, width: int = 20) -> str:
     """One status line: progress bar (when the goal has a duration), elapsed, chunks, latency, commands."""
     elapsed = duration_to_seconds(feedback.elapsed)
-    if feedback.phase == ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION:
+    if feedback.phase == ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER:
+        state = "waiting for the command streamer"
+    elif feedback.phase == ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION:
         state = "waiting for observations"
     else:
         state = (f"{feedback.chunks_generated} chunks, {feedback.last_inference_latency_ms:.0f} ms inference, "
@@ -85,7 +93,7 @@ class StatusLine:
 class InstructionClient(Node):
     def __init__(self, namespace: str) -> None:
         super().__init__("pi0_send_instruction", namespace=namespace)
-        self.client = ActionClient(self, ExecuteInstruction, "execute_instruction")
+        self.client = ActionClient(self, ExecuteInstruction, "execute_instruction", **action_service_qos())
         self.status: Optional[PolicyStatus] = None
         self.statuses_received = 0
         self.create_subscription(PolicyStatus, "policy_status", self._on_status,
@@ -103,17 +111,28 @@ def _spin_until(node: Node, future: Future, timeout: Optional[float] = None) -> 
     return future.done()
 
 
-def _spin_for(node: Node, seconds: float) -> None:
+def _spin_for(node: Node, seconds: float, stop: threading.Event) -> None:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=max(0.0, deadline - time.monotonic()))
+    while time.monotonic() < deadline and not stop.is_set():
+        rclpy.spin_once(node, timeout_sec=min(SPIN_SLICE_S, max(0.0, deadline - time.monotonic())))
 
 
-def _wait_for_result(node: InstructionClient, result: Future, server_grace: float = 3.0) -> bool:
-    """Spins until the result arrives; False when the action server has been gone for `server_grace` s."""
+def _wait_for_server(node: InstructionClient, timeout: float, stop: threading.Event) -> bool:
+    deadline = time.monotonic() + timeout
+    while not node.client.server_is_ready():
+        if stop.is_set() or time.monotonic() >= deadline:
+            return False
+        _spin_for(node, SPIN_SLICE_S, stop)
+    return True
+
+
+def _wait_for_result(node: InstructionClient, result: Future, stop: threading.Event,
+                     server_grace: float = 3.0) -> bool:
+    """Spins until the result arrives or `stop` is set; False when the action server has been gone for
+    `server_grace` s."""
     gone_since: Optional[float] = None
-    while not result.done():
-        rclpy.spin_until_future_complete(node, result, timeout_sec=0.25)
+    while not result.done() and not stop.is_set():
+        rclpy.spin_until_future_complete(node, result, timeout_sec=SPIN_SLICE_S)
         if node.client.server_is_ready():
             gone_since = None
         elif gone_since is None:
@@ -123,15 +142,26 @@ def _wait_for_result(node: InstructionClient, result: Future, server_grace: floa
     return True
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def run(args: argparse.Namespace, stop: threading.Event, out: TextIO = sys.stdout) -> int:
+    """Sends the goal and follows it; `stop` (set by Ctrl-C) cancels it."""
+    # Checked here because ROS strings end at a NUL on the way: the policy node would get a cut instruction.
+    # The length limit is the policy node's parameter; it checks that itself.
+    problem = instruction_problem(args.instruction, max_chars=len(args.instruction))
+    if problem:
+        print(f"goal rejected: {problem}", file=sys.stderr)
+        return EXIT_REJECTED
     node = InstructionClient(args.namespace)
     action = node.resolve_topic_name("execute_instruction")
-    if not node.client.wait_for_server(timeout_sec=args.server_timeout):
+    if not _wait_for_server(node, args.server_timeout, stop):
+        if stop.is_set():
+            return EXIT_ENDED
         print(f"no policy node serves {action} (started and activated? same ROS_DOMAIN_ID?)", file=sys.stderr)
         return EXIT_NO_SERVER
     # wait_for_server only proves our requests reach the server; its responses reach us once
     # it has discovered our response readers too, which lags (a lost response would hang us).
-    _spin_for(node, 0.5)
+    _spin_for(node, 0.5, stop)
+    if stop.is_set():
+        return EXIT_ENDED
     line = StatusLine(out)
     goal = ExecuteInstruction.Goal(instruction=args.instruction, max_duration=seconds_to_duration(args.duration),
                                    max_chunks=args.chunks)
@@ -146,17 +176,17 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         return EXIT_REJECTED
     out.write(f"goal {bytes(handle.goal_id.uuid).hex()[:8]} accepted: '{args.instruction}' (Ctrl-C cancels)\n")
     result_future = handle.get_result_async()
-    try:
-        if not _wait_for_result(node, result_future):
-            line.close()
-            print(f"the policy node serving {action} went away before the goal ended", file=sys.stderr)
-            return EXIT_ENDED
-    except KeyboardInterrupt:
+    # A Ctrl-C while the goal request was in flight lands here too: the accepted goal is canceled.
+    if not _wait_for_result(node, result_future, stop):
         line.close()
-        out.write("canceling...\n")
-        _spin_until(node, handle.cancel_goal_async(), timeout=5.0)
-        _spin_until(node, result_future, timeout=10.0)
+        print(f"the policy node serving {action} went away before the goal ended", file=sys.stderr)
+        return EXIT_ENDED
     line.close()
+    if not result_future.done():
+        out.write("canceling...\n")
+        handle.cancel_goal_async()
+        _spin_until(node, result_future, timeout=CANCEL_WAIT_S)
+        line.close()  # feedback may have come meanwhile
     if not result_future.done():
         print("no result from the policy node", file=sys.stderr)
         return EXIT_ENDED
@@ -195,16 +225,16 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(rclpy.utilities.remove_ros_args(sys.argv)[1:] if argv is None else argv)
-    # Without rclpy's handler, Ctrl-C raises KeyboardInterrupt while the context
-    # stays valid, so the cancel request can still be sent.
+    # Ctrl-C only sets `stop`, checked between spins (stop_signals): rclpy's handler would shut the context
+    # down before the cancel request is sent, and a KeyboardInterrupt raised inside an rclpy callback left
+    # the action client's responses untaken for good, so the cancel and the result never arrived.
+    stop = threading.Event()
+    stop_on_first_signal(stop)
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     try:
-        return run(args)
-    except KeyboardInterrupt:
-        return EXIT_ENDED
+        return run(args, stop)
     finally:
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

@@ -14,13 +14,14 @@ import uuid
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import Twist, TwistStamped
+from geometry_msgs.msg import TwistStamped
 from rclpy.action import ActionClient
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from pi0_bringup.graph import command_topics
+from pi0_bringup.graph import NodeSpec, command_topics
 from pi0_bringup.robots import load_robot
+from pi0_bringup.run import GraphProcesses, run_until_stopped
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import StreamerStatus
 from pi0_ros.controller_commands import controller_message_class
@@ -114,3 +115,29 @@ def test_runner_brings_up_the_graph_runs_a_goal_and_leaves_nothing_behind(robot,
     assert runner.returncode == 0, output
     assert graph_processes(namespace) == [], "nodes left running after the runner stopped"
     assert "Traceback" not in output, output  # the message shows the whole runner output
+
+
+STUB_NODE = """
+import signal, sys, time
+from pathlib import Path
+name = next(a.split(":=")[1] for a in sys.argv if a.startswith("__node:="))
+signal.signal(signal.SIGINT, lambda *_: sys.exit(3 if name == "unclean" else 0))
+Path(__file__).with_name(name + ".ready").touch()
+while True:
+    time.sleep(0.05)
+"""
+
+
+def test_the_runner_fails_when_a_node_does_not_stop_cleanly(tmp_path):
+    # Its exit code is what a person or CI sees of a node that crashed on Ctrl-C.
+    (tmp_path / "stub_node.py").write_text(STUB_NODE)
+    specs = [NodeSpec("stub", "stub", "stub_node", name, {}) for name in ("clean", "unclean")]
+    stop = threading.Event()
+    with GraphProcesses(specs, env={**os.environ, "PYTHONPATH": str(tmp_path)}) as graph:
+        deadline = time.monotonic() + 30.0
+        while not all((tmp_path / f"{n}.ready").exists() for n in ("clean", "unclean")):
+            assert time.monotonic() < deadline and graph.exited() is None, "the stub nodes did not start"
+            time.sleep(0.05)
+        stop.set()
+        assert run_until_stopped(graph, stop) == 1
+        assert {name: p.returncode for name, p in graph.processes.items()} == {"clean": 0, "unclean": 3}

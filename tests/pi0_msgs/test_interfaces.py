@@ -25,9 +25,13 @@ def test_generated_types_have_the_documented_fields_and_constants():
         result.END_REASON_OBSERVATION_STALE,
         result.END_REASON_INFERENCE_FAILED,
         result.END_REASON_NODE_INACTIVE,
+        result.END_REASON_NOT_READY,
+        result.END_REASON_STREAMER_LOST,
     }
-    assert len(reasons) == 7 and result.END_REASON_UNKNOWN not in reasons
-    assert ExecuteInstruction.Feedback.PHASE_RUNNING != ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION
+    assert len(reasons) == 9 and result.END_REASON_UNKNOWN not in reasons
+    feedback = ExecuteInstruction.Feedback
+    phases = {feedback.PHASE_WAITING_FOR_OBSERVATION, feedback.PHASE_RUNNING, feedback.PHASE_WAITING_FOR_STREAMER}
+    assert len(phases) == 3
     assert len({PolicyStatus.LEVEL_OK, PolicyStatus.LEVEL_WARN, PolicyStatus.LEVEL_ERROR}) == 3
     assert len({StreamerStatus.MODE_IDLE, StreamerStatus.MODE_HOLDING, StreamerStatus.MODE_STREAMING}) == 3
 

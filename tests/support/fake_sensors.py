@@ -14,7 +14,8 @@ from pi0_ros.ros_conversions import qos_profile
 
 class FakeSensors:
     """Publishes every policy camera (best effort, 30 Hz) and the joint states (reliable, 100 Hz) of a
-    description. `running` stops and restarts all streams; `state` is the published joint vector."""
+    description. `running` stops and restarts all streams, `stopped` (camera names and "joints") single
+    ones; `state` is the published joint vector."""
 
     def __init__(self, node: Node, description: RobotDescription, width: int = 64, height: int = 48,
                  camera_hz: float = 30.0, joint_hz: float = 100.0) -> None:
@@ -22,6 +23,7 @@ class FakeSensors:
         self.description = description
         self.running = threading.Event()
         self.running.set()
+        self.stopped: set[str] = set()
         self.state = np.array([j.home for j in description.joints])
         self.frames = 0
         rng = np.random.default_rng(0)
@@ -39,11 +41,13 @@ class FakeSensors:
             return
         stamp = self.node.get_clock().now().to_msg()
         for camera, publisher in self._cameras:
+            if camera.name in self.stopped:
+                continue
             publisher.publish(rgb_to_image_msg(self._image, "rgb8", stamp=stamp, frame_id=camera.name))
         self.frames += 1
 
     def _publish_joints(self) -> None:
-        if not self.running.is_set():
+        if not self.running.is_set() or "joints" in self.stopped:
             return
         stamp = self.node.get_clock().now().to_msg()
         for topic, publisher in self._joints.items():

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from pi0_ros.goal_session import EndReason, GoalSession
+from pi0_ros.goal_session import EndReason, GoalSession, instruction_problem, normalize_instruction
 
 
 def test_first_stop_wins_even_when_racing():
@@ -40,6 +40,56 @@ def test_duration_and_chunk_limits_end_the_goal_successfully():
     assert counted.record_chunk(30.0) == 1 and counted.active
     counted.record_chunk(50.0)
     assert counted.outcome.reason is EndReason.CHUNK_LIMIT_REACHED
+
+
+def test_a_waiting_goal_counts_its_duration_from_its_start():
+    session = GoalSession("g", "fold", started=None, max_duration=2.0)
+    assert session.waiting and not session.running
+    session.check_duration(1e9)
+    assert session.active and session.stats(now=50.0).elapsed == 0.0
+    assert session.begin(10.0) and not session.begin(11.0), "starts once"
+    assert session.running and not session.waiting and session.started == 10.0
+    session.check_duration(11.9)
+    assert session.active and session.stats(now=11.5).elapsed == 1.5
+    session.check_duration(12.0)
+    assert session.outcome.reason is EndReason.DURATION_REACHED
+
+    canceled = GoalSession("g", "fold", started=None)
+    canceled.stop(EndReason.CANCELED, "canceled")
+    assert not canceled.begin(1.0) and not canceled.waiting and not canceled.running
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("fold the towel", ""),
+    ("fold\tthe\r\ntowel\n", ""),  # tabs and line breaks are normalized, not refused
+    ("   \t\n", "the instruction is empty"),
+    ("x" * 21, "the instruction has 21 characters (max_instruction_chars is 20)"),
+    ("fold\x00rm", "control character '\\x00' (U+0000) at index 4"),
+    ("\x1b[2Jfold", "control character '\\x1b' (U+001B) at index 0"),
+    ("fold\x7f", "control character '\\x7f' (U+007F) at index 4"),
+    ("a\x85b", "control character '\\x85' (U+0085) at index 1"),  # C1 NEL: str.split() would eat it
+    ("\x0bx", "control character '\\x0b' (U+000B) at index 0"),
+])
+def test_instruction_rules(text, problem):
+    found = instruction_problem(text, max_chars=20)
+    assert (problem in found) if problem else found == ""
+
+
+def test_a_nul_is_cut_on_the_way_so_only_a_client_can_refuse_it():
+    """rosidl's C conversion ends a string at its first NUL (when the client serializes it, and again when
+    the server deserializes it): "fold\\x00..." reaches the policy node as "fold", which no server-side
+    check can tell from a plain "fold". A client refuses it before sending with instruction_problem."""
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from pi0_msgs.action import ExecuteInstruction
+
+    sent = ExecuteInstruction.Goal(instruction="fold\x00 and drop it")
+    assert deserialize_message(serialize_message(sent), ExecuteInstruction.Goal).instruction == "fold"
+    assert "U+0000" in instruction_problem(sent.instruction, max_chars=500)
+
+
+def test_instructions_are_normalized_to_single_spaces():
+    assert normalize_instruction("  fold\tthe\r\n  towel \n") == "fold the towel"
 
 
 def test_stats_summarize_latencies_and_commands():
