@@ -26,6 +26,7 @@ setup(
             "sim_robot = pi0_bringup.sim_robot_node:main",
             "run = pi0_bringup.run:main",
             "demo = pi0_bringup.demo:main",
+            "benchmark_runtime = pi0_bringup.benchmark.runtime:main",
         ],
     },
 )

@@ -18,13 +18,12 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "policy_node = pi0_ros.policy_node:main",
-            "command_streamer = pi0_ros.command_streamer_node:main",
-            "send_instruction = pi0_ros.send_instruction:main",
+            "policy_node = pi0_ros.policy.node:main",
+            "command_streamer = pi0_ros.streamer.node:main",
+            "send_instruction = pi0_ros.tools.send_instruction:main",
             "bag_record = pi0_ros.bag.record:main",
             "bag_play = pi0_ros.bag.play:main",
             "bag_evaluate = pi0_ros.bag.evaluate:main",
-            "benchmark_runtime = pi0_ros.benchmark_runtime:main",
         ],
     },
 )

@@ -25,9 +25,9 @@ from typing import Optional
 import numpy as np
 
 from pi0_bringup.demo_client import CommandLog, GoalReport
-from pi0_ros.chunk_schedule import Handover
-from pi0_ros.rate_monitor import RateStats, rate_stats
-from pi0_ros.robot_description import DescriptionError, RobotDescription
+from pi0_ros.core.chunk import Handover
+from pi0_ros.core.rate_monitor import RateStats, rate_stats
+from pi0_ros.core.robot_description import DescriptionError, RobotDescription
 
 DEFAULT_INSTRUCTIONS = ("raise the arms", "reach forward", "go home")
 

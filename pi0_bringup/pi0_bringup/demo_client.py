@@ -14,11 +14,11 @@ from rclpy.node import Node
 from pi0_bringup.run import GraphProcesses
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import PolicyStatus, StreamerStatus
-from pi0_ros.controller_commands import controller_message_class
-from pi0_ros.goal_session import EndReason
-from pi0_ros.robot_description import RobotDescription
-from pi0_ros.ros_conversions import qos_profile, seconds_to_duration
-from pi0_ros.send_instruction import StatusLine, format_feedback
+from pi0_ros.streamer.controller_commands import controller_message_class
+from pi0_ros.policy.goal_session import EndReason
+from pi0_ros.core.robot_description import RobotDescription
+from pi0_ros.ros.conversions import qos_profile, seconds_to_duration
+from pi0_ros.tools.send_instruction import StatusLine, format_feedback
 
 STARTUP_TIMEOUT = 120.0  # s; the policy node loads and warms up the model first
 

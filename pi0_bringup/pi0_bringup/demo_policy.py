@@ -33,8 +33,8 @@ from pi0_model.model import ModelInputs, build_model, initialize_weights_
 from pi0_model.normalization import Normalization, NormStats
 from pi0_model.tokenizer import load_tokenizer, tiny_sentencepiece_model
 from pi0_model.transforms import TransformPipeline, pad_to
-from pi0_ros.policy_loader import robot_io
-from pi0_ros.robot_description import BASE_ACTION_NAMES, RobotDescription
+from pi0_ros.policy.model_loader import robot_io
+from pi0_ros.core.robot_description import BASE_ACTION_NAMES, RobotDescription
 
 # Bump when the demonstrations or the training change, so cached checkpoints are rebuilt.
 DEMO_VERSION = 1

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from pi0_ros.chunk_schedule import Handover
-from pi0_ros.robot_description import RobotDescription
+from pi0_ros.core.chunk import Handover
+from pi0_ros.core.robot_description import RobotDescription
 
 from pi0_bringup.robots import load_robot, robot_description_path
 
@@ -84,13 +84,13 @@ def node_graph(options: GraphOptions, description: Optional[RobotDescription] = 
     files = (str(Path(options.params_file).resolve()),) if options.params_file else ()
     respawn = options.respawn_delay or None
     policy = NodeSpec(
-        "pi0_ros", "policy_node", "pi0_ros.policy_node", "pi0_policy",
+        "pi0_ros", "policy_node", "pi0_ros.policy.node", "pi0_policy",
         {**common, "checkpoint": options.checkpoint, "device": options.device, "dtype": options.dtype,
          "autostart": options.autostart, "chunk_handover": options.chunk_handover, "seed": options.seed,
          "torch_threads": options.torch_threads, **options.policy_parameters},
         lifecycle=True, params_files=files, respawn_delay=respawn)
     streamer = NodeSpec(
-        "pi0_ros", "command_streamer", "pi0_ros.command_streamer_node", "pi0_command_streamer",
+        "pi0_ros", "command_streamer", "pi0_ros.streamer.node", "pi0_command_streamer",
         {**common, "chunk_handover": options.chunk_handover, "realtime_priority": options.streamer_priority,
          **options.streamer_parameters}, params_files=files, respawn_delay=respawn)
     nodes = [policy, streamer]

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pi0_ros.robot_description import DescriptionError, RobotDescription, load_robot_description
+from pi0_ros.core.robot_description import DescriptionError, RobotDescription, load_robot_description
+from pi0_ros.policy.model_adaptations import check_model_adaptations
 
 PACKAGE = "pi0_bringup"
 
@@ -42,4 +43,5 @@ def robot_description_path(robot: str) -> Path:
 
 
 def load_robot(robot: str) -> RobotDescription:
-    return load_robot_description(robot_description_path(robot))
+    """The description, its model adaptations checked too: launch refuses a broken one before any node starts."""
+    return check_model_adaptations(load_robot_description(robot_description_path(robot)))

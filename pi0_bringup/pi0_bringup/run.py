@@ -29,9 +29,9 @@ import yaml
 
 from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
 from pi0_bringup.robots import available_robots
-from pi0_ros.chunk_schedule import Handover
-from pi0_ros.robot_description import DescriptionError
-from pi0_ros.stop_signals import stop_on_first_signal
+from pi0_ros.core.chunk import Handover
+from pi0_ros.core.robot_description import DescriptionError
+from pi0_ros.core.stop_signals import stop_on_first_signal
 
 
 def node_command(spec: NodeSpec, namespace: str, params_file: Path) -> list[str]:

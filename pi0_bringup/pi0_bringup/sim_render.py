@@ -24,7 +24,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from pi0_ros.robot_description import PI0_IMAGE_SLOTS, CameraSpec, RobotDescription
+from pi0_ros.core.robot_description import PI0_IMAGE_SLOTS, CameraSpec, RobotDescription
 
 from pi0_bringup.sim_robot import SimState
 

@@ -31,7 +31,7 @@ from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from pi0_ros.robot_description import BaseSpec, JointGroup, RobotDescription
+from pi0_ros.core.robot_description import BaseSpec, JointGroup, RobotDescription
 
 
 class CommandRejected(ValueError):

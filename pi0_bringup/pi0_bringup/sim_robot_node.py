@@ -33,11 +33,11 @@ from trajectory_msgs.msg import JointTrajectory
 
 from pi0_bringup.sim_render import SceneRenderer
 from pi0_bringup.sim_robot import CommandRejected, SimConfig, SimRobot, SimState, TrajectoryPoint
-from pi0_ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
-from pi0_ros.node_main import spin_node
-from pi0_ros.parameters import NodeParameters, Param, ParameterError
-from pi0_ros.robot_description import CameraSpec, ControllerSpec, RobotDescription, load_robot_description
-from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, stamp_to_seconds
+from pi0_ros.ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
+from pi0_ros.ros.node_main import spin_node
+from pi0_ros.ros.parameters import NodeParameters, Param, ParameterError
+from pi0_ros.core.robot_description import CameraSpec, ControllerSpec, RobotDescription, load_robot_description
+from pi0_ros.ros.conversions import duration_to_seconds, qos_profile, stamp_to_seconds
 
 PARAMS = (
     Param("robot_description", "", "Path to the robot description YAML (required).", read_only=True),

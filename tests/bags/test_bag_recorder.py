@@ -6,7 +6,7 @@ from rclpy.serialization import serialize_message
 
 from bag_samples import T0, joint_state
 from pi0_ros.bag import SUITE_TOPICS, BagError, BagReader, BagRecorder, OfferedQos, select_topics
-from pi0_ros.robot_description import load_robot_description
+from pi0_ros.core.robot_description import load_robot_description
 from support.robots import robot_yaml
 
 

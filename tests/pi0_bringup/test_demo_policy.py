@@ -6,7 +6,7 @@ from pi0_bringup.demo_policy import (DEMO_INSTRUCTIONS, DemoTraining, demo_check
                                      goal_pose, make_demonstrations, model_space, train_demo_policy)
 from pi0_bringup.robots import load_robot
 from pi0_model.policy import Pi0Policy
-from pi0_ros.policy_loader import robot_io
+from pi0_ros.policy.model_loader import robot_io
 from support.robots import ROBOT_NAMES
 
 QUICK = DemoTraining(steps=3, batch_size=2, demonstrations=6, image_size=(32, 24))

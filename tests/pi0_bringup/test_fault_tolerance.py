@@ -26,15 +26,15 @@ from pi0_bringup.graph import command_topics
 from pi0_bringup.robots import load_robot
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import PolicyStatus, StreamerStatus
-from pi0_ros.controller_commands import controller_message_class
-from pi0_ros.ros_conversions import qos_profile, seconds_to_duration
+from pi0_ros.streamer.controller_commands import controller_message_class
+from pi0_ros.ros.conversions import qos_profile, seconds_to_duration
 from support.fake_sensors import FakeSensors
 from support.ros_graph import RosGraph
 from test_runner import positions
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 Result = ExecuteInstruction.Result
-POLICY, STREAMER, SIM = "pi0_ros.policy_node", "pi0_ros.command_streamer_node", "pi0_bringup.sim_robot_node"
+POLICY, STREAMER, SIM = "pi0_ros.policy.node", "pi0_ros.streamer.node", "pi0_bringup.sim_robot_node"
 RESPAWN_DELAY_S = 1.5
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from pi0_bringup.graph import GraphOptions, command_topics, node_graph, qualify
 from pi0_bringup.robots import available_robots, load_robot, robot_description_path
-from pi0_ros.robot_description import DescriptionError
+from pi0_ros.core.robot_description import DescriptionError
 from support.robots import ROBOT_NAMES
 
 LAUNCH_DIR = Path(__file__).resolve().parents[2] / "pi0_bringup" / "launch"
@@ -104,8 +104,8 @@ def test_a_parameters_file_reaches_every_node_before_the_graph_values(tmp_path):
 def test_the_shipped_example_parameters_file_names_only_declared_parameters():
     import yaml
 
-    from pi0_ros.command_streamer_node import PARAMS as STREAMER_PARAMS
-    from pi0_ros.policy_node import PARAMS as POLICY_PARAMS
+    from pi0_ros.streamer.node import PARAMS as STREAMER_PARAMS
+    from pi0_ros.policy.node import PARAMS as POLICY_PARAMS
 
     example = yaml.safe_load((LAUNCH_DIR.parent / "config" / "params" / "example.yaml").read_text())
     declared = {"/**/pi0_policy": POLICY_PARAMS, "/**/pi0_command_streamer": STREAMER_PARAMS}

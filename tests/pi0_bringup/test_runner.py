@@ -24,8 +24,8 @@ from pi0_bringup.robots import load_robot
 from pi0_bringup.run import GraphProcesses, run_until_stopped
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import StreamerStatus
-from pi0_ros.controller_commands import controller_message_class
-from pi0_ros.ros_conversions import qos_profile, seconds_to_duration
+from pi0_ros.streamer.controller_commands import controller_message_class
+from pi0_ros.ros.conversions import qos_profile, seconds_to_duration
 from support.robots import ROBOT_NAMES
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

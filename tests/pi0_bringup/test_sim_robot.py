@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pi0_bringup.sim_robot import CommandRejected, SimConfig, SimRobot, TrajectoryPoint
-from pi0_ros.robot_description import load_robot_description
+from pi0_ros.core.robot_description import load_robot_description
 from support.robots import robot_yaml
 
 DT = 0.02  # the descriptions' 50 Hz control rate

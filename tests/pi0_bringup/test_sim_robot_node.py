@@ -19,10 +19,10 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pi0_bringup.sim_robot_node import SimRobotNode
-from pi0_ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
-from pi0_ros.parameters import ParameterError
-from pi0_ros.robot_description import load_robot_description
-from pi0_ros.ros_conversions import qos_profile, seconds_to_stamp
+from pi0_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
+from pi0_ros.ros.parameters import ParameterError
+from pi0_ros.core.robot_description import load_robot_description
+from pi0_ros.ros.conversions import qos_profile, seconds_to_stamp
 from support.node_process import assert_clean_prompt_exit, stop_like_launch
 from support.robots import robot_yaml
 

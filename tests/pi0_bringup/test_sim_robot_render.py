@@ -4,7 +4,7 @@ import pytest
 
 from pi0_bringup.sim_render import SceneRenderer
 from pi0_bringup.sim_robot import SimRobot, TrajectoryPoint
-from pi0_ros.robot_description import load_robot_description
+from pi0_ros.core.robot_description import load_robot_description
 from support.robots import ROBOT_NAMES, robot_yaml
 
 LEFT_ARM = ("left_waist", "left_shoulder", "left_elbow", "left_forearm_roll", "left_wrist_angle",

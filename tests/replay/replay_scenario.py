@@ -46,11 +46,11 @@ from pi0_msgs.msg import ActionChunk
 from pi0_ros.bag import BagReader, PlaybackConfig, PlaybackStats, Player
 from pi0_ros.bag.play import PlayNode
 from pi0_ros.bag.record import RecordConfig, RecordNode
-from pi0_ros.command_streamer_node import CommandStreamerNode
-from pi0_ros.image_conversion import image_msg_to_rgb
-from pi0_ros.policy_node import PolicyNode
-from pi0_ros.robot_description import RobotDescription, load_robot_description
-from pi0_ros.ros_conversions import duration_to_seconds, qos_profile, stamp_to_seconds
+from pi0_ros.streamer.node import CommandStreamerNode
+from pi0_ros.ros.image_conversion import image_msg_to_rgb
+from pi0_ros.policy.node import PolicyNode
+from pi0_ros.core.robot_description import RobotDescription, load_robot_description
+from pi0_ros.ros.conversions import duration_to_seconds, qos_profile, stamp_to_seconds
 from support.robots import robot_yaml
 from support.ros_graph import RosGraph
 

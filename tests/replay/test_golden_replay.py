@@ -46,8 +46,8 @@ from trajectory_msgs.msg import JointTrajectory
 from pi0_msgs.action import ExecuteInstruction
 from pi0_ros.bag.evaluate import EvaluateConfig, evaluate_bag
 from pi0_ros.bag.evaluation import Selection
-from pi0_ros.policy_loader import ModelSettings
-from pi0_ros.ros_conversions import duration_to_seconds, stamp_to_seconds
+from pi0_ros.policy.model_loader import ModelSettings
+from pi0_ros.ros.conversions import duration_to_seconds, stamp_to_seconds
 from replay_scenario import (CHUNK_TOLERANCE, GOLDEN_CHUNKS, INSTRUCTION, REGENERATE, SEED, WARMUP_ITERATIONS,
                              ReplayOutcome, Scene, chunk_actions, command_positions, description, load_golden,
                              read_scene, record_sim_bag, replay_through_policy)

@@ -7,9 +7,9 @@ import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from pi0_ros.image_conversion import rgb_to_image_msg
-from pi0_ros.robot_description import RobotDescription
-from pi0_ros.ros_conversions import qos_profile
+from pi0_ros.ros.image_conversion import rgb_to_image_msg
+from pi0_ros.core.robot_description import RobotDescription
+from pi0_ros.ros.conversions import qos_profile
 
 
 class FakeSensors:

@@ -11,12 +11,27 @@ The nodes behind the ``bag_record`` and ``bag_play`` commands live in
 :mod:`pi0_ros.bag.record` and :mod:`pi0_ros.bag.play`. Every failure is a
 :class:`BagError`.
 """
-from .errors import BagError
-from .player import PlaybackConfig, PlaybackSink, PlaybackStats, PlaybackTopic, Player, parse_remap, plan_playback
-from .qos import OfferedQos
-from .reader import BagInfo, BagMessage, BagReader, RawMessage, TopicInfo, TruncatedFile
-from .recorder import SUITE_TOPICS, BagRecorder, robot_topics, select_topics
-from .writer import DEFAULT_STORAGE, STORAGES, BagSummary, BagWriter
+from pi0_ros.bag.errors import BagError
+from pi0_ros.bag.player import (
+    PlaybackConfig,
+    PlaybackSink,
+    PlaybackStats,
+    PlaybackTopic,
+    Player,
+    parse_remap,
+    plan_playback,
+)
+from pi0_ros.bag.qos import OfferedQos
+from pi0_ros.bag.reader import (
+    BagInfo,
+    BagMessage,
+    BagReader,
+    RawMessage,
+    TopicInfo,
+    TruncatedFile,
+)
+from pi0_ros.bag.recorder import SUITE_TOPICS, BagRecorder, robot_topics, select_topics
+from pi0_ros.bag.writer import DEFAULT_STORAGE, STORAGES, BagSummary, BagWriter
 
 __all__ = [
     "DEFAULT_STORAGE",

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from ament_index_python.packages import (
+    PackageNotFoundError,
+    get_package_share_directory,
+)
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
-from .errors import BagError
-from .interfaces import TypeName, parse_type_name
+from pi0_ros.bag.errors import BagError
+from pi0_ros.bag.interfaces import TypeName, parse_type_name
 
 SEPARATOR = "=" * 80
 

@@ -27,27 +27,67 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, TextIO
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Optional,
+    Sequence,
+    TextIO,
+)
 
 import numpy as np
 import torch
-
 from pi0_model.errors import Pi0Error
 from pi0_model.policy import Pi0Policy
 
-from ..image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
-from ..observation_source import state_joint_topics
-from ..observation_sync import ObservationSynchronizer, SyncConfig, SyncedObservation, SyncLimits, SyncStatus
-from ..policy_loader import ModelSettings, load_policy
-from ..robot_description import (BASE_ACTION_NAMES, CameraSpec, ControllerSpec, DescriptionError, RobotDescription,
-                                 load_robot_description)
-from .cli import report_error
-from .errors import BagError
-from .evaluation import (COMMANDS, JOINT_STATES, REPORT_FILE, Evaluation, EvaluationError,
-                         EvaluationSettings, ObservationSelector, PredictedChunk, Reference, RunInfo, Selection,
-                         Trajectory, evaluate, report, summary_lines, write_plots, write_report)
-from .interfaces import deserialize
-from .reader import BagInfo, BagReader
+from pi0_ros.bag.cli import report_error
+from pi0_ros.bag.errors import BagError
+from pi0_ros.bag.evaluation import (
+    COMMANDS,
+    JOINT_STATES,
+    REPORT_FILE,
+    Evaluation,
+    EvaluationError,
+    EvaluationSettings,
+    ObservationSelector,
+    PredictedChunk,
+    Reference,
+    RunInfo,
+    Selection,
+    Trajectory,
+    evaluate,
+    report,
+    summary_lines,
+    write_plots,
+    write_report,
+)
+from pi0_ros.bag.interfaces import deserialize
+from pi0_ros.bag.reader import BagInfo, BagReader
+from pi0_ros.core.robot_description import (
+    BASE_ACTION_NAMES,
+    CameraSpec,
+    ControllerSpec,
+    DescriptionError,
+    RobotDescription,
+    load_robot_description,
+)
+from pi0_ros.policy.model_loader import ModelSettings, load_policy
+from pi0_ros.policy.observation_source import state_joint_topics
+from pi0_ros.policy.observation_sync import (
+    ObservationSynchronizer,
+    SyncConfig,
+    SyncedObservation,
+    SyncLimits,
+    SyncStatus,
+)
+from pi0_ros.ros.image_conversion import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+)
 
 PROG = "bag_evaluate"
 _NS = 1_000_000_000

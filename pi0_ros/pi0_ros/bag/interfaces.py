@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from rclpy.serialization import deserialize_message
 
-from .errors import BagError
+from pi0_ros.bag.errors import BagError
 
 _NAME = r"[A-Za-z][A-Za-z0-9_]*"
 _TYPE_RE = re.compile(rf"^({_NAME})/(?:({_NAME})/)?({_NAME})$")

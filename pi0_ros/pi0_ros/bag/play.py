@@ -26,12 +26,18 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
-from .cli import report_error, split_argv, stop_on_signals
-from .errors import BagError
-from .interfaces import message_class
-from .player import PlaybackConfig, PlaybackStats, PlaybackTopic, Player, parse_remap
-from .qos import playback_qos
-from .reader import BagReader
+from pi0_ros.bag.cli import report_error, split_argv, stop_on_signals
+from pi0_ros.bag.errors import BagError
+from pi0_ros.bag.interfaces import message_class
+from pi0_ros.bag.player import (
+    PlaybackConfig,
+    PlaybackStats,
+    PlaybackTopic,
+    Player,
+    parse_remap,
+)
+from pi0_ros.bag.qos import playback_qos
+from pi0_ros.bag.reader import BagReader
 
 PROG = "bag_play"
 _NS = 1_000_000_000

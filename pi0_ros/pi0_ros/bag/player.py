@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Protocol
 
-from .errors import BagError
-from .interfaces import deserialize
-from .qos import OfferedQos
-from .reader import BagInfo, BagReader, RawMessage
+from pi0_ros.bag.errors import BagError
+from pi0_ros.bag.interfaces import deserialize
+from pi0_ros.bag.qos import OfferedQos
+from pi0_ros.bag.reader import BagInfo, BagReader, RawMessage
 
 _NS = 1_000_000_000
 

@@ -29,7 +29,7 @@ from rosbags.interfaces import (
     QosTime,
 )
 
-from .errors import BagError
+from pi0_ros.bag.errors import BagError
 
 INFINITE_NS = 2**63 - 1  # RMW_DURATION_INFINITE; stored as {sec: 9223372036, nsec: 854775807}
 _NS = 1_000_000_000

@@ -39,10 +39,10 @@ from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 
-from .errors import BagError
-from .interfaces import deserialize, message_class
-from .qos import OfferedQos
-from .writer import absolute_topic
+from pi0_ros.bag.errors import BagError
+from pi0_ros.bag.interfaces import deserialize, message_class
+from pi0_ros.bag.qos import OfferedQos
+from pi0_ros.bag.writer import absolute_topic
 
 if sys.version_info >= (3, 14):
     from compression import zstd

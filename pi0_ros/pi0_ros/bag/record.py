@@ -29,14 +29,20 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.topic_endpoint_info import TopicEndpointInfo
 
-from ..robot_description import DescriptionError, load_robot_description
-from .cli import report_error, split_argv, stop_on_signals
-from .definitions import DefinitionSource
-from .errors import BagError
-from .interfaces import message_class
-from .qos import OfferedQos, recording_qos
-from .recorder import BagRecorder, select_topics
-from .writer import DEFAULT_METADATA_VERSION, DEFAULT_STORAGE, METADATA_VERSIONS, STORAGES, BagSummary
+from pi0_ros.bag.cli import report_error, split_argv, stop_on_signals
+from pi0_ros.bag.definitions import DefinitionSource
+from pi0_ros.bag.errors import BagError
+from pi0_ros.bag.interfaces import message_class
+from pi0_ros.bag.qos import OfferedQos, recording_qos
+from pi0_ros.bag.recorder import BagRecorder, select_topics
+from pi0_ros.bag.writer import (
+    DEFAULT_METADATA_VERSION,
+    DEFAULT_STORAGE,
+    METADATA_VERSIONS,
+    STORAGES,
+    BagSummary,
+)
+from pi0_ros.core.robot_description import DescriptionError, load_robot_description
 
 PROG = "bag_record"
 

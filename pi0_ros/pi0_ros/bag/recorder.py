@@ -13,10 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..robot_description import RobotDescription
-from .errors import BagError
-from .qos import OfferedQos
-from .writer import DEFAULT_METADATA_VERSION, DEFAULT_STORAGE, BagSummary, BagWriter
+from pi0_ros.bag.errors import BagError
+from pi0_ros.bag.qos import OfferedQos
+from pi0_ros.bag.writer import (
+    DEFAULT_METADATA_VERSION,
+    DEFAULT_STORAGE,
+    BagSummary,
+    BagWriter,
+)
+from pi0_ros.core.robot_description import RobotDescription
 
 # Topics of the suite itself (relative, so a launch namespace applies). The
 # instruction goal travels over the action's services, which are not topics:

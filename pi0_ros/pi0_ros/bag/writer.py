@@ -26,13 +26,18 @@ from typing import Any, Optional, Sequence
 from rclpy.serialization import serialize_message
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
-from rosbags.rosbag2.storage_mcap import Channel, McapWriter, write_channel, write_string
+from rosbags.rosbag2.storage_mcap import (
+    Channel,
+    McapWriter,
+    write_channel,
+    write_string,
+)
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
 
-from .definitions import DefinitionSource
-from .errors import BagError
-from .interfaces import parse_type_name, type_name_of
-from .qos import OfferedQos
+from pi0_ros.bag.definitions import DefinitionSource
+from pi0_ros.bag.errors import BagError
+from pi0_ros.bag.interfaces import parse_type_name, type_name_of
+from pi0_ros.bag.qos import OfferedQos
 
 STORAGES = ("mcap", "sqlite3")
 DEFAULT_STORAGE = "mcap"  # rosbag2's default since Iron; Humble's is sqlite3

@@ -1,0 +1,64 @@
+"""An action chunk in time, and the hand-over strategies between chunks: shared by both sides.
+
+A chunk is a time-indexed trajectory: row k is meant for ``stamp + k * step``
+(docs/ARCHITECTURE.md). The policy produces it, the streamer executes it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+class Handover(str, enum.Enum):
+    WAIT = "wait"
+    SPLICE = "splice"
+    BLEND = "blend"
+    RTC = "rtc"
+
+    @classmethod
+    def parse(cls, value: str) -> "Handover":
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(h.value for h in cls)
+            raise ValueError(f"unknown chunk handover '{value}' (expected one of {choices})") from None
+
+
+@dataclass(frozen=True)
+class TimedChunk:
+    goal_id: str
+    sequence: int
+    stamp: float  # time of row 0, s (the observation time)
+    step: float  # seconds between rows
+    actions: np.ndarray  # [horizon, dims], in the streamer's action order
+
+    def __post_init__(self) -> None:
+        if self.actions.ndim != 2 or self.actions.shape[0] < 1:
+            raise ValueError(f"chunk actions must be [horizon>=1, dims], got shape {self.actions.shape}")
+        if not self.step > 0:
+            raise ValueError(f"chunk step must be positive, got {self.step}")
+
+    @property
+    def end(self) -> float:
+        return self.stamp + (self.actions.shape[0] - 1) * self.step
+
+    def covers(self, t: float) -> bool:
+        return t <= self.end + 1e-9
+
+    def sample(self, t: float) -> Optional[np.ndarray]:
+        """The action for time t, linearly interpolated between rows; None after the last row."""
+        if not self.covers(t):
+            return None
+        position = max(0.0, (t - self.stamp) / self.step)
+        row = min(int(position), self.actions.shape[0] - 1)
+        if row + 1 >= self.actions.shape[0]:
+            return self.actions[-1].copy()
+        fraction = position - row
+        return (1.0 - fraction) * self.actions[row] + fraction * self.actions[row + 1]
+
+    def restarted_at(self, t: float) -> "TimedChunk":
+        return dataclasses.replace(self, stamp=t)

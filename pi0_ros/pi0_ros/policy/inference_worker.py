@@ -1,0 +1,146 @@
+"""The inference loop: newest synchronized observation in, action chunk out.
+
+Runs on a thread of its own so that the action server, status and feedback
+keep flowing while the model computes. It serves one goal session at a time;
+a new session (preemption) takes over after the inference in flight, whose
+chunk is then dropped rather than published under the wrong goal.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Protocol
+
+import numpy as np
+
+from pi0_ros.core.chunk import TimedChunk
+from pi0_ros.policy.goal_session import EndReason, GoalSession
+from pi0_ros.policy.rtc_planner import LatencyEstimate, RtcPlan, plan_rtc
+
+
+class Observation(Protocol):
+    stamp: float  # s, the time the chunk will be stamped with
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    actions: np.ndarray  # [horizon, action_dim], unnormalized, robot action order
+    inference_ms: float  # model time (preprocessing to postprocessing)
+    frozen_steps: int  # rows kept from the previous chunk by real-time chunking
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    chunk: TimedChunk
+    inference_ms: float
+    latency: float  # s from the observation to the moment the chunk was ready
+    frozen_steps: int
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    action_step: float  # s between chunk rows
+    horizon: int
+    stale_timeout: float  # end the goal when no new observation arrives for this long
+    real_time_chunking: bool
+    initial_latency: float  # s, latency estimate before the first chunk (from warm-up)
+    poll_interval: float = 0.002
+
+    def __post_init__(self) -> None:
+        if not (self.action_step > 0 and self.horizon >= 1 and self.stale_timeout > 0 and self.initial_latency >= 0):
+            raise ValueError(f"invalid inference worker settings: {self}")
+
+
+NextObservation = Callable[[float, Optional[float]], "tuple[Optional[Any], str]"]
+Infer = Callable[[Any, str, Optional[RtcPlan]], ModelOutput]
+
+
+class InferenceWorker:
+    def __init__(self, config: WorkerConfig, clock: Callable[[], float], next_observation: NextObservation,
+                 infer: Infer, publish: Callable[[ChunkRecord], None]) -> None:
+        """next_observation(now, newer_than) returns (observation or None, reason when None)."""
+        self.config = config
+        self._clock = clock
+        self._next_observation = next_observation
+        self._infer = infer
+        self._publish = publish
+        self._session: Optional[GoalSession] = None
+        self._wake = threading.Event()
+        self._shutdown = threading.Event()
+        self._sequence = 0
+        self._thread = threading.Thread(target=self._run, name="pi0_inference", daemon=True)
+
+    @property
+    def chunks_published(self) -> int:
+        return self._sequence
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._shutdown.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def serve(self, session: GoalSession) -> None:
+        """Makes `session` the goal to serve; the caller has already stopped the previous one."""
+        self._session = session
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._shutdown.is_set():
+            session = self._session
+            if session is None or not session.active:
+                self._wake.wait(0.05)
+                self._wake.clear()
+                continue
+            self._serve(session)
+
+    def _serve(self, session: GoalSession) -> None:
+        latency = LatencyEstimate(self.config.initial_latency)
+        previous: Optional[TimedChunk] = None
+        last_stamp: Optional[float] = None
+        waiting_since = self._clock()
+        while session.active and not self._shutdown.is_set() and self._session is session:
+            now = self._clock()
+            session.check_duration(now)
+            observation, reason = self._next_observation(now, last_stamp)
+            if observation is None:
+                if now - waiting_since > self.config.stale_timeout:
+                    session.stop(EndReason.OBSERVATION_STALE,
+                                 f"no new synchronized observation for {now - waiting_since:.2f} s: {reason}")
+                time.sleep(self.config.poll_interval)
+                continue
+            last_stamp = observation.stamp
+            record = self._chunk_for(session, observation, previous, latency.value)
+            if record is None:
+                return
+            self._publish(record)
+            previous = record.chunk
+            latency.record(record.latency)
+            session.record_chunk(record.inference_ms)
+            waiting_since = self._clock()
+
+    def _chunk_for(self, session: GoalSession, observation: Any, previous: Optional[TimedChunk],
+                   expected_latency: float) -> Optional[ChunkRecord]:
+        """Runs the model; None when the goal ended meanwhile or the model failed (goal stopped)."""
+        plan = None
+        if self.config.real_time_chunking:
+            plan = plan_rtc(previous, observation.stamp, self.config.action_step, self.config.horizon,
+                            expected_latency)
+        try:
+            output = self._infer(observation, session.instruction, plan)
+        except Exception as exc:  # noqa: BLE001 - any model failure must end the goal, not the thread
+            session.stop(EndReason.INFERENCE_FAILED, f"inference failed: {type(exc).__name__}: {exc}")
+            return None
+        if not np.all(np.isfinite(output.actions)):
+            session.stop(EndReason.INFERENCE_FAILED, "the model produced NaN or infinite actions")
+            return None
+        if not session.active or self._session is not session:
+            return None
+        self._sequence += 1
+        chunk = TimedChunk(session.goal_id, self._sequence, observation.stamp, self.config.action_step,
+                           output.actions)
+        return ChunkRecord(chunk, output.inference_ms, self._clock() - observation.stamp, output.frozen_steps)

@@ -1,0 +1,68 @@
+"""Builds the pi0 policy a robot description asks for (checkpoint or tiny demo model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from pi0_model.normalization import Normalization, NormStats
+from pi0_model.policy import Pi0Policy, RobotIO
+from pi0_model.transforms import TransformPipeline
+from pi0_ros.core.robot_description import BASE_ACTION_NAMES, RobotDescription
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    checkpoint: str  # checkpoint directory; "" builds the random-init tiny model
+    device: str  # "cpu", "cuda" or "cuda:N"
+    dtype: str  # "float32" or "bfloat16"
+    num_steps: Optional[int] = None  # denoising steps; None keeps the checkpoint's
+    tokenizer_path: Optional[str] = None  # None looks inside the checkpoint
+    norm_stats_path: Optional[str] = None  # None uses the description's, then the checkpoint's
+    seed: int = 0  # tiny-model weights and sampling noise
+    compile_mode: Optional[str] = None  # torch.compile mode, None for eager
+
+
+def robot_io(description: RobotDescription, norm_stats_path: Optional[str] = None) -> RobotIO:
+    """How the description's cameras, state and actions map onto the model."""
+    stats = norm_stats_path or description.norm_stats_path()
+    return RobotIO(
+        camera_slots={c.name: c.slot for c in description.policy_cameras},
+        state_dim=len(description.policy.state),
+        action_dim=len(description.policy.actions),
+        transforms=description.policy.transforms,
+        norm_stats_path=None if stats is None else str(stats),
+    )
+
+
+def demo_normalization(description: RobotDescription) -> Normalization:
+    """Stats that map the tiny random model's unit-scale outputs to small motions around the home pose.
+
+    A random-init model has no stats of its own. Stats live in model space, after
+    the robot adaptations (e.g. ALOHA's sign flips), so the home pose is adapted
+    the same way before it becomes the mean.
+    """
+    pipeline = TransformPipeline.parse(description.policy.transforms)
+    home_state = np.array([description.joint(n).home for n in description.policy.state])
+    home_actions = np.array([0.0 if n in BASE_ACTION_NAMES else description.joint(n).home
+                             for n in description.policy.actions])
+    stages = pipeline.adapt_state(home_state)
+    action_mean = pipeline.actions_in(home_actions[None, :], stages)[0]
+    state_std = np.array([0.05 * (description.joint(n).upper - description.joint(n).lower)
+                          for n in description.policy.state])
+    action_std = np.array([0.05 if n in BASE_ACTION_NAMES
+                           else 0.05 * (description.joint(n).upper - description.joint(n).lower)
+                           for n in description.policy.actions])
+    return Normalization(state=NormStats(mean=stages[-1], std=state_std),
+                         actions=NormStats(mean=action_mean, std=action_std))
+
+
+def load_policy(description: RobotDescription, settings: ModelSettings) -> Pi0Policy:
+    io = robot_io(description, settings.norm_stats_path)
+    if not settings.checkpoint:
+        return Pi0Policy.tiny(io, normalization=demo_normalization(description), seed=settings.seed,
+                              device=settings.device, num_steps=settings.num_steps)
+    return Pi0Policy.from_checkpoint(settings.checkpoint, io, device=settings.device, dtype=settings.dtype,
+                                     num_steps=settings.num_steps, tokenizer_path=settings.tokenizer_path,
+                                     compile_mode=settings.compile_mode, seed=settings.seed)

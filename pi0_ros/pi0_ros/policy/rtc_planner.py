@@ -1,0 +1,56 @@
+"""What real-time chunking needs from the runtime: the previous chunk on the
+new chunk's time base and how many of its actions execute during inference.
+
+The streamer splices a new chunk in at the row whose time is "now", so the
+actions for [t_obs, t_obs + latency) come from the previous chunk. The model
+freezes exactly those and guides the rest toward the previous chunk
+(arXiv 2506.07339), so the hand-over is continuous.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from pi0_ros.core.chunk import TimedChunk
+
+
+@dataclass(frozen=True)
+class RtcPlan:
+    previous_actions: np.ndarray  # [rows, dims]: row k is the previous chunk at t_obs + k * step
+    frozen_steps: int  # leading rows that will have executed before the new chunk arrives
+
+
+def plan_rtc(previous: Optional[TimedChunk], observation_time: float, step: float, horizon: int,
+             expected_latency: float) -> Optional[RtcPlan]:
+    """The guidance for a chunk observed at `observation_time`, or None without a usable previous chunk."""
+    if previous is None:
+        return None
+    rows = []
+    for k in range(horizon):
+        action = previous.sample(observation_time + k * step)
+        if action is None:
+            break
+        rows.append(action)
+    if not rows:
+        return None
+    frozen = min(len(rows), max(0, math.ceil(expected_latency / step - 1e-9)))
+    return RtcPlan(np.stack(rows), frozen)
+
+
+class LatencyEstimate:
+    """A conservative observation-to-chunk latency: the largest of the recent ones."""
+
+    def __init__(self, initial: float, window: int = 5) -> None:
+        self._recent: deque[float] = deque([initial], maxlen=window)
+
+    def record(self, latency: float) -> None:
+        if math.isfinite(latency) and latency >= 0:
+            self._recent.append(latency)
+
+    @property
+    def value(self) -> float:
+        return max(self._recent)
