@@ -160,9 +160,12 @@ class LiveGraph:
             return [c for c in self.commands if c[0] >= since]
 
     def assert_serves_a_goal(self) -> None:
+        sent = time.monotonic()
         result = self.result(self.send(max_duration=2.0))
         assert result.end_reason == Result.END_REASON_DURATION_REACHED, result.message
-        assert result.commands_sent > 0
+        with self.lock:
+            reasons = {s.hold_reason for s in self.streamer[-40:]}
+        assert result.commands_sent > 0, (reasons, self.commands_after(sent)[-3:], "".join(self.output)[-3000:])
 
     def assert_quiet(self, seconds: float = 1.0) -> None:
         """Nothing is commanded until a new goal."""

@@ -132,6 +132,7 @@ class PolicyNode(LifecycleNode):
         self._last_rejection = ""
         self._streamer_heard: Optional[float] = None  # node-clock time of the last streamer_status
         self._streamer_silent_checks = 0  # consecutive goal supervisions that found the streamer silent
+        self._streamer_not_ready = ""  # why the streamer could not stream a goal yet, as it last said
         self._inference_times = RateMonitor(period=1.0, window=50)
         self._last_inference_ms = 0.0
         self._chunks_total = 0
@@ -328,6 +329,11 @@ class PolicyNode(LifecycleNode):
             return (ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER,
                     "no command streamer is connected (nothing on streamer_status for a second): start "
                     "pi0_command_streamer, or set require_streamer:=false to run without one")
+        if self._values["require_streamer"] and self._streamer_not_ready:
+            # Hearing the streamer proves only one direction of DDS discovery: it must hear this node too,
+            # and have a start pose, or the goal would run without moving the robot.
+            return (ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER,
+                    f"the command streamer is not ready: {self._streamer_not_ready}")
         assert self._source is not None
         sync = self._source.latest()
         if not sync.ok:
@@ -522,6 +528,7 @@ class PolicyNode(LifecycleNode):
 
     def _on_streamer_status(self, message: StreamerStatus) -> None:
         self._streamer_heard = self._now()
+        self._streamer_not_ready = message.not_ready_reason
         session = self._session
         if session is not None and message.goal_id == session.goal_id:
             session.set_commands_sent(message.commands_sent)

@@ -181,6 +181,16 @@ class CommandStream:
                         f"(at most {reachable:.3g} is reachable at its velocity limit)")
         return ""
 
+    def start_problem(self, now: float) -> str:
+        """Why a goal starting now could not be streamed yet; "" when it could."""
+        if self._status_time is None or now - self._status_time > self.config.status_timeout:
+            return "it hears no policy_status (DDS discovery may still be under way)"
+        if self._last_command is not None and self._recently_published(now):
+            return ""  # a new goal continues from the last command
+        if self._measured_pose(now) is None:
+            return self._start_pose_wait_reason(now)
+        return ""
+
     def tick(self, now: float) -> StreamTick:
         tick = self._decide(now)
         if tick.commands is not None:
@@ -220,10 +230,12 @@ class CommandStream:
         early, self._early_chunk = self._early_chunk, None
         if early is not None and early[0] == goal_id:
             self.on_chunk(*early, now=now)
-        commanding = self._last_published is not None and now - self._last_published <= self.config.status_timeout
-        if not commanding:
+        if not self._recently_published(now):
             # After idle the controllers' setpoints may have moved: start from where the robot is (or wait).
             self._last_command = None
+
+    def _recently_published(self, now: float) -> bool:
+        return self._last_published is not None and now - self._last_published <= self.config.status_timeout
 
     def _end_goal(self, now: float, reason: str) -> None:
         self._end_reason = reason

@@ -185,6 +185,7 @@ class CommandStreamerNode(Node):
             mode=int(tick.mode),
             hold_reason=tick.hold_reason,
             goal_id=self.stream.goal_id,
+            not_ready_reason=self.stream.start_problem(self._now()),
             commands_sent=self.stream.commands_sent,
             active_chunk_sequence=tick.chunk_sequence,
             command_rate_hz=stats.rate_hz,

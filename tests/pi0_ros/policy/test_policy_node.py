@@ -325,6 +325,27 @@ def test_a_goal_that_cannot_start_in_time_aborts_with_the_reason(ros_graph):
     harness.client.destroy()
 
 
+def test_a_goal_waits_while_the_streamer_says_it_is_not_ready(ros_graph):
+    policy = make_policy_node(ros_graph, require_streamer=True, goal_start_timeout_s=60.0)
+    assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    harness = Harness(ros_graph, policy)
+    reason = ["it hears no policy_status (DDS discovery may still be under way)"]
+    publisher = harness.peer.create_publisher(StreamerStatus, "streamer_status", qos_profile("reliable", 10))
+    harness.peer.create_timer(0.1, lambda: publisher.publish(StreamerStatus(not_ready_reason=reason[0])))
+    harness.wait_ready()
+    feedback = []
+    handle = harness.send(max_chunks=2, feedback=lambda m: feedback.append(m.feedback))
+    harness.graph.wait_for(lambda: feedback and feedback[-1].phase == Feedback.PHASE_WAITING_FOR_STREAMER,
+                           what="feedback: waiting for the streamer")
+    time.sleep(0.5)
+    assert not harness.chunks and not any(s.goal_active for s in harness.statuses), "nothing runs before it is ready"
+    reason[0] = ""
+    response = harness.result(handle, timeout=60.0)
+    assert response.result.end_reason == Result.END_REASON_CHUNK_LIMIT_REACHED, response.result.message
+    harness.client.destroy()
+
+
 def test_a_goal_whose_streamer_is_lost_aborts_and_clears_goal_active(ros_graph):
     policy = make_policy_node(ros_graph, require_streamer=True, goal_start_timeout_s=60.0)
     assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS

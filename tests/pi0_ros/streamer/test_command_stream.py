@@ -252,3 +252,22 @@ def test_a_jump_is_plausible_once_the_joint_could_have_moved_there():
     assert not stream.on_joint_positions({"j0": 1.0, "j1": 0.0}, 1.0), "2 units in 1 s at 2.5 units/s"
     tick = first_command_after_idle(stream, 1.0)
     assert tick.mode is StreamMode.STREAMING and tick.commands[0][0] == pytest.approx(0.95)
+
+
+def test_start_problem_says_when_a_goal_could_not_be_streamed_yet():
+    stream = make_stream(joint_state_timeout=0.5)
+    assert "hears no policy_status" in stream.start_problem(0.0)
+    stream.on_status(False, "", 0.0)
+    assert "fresh joint states" in stream.start_problem(0.01)
+    stream.on_joint_positions({"j0": 9.0, "j1": 0.0}, 0.02)
+    assert "plausible joint states" in stream.start_problem(0.03)
+    stream.on_joint_positions({"j0": 0.0, "j1": 0.0}, 0.04)
+    assert stream.start_problem(0.05) == ""
+    assert "hears no policy_status" in stream.start_problem(0.6), "the policy status went quiet"
+    stream.on_joint_positions({"j0": 0.0, "j1": 0.0}, 0.6)
+    stream.on_status(True, "goal-a", 0.6)
+    stream.on_chunk("goal-a", 1, 0.6, PERIOD, NAMES, chunk_rows([0.0, 0.0]), now=0.6)
+    assert stream.tick(0.61).mode is StreamMode.STREAMING
+    stream.on_status(True, "goal-a", 1.5)
+    assert stream.tick(1.5).commands is not None
+    assert stream.start_problem(1.51) == "", "while commanding, a new goal continues from the last command"
