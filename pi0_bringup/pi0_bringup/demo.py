@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
 import sys
 from pathlib import Path
@@ -24,7 +23,9 @@ from typing import Optional
 
 import numpy as np
 
-from pi0_bringup.demo_client import CommandLog, GoalReport
+from pi0_bringup import supervisor
+from pi0_bringup.demo_client import GoalReport
+from pi0_bringup.graph_client import CommandRecorder
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.rate_monitor import RateStats, rate_stats
 from pi0_ros.core.robot_description import DescriptionError, RobotDescription
@@ -33,15 +34,9 @@ DEFAULT_INSTRUCTIONS = ("raise the arms", "reach forward", "go home")
 
 
 def isolate_ros_domain() -> int:
-    """A private domain on localhost for this process and the graph it starts."""
-    domain = int(os.environ.get("PI0_DEMO_DOMAIN_ID", random.SystemRandom().randint(1, 101)))
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    if os.environ.get("ROS_DISTRO") == "humble":
-        os.environ["ROS_LOCALHOST_ONLY"] = "1"
-    else:
-        os.environ.pop("ROS_LOCALHOST_ONLY", None)
-    return domain
+    """A private domain on localhost for this process and the graph it starts (PI0_DEMO_DOMAIN_ID chooses it)."""
+    chosen = os.environ.get("PI0_DEMO_DOMAIN_ID")
+    return supervisor.isolate_ros_domain(int(chosen) if chosen else None)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -98,34 +93,24 @@ def _demo_checkpoint(description: RobotDescription) -> Path:
 
 
 def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: str, output: Path) -> int:
-    import rclpy
-    from rclpy.signals import SignalHandlerOptions
-
-    from pi0_bringup.demo_client import DemoClient
+    from pi0_bringup.demo_client import run_instructions, streamer_jitter_p99_ms
     from pi0_bringup.graph import GraphOptions, node_graph
-    from pi0_bringup.run import GraphProcesses
+    from pi0_bringup.graph_client import GraphClient
 
     options = GraphOptions(robot=str(description.source), checkpoint=checkpoint, device=args.device,
                            dtype=args.dtype, sim=True, chunk_handover=args.chunk_handover,
                            torch_threads=1, sim_image_size=args.image_size)
     logs = output / "logs"
     print(f"[demo] starting simulated robot, policy and streamer (logs in {logs})")
-    # rclpy's own SIGTERM handler only shuts its context down, which the demo's waits do not notice.
-    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    # GraphClient leaves rclpy's signal handlers off: SIGTERM interrupts the waits like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with GraphProcesses(node_graph(options), log_dir=logs) as graph:
-            client = DemoClient(description)
-            try:
-                reports = client.run(args.instruction, args.duration, graph)
-                stats = rate_stats(client.command_times(), description.control_period)
-                streamer_jitter = client.streamer_jitter_p99_ms
-                plot = _plot(description, client.log, output / f"{description.name}_commands.png")
-            finally:
-                client.destroy_node()
-    finally:
-        if rclpy.ok():
-            rclpy.shutdown()
+    with supervisor.GraphProcesses(node_graph(options), log_dir=logs) as graph, \
+            GraphClient(description, name="pi0_demo_client") as client:
+        reports = run_instructions(client, args.instruction, args.duration, graph)
+        first = description.controllers[0].name  # every controller gets one command per tick
+        stats = rate_stats(client.commands.times(first), description.control_period)
+        streamer_jitter = streamer_jitter_p99_ms(client)
+        plot = _plot(description, client.commands, output / f"{description.name}_commands.png")
     print(_summary(description, reports, stats, streamer_jitter, plot))
     return 0 if reports and all(_moved_the_robot(r) for r in reports) else 1
 
@@ -160,26 +145,28 @@ def _summary(description: RobotDescription, reports: list[GoalReport], stats: Ra
     return "\n".join(lines)
 
 
-def _plot(description: RobotDescription, log: CommandLog, path: Path) -> Optional[Path]:
+def _plot(description: RobotDescription, commands: CommandRecorder, path: Path) -> Optional[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [g for g in description.joint_groups if log.times.get(g.controller.name)]
-    if description.base is not None and log.times.get(description.base.controller.name):
+    # One snapshot per controller: the client keeps recording while this runs.
+    received = {c.name: commands.all(c.name) for c in description.controllers}
+    times = {name: [c.received for c in records] for name, records in received.items()}
+    groups = [g for g in description.joint_groups if times[g.controller.name]]
+    if description.base is not None and times[description.base.controller.name]:
         groups.append(None)
     if not groups:
         return None
-    start = min(t[0] for t in log.times.values() if t)
+    start = min(t[0] for t in times.values() if t)
     figure, axes = plt.subplots(len(groups), 1, figsize=(10, 2.2 * len(groups)), sharex=True, squeeze=False)
     for axis, group in zip(axes[:, 0], groups):
         name = description.base.controller.name if group is None else group.controller.name
         labels = ("linear x [m/s]", "angular z [rad/s]") if group is None else group.joint_names
-        times = np.array(log.times[name]) - start
-        values = np.array(log.values[name])
+        values = np.array([c.values for c in received[name]])
         for column, label in enumerate(labels):
-            axis.plot(times, values[:, column], label=label, linewidth=1.2)
+            axis.plot(np.array(times[name]) - start, values[:, column], label=label, linewidth=1.2)
         axis.set_title(name, fontsize=9, loc="left")
         axis.legend(fontsize=7, loc="upper right", ncol=2)
         axis.grid(alpha=0.3)

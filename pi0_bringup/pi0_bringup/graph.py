@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from pi0_model.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype
 from pi0_ros.core.chunk import Handover
+from pi0_ros.core.heartbeat import STREAMER_TIMEOUT_S
 from pi0_ros.core.robot_description import RobotDescription
 
 from pi0_bringup.robots import load_robot, robot_description_path
-
-DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,8 @@ class NodeSpec:
 class GraphOptions:
     robot: str  # shipped robot name (aloha, mobile_aloha, ur5e, franka) or a description YAML path
     checkpoint: str = ""  # pi0 checkpoint directory; "" runs the tiny demo model
-    device: str = "cpu"  # "cpu", "cuda" or "cuda:N"
-    dtype: str = "float32"
+    device: str = DEFAULT_DEVICE  # "cpu", "cuda" or "cuda:N"
+    dtype: str = DEFAULT_DTYPE  # one of pi0_model.options.DTYPE_NAMES
     namespace: str = ""
     use_sim_time: bool = False
     sim: bool = False  # also start the simulated robot
@@ -50,15 +50,13 @@ class GraphOptions:
     policy_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_policy parameters
     streamer_parameters: Mapping[str, Any] = field(default_factory=dict)  # extra pi0_command_streamer parameters
     # A node that dies is restarted after this many seconds (launch's respawn); 0 disables. Longer than the
-    # policy's streamer timeout (1 s), so a goal of a dead streamer ends before a new streamer appears.
-    respawn_delay: float = 2.0
+    # policy's streamer timeout (STREAMER_TIMEOUT_S), so a goal of a dead streamer ends before a new streamer appears.
+    respawn_delay: float = 2.0 * STREAMER_TIMEOUT_S
 
     def __post_init__(self) -> None:
         Handover.parse(self.chunk_handover)
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
-        if not (self.device == "cpu" or self.device == "cuda" or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be cpu, cuda or cuda:N, got '{self.device}'")
+        check_dtype(self.dtype)
+        check_device(self.device)
         if self.namespace and not self.namespace.startswith("/"):
             raise ValueError(f"namespace must be absolute (start with '/'), got '{self.namespace}'")
         if self.checkpoint and not Path(self.checkpoint).is_dir():

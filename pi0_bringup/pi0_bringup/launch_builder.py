@@ -11,18 +11,21 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
+from pi0_model.options import DEVICE_FORMS, DTYPE_NAMES
+from pi0_ros.core.chunk import Handover
+
 from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
 
 # name -> (default, description); every argument maps onto a GraphOptions field.
 ARGUMENTS = {
     "checkpoint": ("", "pi0 checkpoint directory; empty runs the tiny demo model"),
-    "device": ("cpu", "torch device: cpu, cuda or cuda:N"),
-    "dtype": ("float32", "model dtype: float32 or bfloat16"),
+    "device": (GraphOptions.device, f"torch device: {DEVICE_FORMS}"),
+    "dtype": (GraphOptions.dtype, f"model dtype: {' or '.join(DTYPE_NAMES)}"),
     "namespace": ("", "namespace of all nodes and topics, e.g. /left_robot"),
     "use_sim_time": ("false", "use /clock (bag replay, Gazebo); not with sim:=true, whose robot runs on the system clock"),
     "sim": ("false", "also start the simulated robot"),
     "autostart": ("true", "configure and activate the policy node on startup"),
-    "chunk_handover": ("splice", "wait, splice, blend or rtc"),
+    "chunk_handover": (GraphOptions.chunk_handover, ", ".join(Handover.choices())),
     "seed": ("0", "seed of the sampling noise (and of the tiny model)"),
     "torch_threads": ("0", "CPU threads for torch; 0 = default"),
     "streamer_priority": ("10", "SCHED_FIFO priority of the command streamer; 0 = normal scheduling"),

@@ -9,127 +9,25 @@ stops them all (later ones are ignored while they stop). A node that crashes
 (any exit code but 0, and 2 for a configuration error) is restarted after
 `--respawn-delay` seconds, as launch's `respawn` does; otherwise, when a node
 ends, the others are stopped too. No process is left behind: every child gets its own
-process group, which is signalled and, if it does not exit in time, killed.
+process group, which is signalled and, if it does not exit in time, killed, and dies with
+the runner should the runner itself be killed (pi0_bringup.supervisor).
 The exit code is 0 only when every node stopped cleanly (exit code 0).
 """
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
-from typing import IO, Iterable, Mapping, Optional, Sequence
+from typing import Optional
 
-import yaml
-
-from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
+from pi0_bringup.graph import GraphOptions, node_graph
 from pi0_bringup.robots import available_robots
+from pi0_bringup.supervisor import GraphProcesses
+from pi0_model.options import DEVICE_FORMS, DTYPE_NAMES
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.robot_description import DescriptionError
 from pi0_ros.core.stop_signals import stop_on_first_signal
-
-
-def node_command(spec: NodeSpec, namespace: str, params_file: Path) -> list[str]:
-    """The node's process; the user's parameter files first, so the graph's own values win (as in launch)."""
-    command = [sys.executable, "-m", spec.module, "--ros-args", "-r", f"__node:={spec.name}"]
-    for user_file in spec.params_files:
-        command += ["--params-file", user_file]
-    command += ["--params-file", str(params_file)]
-    if namespace:
-        command += ["-r", f"__ns:={namespace}"]
-    return command
-
-
-def write_params_file(spec: NodeSpec, directory: Path) -> Path:
-    path = directory / f"{spec.name}.yaml"
-    # "/**" matches the node whatever its namespace; each file is given to one node only.
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(spec.parameters)}}, sort_keys=False))
-    return path
-
-
-class GraphProcesses:
-    """The processes of a node graph; a context manager that always stops them."""
-
-    def __init__(self, specs: Sequence[NodeSpec], namespace: str = "", log_dir: Optional[Path] = None,
-                 env: Optional[Mapping[str, str]] = None) -> None:
-        self.specs = tuple(specs)
-        self.namespace = namespace
-        self.log_dir = log_dir
-        self.env = dict(os.environ if env is None else env)
-        self.processes: dict[str, subprocess.Popen] = {}
-        self._logs: list[IO] = []
-        self._params_dir = tempfile.TemporaryDirectory(prefix="pi0_graph_")
-
-    def __enter__(self) -> "GraphProcesses":
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        for spec in self.specs:
-            self._start(spec)
-
-    def restart(self, name: str) -> None:
-        """Starts the node `name` again (its previous process has ended)."""
-        self._start(next(s for s in self.specs if s.name == name))
-
-    def _start(self, spec: NodeSpec) -> None:
-        params = write_params_file(spec, Path(self._params_dir.name))
-        output = None
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            output = open(self.log_dir / f"{spec.name}.log", "a")  # a restart appends
-            self._logs.append(output)
-        # A process group of its own (to signal the node and its children together), but the
-        # runner's session: with sched_autogroup the kernel shares CPU per session, and one
-        # session per node made the 50 Hz streamer wait behind the others.
-        self.processes[spec.name] = subprocess.Popen(
-            node_command(spec, self.namespace, params), env=self.env, stdout=output,
-            stderr=subprocess.STDOUT if output else None, preexec_fn=os.setpgrp)
-
-    def exited(self, ignore: Iterable[str] = ()) -> Optional[tuple[str, int]]:
-        """(node name, exit code) of the first node that ended, except those in `ignore`; None while all run."""
-        for name, process in self.processes.items():
-            if name in ignore:
-                continue
-            code = process.poll()
-            if code is not None:
-                return name, code
-        return None
-
-    def stop(self, timeout: float = 10.0) -> dict[str, int]:
-        """SIGINT to every node, then SIGTERM and SIGKILL for those still running. Returns exit codes."""
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-            running = [p for p in self.processes.values() if p.poll() is None]
-            if not running:
-                break
-            for process in running:
-                _signal_group(process, sig)
-            deadline = time.monotonic() + wait
-            for process in running:
-                try:
-                    process.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-        for log in self._logs:
-            log.close()
-        self._logs.clear()
-        self._params_dir.cleanup()
-        return {name: p.returncode for name, p in self.processes.items()}
-
-
-def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
@@ -145,13 +43,13 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     """The launch files' arguments, as command-line options."""
     parser.add_argument("robot", help=f"robot name ({', '.join(available_robots())}) or description YAML path")
     parser.add_argument("--checkpoint", default="", help="pi0 checkpoint directory (default: tiny demo model)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--device", default=GraphOptions.device, help=DEVICE_FORMS)
+    parser.add_argument("--dtype", default=GraphOptions.dtype, choices=DTYPE_NAMES)
     parser.add_argument("--namespace", default="", help="namespace of all nodes and topics, e.g. /left_robot")
     parser.add_argument("--use-sim-time", action="store_true", help="use /clock (bag replay); not with --sim")
     parser.add_argument("--sim", action="store_true", help="also start the simulated robot")
     parser.add_argument("--no-autostart", action="store_true", help="leave the policy node unconfigured")
-    parser.add_argument("--chunk-handover", default=Handover.SPLICE.value, choices=[h.value for h in Handover])
+    parser.add_argument("--chunk-handover", default=Handover.SPLICE.value, choices=Handover.choices())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--torch-threads", type=int, default=0)
     parser.add_argument("--streamer-priority", type=int, default=10,
@@ -180,7 +78,7 @@ def _wait_for_stop(graph: GraphProcesses, stop: threading.Event) -> int:
         if ended is None:
             continue
         name, code = ended
-        delay = next(s.respawn_delay for s in graph.specs if s.name == name)
+        delay = graph.spec(name).respawn_delay
         if delay is not None and code not in _NO_RESPAWN_CODES:
             print(f"[run] node {name} exited with code {code}; restarting it in {delay:g} s", file=sys.stderr)
             restart_at[name] = time.monotonic() + delay

@@ -31,6 +31,7 @@ from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from pi0_ros.core.interpolation import fractional_index, interpolate_rows
 from pi0_ros.core.robot_description import BaseSpec, JointGroup, RobotDescription
 
 
@@ -350,10 +351,4 @@ def _check_points(points: Sequence[TrajectoryPoint], num_joints: int) -> None:
 
 def _interpolate(times: np.ndarray, positions: np.ndarray, time: float) -> np.ndarray:
     """Linear interpolation of knots `positions` [K, J] at `times` [K]; holds the ends."""
-    if time >= times[-1]:
-        return positions[-1]
-    upper = int(np.searchsorted(times, time, side="right"))
-    if upper == 0:
-        return positions[0]
-    fraction = (time - times[upper - 1]) / (times[upper] - times[upper - 1])
-    return positions[upper - 1] + fraction * (positions[upper] - positions[upper - 1])
+    return interpolate_rows(positions, fractional_index(times, time))

@@ -16,6 +16,7 @@ import functools
 import math
 from collections import defaultdict
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, NoReturn, Optional
 
 from builtin_interfaces.msg import Time
@@ -35,28 +36,44 @@ from pi0_bringup.sim_render import SceneRenderer
 from pi0_bringup.sim_robot import CommandRejected, SimConfig, SimRobot, SimState, TrajectoryPoint
 from pi0_ros.ros.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
 from pi0_ros.ros.node_main import spin_node
-from pi0_ros.ros.parameters import NodeParameters, Param, ParameterError
+from pi0_ros.ros.parameters import ParameterError, declare_and_read, param, parameter_specs
 from pi0_ros.core.robot_description import CameraSpec, ControllerSpec, RobotDescription, load_robot_description
 from pi0_ros.ros.conversions import duration_to_seconds, qos_profile, stamp_to_seconds
 
-PARAMS = (
-    Param("robot_description", "", "Path to the robot description YAML (required).", read_only=True),
-    Param("joint_state_rate_hz", 0.0,
-          "Physics step and joint state/odometry publish rate; 0 uses the description's control_rate_hz.",
-          0.0, 1000.0, read_only=True),
-    Param("camera_rate_hz", 30.0, "Render rate of every camera; 0 uses each camera's rate_hz.", 0.0, 120.0,
-          read_only=True),
-    Param("image_width", 0, "Rendered image width in pixels; 0 uses each camera's width.", 0, 4096, read_only=True),
-    Param("image_height", 0, "Rendered image height in pixels; 0 uses each camera's height.", 0, 4096,
-          read_only=True),
-    Param("acceleration_time_s", 0.1, "Time a joint needs to reach max_velocity from rest (its acceleration limit).",
-          0.001, 10.0, read_only=True),
-    Param("cmd_vel_timeout_s", 0.5, "Base commands older than this stop the base (diff_drive cmd_vel_timeout).",
-          0.01, 10.0, read_only=True),
-    Param("allow_partial_joints_goal", True, "Accept trajectories that name a subset of a controller's joints.",
-          read_only=True),
-)
-# Declared apart from PARAMS: left unset, each camera keeps its description's choice.
+def _required(path: str) -> Optional[str]:
+    return None if path else "required (path to the robot YAML)"
+
+
+@dataclass(frozen=True)
+class SimRobotParameters:
+    robot_description: str = param("", "Path to the robot description YAML (required).", read_only=True,
+                                   check=_required)
+    joint_state_rate_hz: float = param(
+        0.0, "Physics step and joint state/odometry publish rate; 0 uses the description's control_rate_hz.",
+        range=(0.0, 1000.0), read_only=True)
+    camera_rate_hz: float = param(30.0, "Render rate of every camera; 0 uses each camera's rate_hz.",
+                                  range=(0.0, 120.0), read_only=True)
+    image_width: int = param(0, "Rendered image width in pixels; 0 uses each camera's width.", range=(0, 4096),
+                             read_only=True)
+    image_height: int = param(0, "Rendered image height in pixels; 0 uses each camera's height.", range=(0, 4096),
+                              read_only=True)
+    acceleration_time_s: float = param(
+        SimConfig.acceleration_time, "Time a joint needs to reach max_velocity from rest (its acceleration limit).",
+        range=(0.001, 10.0), read_only=True)
+    cmd_vel_timeout_s: float = param(
+        SimConfig.cmd_vel_timeout, "Base commands older than this stop the base (diff_drive cmd_vel_timeout).",
+        range=(0.01, 10.0), read_only=True)
+    allow_partial_joints_goal: bool = param(SimConfig.allow_partial_joints_goal,
+                                            "Accept trajectories that name a subset of a controller's joints.",
+                                            read_only=True)
+
+    def sim_config(self) -> SimConfig:
+        return SimConfig(acceleration_time=self.acceleration_time_s, cmd_vel_timeout=self.cmd_vel_timeout_s,
+                         allow_partial_joints_goal=self.allow_partial_joints_goal)
+
+
+PARAMS = parameter_specs(SimRobotParameters)  # as declared (e.g. to check a parameters file)
+# Declared apart from SimRobotParameters: left unset, each camera keeps its description's choice.
 COMPRESSED_IMAGES = "compressed_images"
 
 ODOM_FRAME = "odom"  # diff_drive_controller's default frames
@@ -66,22 +83,16 @@ BASE_FRAME = "base_link"
 class SimRobotNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("pi0_sim_robot", **kwargs)
-        values = NodeParameters(self, PARAMS).read()
+        params = declare_and_read(self, SimRobotParameters)
         compressed_override = self._declare_compressed_images()
-        if not values["robot_description"]:
-            raise ParameterError("invalid parameters: robot_description: required (path to the robot YAML)")
-        description = load_robot_description(values["robot_description"])
-        self.robot = SimRobot(description, SimConfig(
-            acceleration_time=values["acceleration_time_s"],
-            cmd_vel_timeout=values["cmd_vel_timeout_s"],
-            allow_partial_joints_goal=values["allow_partial_joints_goal"],
-        ))
-        self.renderer = SceneRenderer(description, values["image_width"], values["image_height"])
+        description = load_robot_description(params.robot_description)
+        self.robot = SimRobot(description, params.sim_config())
+        self.renderer = SceneRenderer(description, params.image_width, params.image_height)
         self.robot.step(self._now())
         self._state = self.robot.state()
         self._subscribe_controllers(description)
-        self._create_state_publishers(description, values["joint_state_rate_hz"] or description.control_rate_hz)
-        self._create_cameras(description, values["camera_rate_hz"], compressed_override)
+        self._create_state_publishers(description, params.joint_state_rate_hz or description.control_rate_hz)
+        self._create_cameras(description, params.camera_rate_hz, compressed_override)
         self.get_logger().info(
             f"simulating '{description.name}': {len(description.joints)} joints, "
             f"{len(description.cameras)} cameras{', mobile base' if description.base else ''}")

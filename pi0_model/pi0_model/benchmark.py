@@ -1,7 +1,7 @@
 """Latency benchmark of one pi0 action chunk: prefix encode, denoising, total (p50/p95) and peak memory.
 
     python -m pi0_model.benchmark --config tiny --device cpu --dtype float32 --cameras 3 --steps 10 --iterations 20
-    python -m pi0_model.benchmark --config pi0 --device cuda --dtype bfloat16 --cameras 3 --compile
+    python -m pi0_model.benchmark --config pi0 --device cuda --dtype bfloat16 --cameras 3 --compile-mode reduce-overhead
     python -m pi0_model.benchmark --checkpoint /path/to/ckpt --device cuda --dtype bfloat16
 
 `--config pi0` uses random weights of the real size (latency does not depend
@@ -25,11 +25,13 @@ from .checkpoint import load_model
 from .config import CAMERA_SLOTS, Pi0Config
 from .errors import Pi0Error
 from .normalization import Normalization
-from .policy import COMPILE_MODES, DTYPES, InferenceTiming, Pi0Policy, RobotIO, RtcGuidance
+from .options import COMPILE_MODES, DEFAULT_DTYPE, DTYPE_NAMES, NO_COMPILE, compile_mode_or_none
+from .policy import DTYPES, InferenceTiming, Pi0Policy, RobotIO, RtcGuidance
 from .tokenizer import find_tokenizer, load_tokenizer, tiny_tokenizer
 
 PHASES = ("preprocess_ms", "prefix_ms", "denoise_ms", "postprocess_ms", "total_ms")
 ROBOT_DIM = 14
+DEFAULT_COMPILE_MODE = "max-autotune"  # what a bare --compile uses
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -40,20 +42,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     source.add_argument("--config", choices=("tiny", "pi0"), default="tiny", help="random-init model size")
     source.add_argument("--checkpoint", help="checkpoint directory to load instead of random weights")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=DEFAULT_DTYPE)
     parser.add_argument("--cameras", type=int, choices=(1, 2, 3), default=3)
     parser.add_argument("--steps", type=int, default=10, help="Euler denoising steps")
     parser.add_argument("--iterations", type=int, default=20, help="timed chunks")
     parser.add_argument("--warmup", type=int, default=3, help="untimed chunks first (compilation happens here)")
     parser.add_argument("--image-size", default="480x640", help="HxW of the synthetic camera frames")
     parser.add_argument(
-        "--compile", action="store_true", help="torch.compile the prefix encoder and the denoising step"
+        "--compile",
+        action="store_true",
+        help=f"torch.compile the prefix encoder and the denoising step ({DEFAULT_COMPILE_MODE} unless --compile-mode)",
     )
     parser.add_argument(
         "--compile-mode",
-        choices=COMPILE_MODES,
-        default="max-autotune",
-        help="torch.compile mode; 'reduce-overhead' and 'max-autotune' capture CUDA graphs on GPU",
+        choices=(NO_COMPILE, *COMPILE_MODES),
+        help="torch.compile mode (implies --compile; 'none' runs eager); "
+        "'reduce-overhead' and 'max-autotune' capture CUDA graphs on GPU",
     )
     parser.add_argument("--rtc", type=int, metavar="FROZEN", help="real-time chunking with this many frozen steps")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
@@ -64,11 +68,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     except ValueError:
         parser.error(f"--image-size must look like 480x640, got {args.image_size!r}")
     args.frame_shape = (height, width, 3)
+    # One setting: a compile mode alone compiles, --compile alone uses the default mode.
+    setting = args.compile_mode or (DEFAULT_COMPILE_MODE if args.compile else NO_COMPILE)
+    args.compile_mode = compile_mode_or_none(setting)
+    args.compile = args.compile_mode is not None
     return args
 
 
 def build_policy(args: argparse.Namespace, io: RobotIO) -> tuple[Pi0Policy, str]:
-    compile_mode = args.compile_mode if args.compile else None
+    compile_mode = args.compile_mode
     if args.checkpoint is None:
         config = Pi0Config.tiny() if args.config == "tiny" else Pi0Config.pi0()
         policy = Pi0Policy.random_init(
@@ -142,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"pi0_model benchmark: {source}, {parameters / 1e6:.1f}M parameters, "
         f"device={policy.device}, dtype={args.dtype}, "
         f"cameras={args.cameras}, frames={args.image_size}, steps={policy.num_steps}, horizon={policy.horizon}, "
-        f"compile={args.compile_mode if args.compile else 'off'}, rtc={args.rtc if args.rtc is not None else 'off'}, "
+        f"compile={args.compile_mode or 'off'}, rtc={args.rtc if args.rtc is not None else 'off'}, "
         f"threads={torch.get_num_threads()}, iterations={args.iterations} (+{args.warmup} warmup)"
     )
     print(percentile_table(timings))

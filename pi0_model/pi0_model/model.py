@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +36,7 @@ from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings, S
 
 from . import attention
 from .config import GemmaConfig, Pi0Config
+from .options import DTYPE_NAMES
 
 
 @dataclass
@@ -93,7 +95,7 @@ def hf_configs(config: Pi0Config) -> tuple[PaliGemmaConfig, HFGemmaConfig]:
         text_config=_hf_gemma_config(config.llm, config).to_dict(),
         projection_dim=config.llm.width,
     )
-    backbone.vision_config._attn_implementation = "sdpa"
+    cast(SiglipVisionConfig, backbone.vision_config)._attn_implementation = "sdpa"
     return backbone, _hf_gemma_config(config.expert, config)
 
 
@@ -143,9 +145,10 @@ class GemmaStack(nn.Module):
 class PaliGemmaBody(nn.Module):
     def __init__(self, config: PaliGemmaConfig):
         super().__init__()
-        self.vision_tower = VisionTower(config.vision_config)
+        # PaliGemmaConfig builds these sub-configs from the dicts it was given (typed loosely upstream).
+        self.vision_tower = VisionTower(cast(SiglipVisionConfig, config.vision_config))
         self.multi_modal_projector = PaliGemmaMultiModalProjector(config)
-        self.language_model = GemmaStack(config.text_config, with_embedding=True)
+        self.language_model = GemmaStack(cast(HFGemmaConfig, config.text_config), with_embedding=True)
 
 
 class PaliGemma(nn.Module):
@@ -200,7 +203,7 @@ class PaliGemmaWithExpert(nn.Module):
         lengths = [h.shape[1] for h in streams]
         new_cache: list[tuple[torch.Tensor, torch.Tensor]] = []
         for depth in range(len(self.stacks[0].layers)):
-            layers = [stack.layers[depth] for _, stack in active]
+            layers = [cast(GemmaDecoderLayer, stack.layers[depth]) for _, stack in active]
             q, k, v = _joint_qkv(layers, streams)
             q, k = attention.apply_rope(q, cos, sin), attention.apply_rope(k, cos, sin)
             if build_cache:
@@ -273,7 +276,8 @@ class Pi0Model(nn.Module):
     @property
     def compute_dtype(self) -> torch.dtype:
         """dtype of the transformer matmuls (the norms and projections may stay fp32)."""
-        return self.paligemma_with_expert.stacks[0].layers[0].self_attn.q_proj.weight.dtype
+        layer = cast(GemmaDecoderLayer, self.paligemma_with_expert.stacks[0].layers[0])
+        return layer.self_attn.q_proj.weight.dtype
 
     @property
     def device(self) -> torch.device:
@@ -396,8 +400,8 @@ def keeps_fp32(parameter_name: str) -> bool:
 
 def set_precision(model: Pi0Model, dtype: torch.dtype) -> Pi0Model:
     """Cast to fp32 or bf16, keeping the `keeps_fp32` parameters in fp32."""
-    if dtype not in (torch.float32, torch.bfloat16):
-        raise ValueError(f"supported dtypes are float32 and bfloat16, got {dtype}")
+    if dtype not in tuple(getattr(torch, name) for name in DTYPE_NAMES):
+        raise ValueError(f"supported dtypes are {' and '.join(DTYPE_NAMES)}, got {dtype}")
     model.to(dtype)
     for name, parameter in model.named_parameters():
         if keeps_fp32(name):

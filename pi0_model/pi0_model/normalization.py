@@ -95,7 +95,7 @@ class NormStats:
         def head(values: np.ndarray | None) -> np.ndarray | None:
             return None if values is None else values[:dim]
 
-        return NormStats(head(self.mean), head(self.std), head(self.q01), head(self.q99))
+        return NormStats(self.mean[:dim], self.std[:dim], head(self.q01), head(self.q99))
 
 
 @dataclass(frozen=True)
@@ -177,10 +177,12 @@ def _load_lerobot(path: Path) -> Normalization:
         raise CheckpointError(f"cannot read LeRobot normalizer {path}: {error}") from error
 
     def stats(key: str) -> NormStats:
-        values = {name: flat.get(f"{key}.{name}") for name in ("mean", "std", "q01", "q99")}
-        if values["mean"] is None or values["std"] is None:
+        mean, std = flat.get(f"{key}.mean"), flat.get(f"{key}.std")
+        if mean is None or std is None:
             raise CheckpointError(f"{path} has no {key}.mean / {key}.std (keys: {sorted(flat)[:8]} ...)")
-        return NormStats(**{name: None if v is None else v.reshape(-1) for name, v in values.items()})
+        q01, q99 = flat.get(f"{key}.q01"), flat.get(f"{key}.q99")
+        return NormStats(mean.reshape(-1), std.reshape(-1), None if q01 is None else q01.reshape(-1),
+                         None if q99 is None else q99.reshape(-1))
 
     return Normalization(stats("observation.state"), stats("action"))
 

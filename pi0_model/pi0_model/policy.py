@@ -37,13 +37,13 @@ from .flow_matching import RTC_SCHEDULES, PrefixGuidance, cached_velocity, euler
 from .images import images_by_slot, prepare_images, validate_camera_slots
 from .model import KVCache, ModelInputs, Pi0Model, build_model, initialize_weights_
 from .normalization import NORM_MODES, Normalization, find_normalization, load_normalization
+from .options import COMPILE_MODES, DTYPE_NAMES
 from .tokenizer import PromptTokenizer, TokenizedPrompt, find_tokenizer, load_tokenizer, tiny_tokenizer
 from .transforms import RobotTransform, TransformPipeline, pad_to
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}  # DTYPE_NAMES as torch dtypes
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def profile(reliability: QosReliability = QosReliability.RELIABLE,
 
 
 @dataclass(frozen=True)
-class Recording:
+class BagContents:
     """Messages and the QoS that rosbag2 stored for them."""
 
     messages: Sequence[tuple[str, int, Any]]  # (topic, timestamp, message) in timestamp order
@@ -60,7 +60,7 @@ class Recording:
         return {topic: type_name_of(message) for topic, _, message in self.messages}
 
 
-def write_rosbag2_bag(path: Path, recording: Recording, storage: str, version: int, files: int = 1,
+def write_rosbag2_bag(path: Path, recording: BagContents, storage: str, version: int, files: int = 1,
                       starting_time_ns: Optional[int] = None) -> None:
     """A bag directory at `path` as rosbag2 wrote it; `starting_time_ns` overrides metadata.yaml's start."""
     path.mkdir()
@@ -96,7 +96,7 @@ def write_rosbag2_bag(path: Path, recording: Recording, storage: str, version: i
     (path / "metadata.yaml").write_text(yaml.safe_dump({"rosbag2_bagfile_information": info}, sort_keys=False))
 
 
-def _topic_entry(recording: Recording, topic: str, msgtype: str, version: int,
+def _topic_entry(recording: BagContents, topic: str, msgtype: str, version: int,
                  definitions: DefinitionSource) -> dict[str, Any]:
     offered = recording.metadata_qos[topic]
     metadata: dict[str, Any] = {"name": topic, "type": msgtype, "serialization_format": "cdr",
@@ -130,7 +130,7 @@ def _qos_dict(qos: Qos, policy: Any) -> dict[str, Any]:
             "avoid_ros_namespace_conventions": qos.avoid_ros_namespace_conventions}
 
 
-def _write_storage(target: Path, part: Sequence[tuple[str, int, Any]], recording: Recording, storage: str,
+def _write_storage(target: Path, part: Sequence[tuple[str, int, Any]], recording: BagContents, storage: str,
                    definitions: DefinitionSource) -> None:
     scratch = target.with_name(target.name + ".writing")
     # Version 8 keeps the storage's QoS as the numeric string older rosbag2 stored too.

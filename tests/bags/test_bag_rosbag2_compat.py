@@ -20,13 +20,13 @@ from bag_samples import sample_messages, write_sample_bag
 from pi0_ros.bag import BagReader, BagWriter, PlaybackConfig, Player
 from pi0_ros.bag.interfaces import deserialize
 from pi0_ros.bag.writer import ros_distro
-from rosbag2_bags import EXTENSIONS, INFINITE_BEFORE_GALACTIC, Recording, profile, write_rosbag2_bag
+from rosbag2_bags import EXTENSIONS, INFINITE_BEFORE_GALACTIC, BagContents, profile, write_rosbag2_bag
 from rosbag2_parsers import BadConversion, parse_metadata, parse_metadata_file, parse_qos_string
 
 CAMERA = "/cam_high/image_raw"
 
 
-def recording(storage_qos: str) -> Recording:
+def recording(storage_qos: str) -> BagContents:
     messages = sample_messages()
     topics = dict.fromkeys(topic for topic, _, _ in messages)
     metadata_qos = {t: [profile(QosReliability.BEST_EFFORT if t == CAMERA else QosReliability.RELIABLE)]
@@ -39,7 +39,7 @@ def recording(storage_qos: str) -> Recording:
         "none": dict.fromkeys(topics, []),
         "as in metadata.yaml": metadata_qos,
     }[storage_qos]
-    return Recording(messages, metadata_qos, stored)
+    return BagContents(messages, metadata_qos, stored)
 
 
 class Collector:

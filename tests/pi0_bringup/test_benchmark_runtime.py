@@ -1,4 +1,4 @@
-"""The runtime benchmark: its analysis on hand-made records, its process handling, and a short
+"""The runtime benchmark: its analysis on hand-made records and a short
 end-to-end run of the real graph.
 
 None of these tests asserts a timing: speed is what the benchmark prints, not what a test checks.
@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,8 +16,8 @@ from typing import Optional
 
 import pytest
 
-from pi0_bringup.benchmark.support import (ChildExitedError, ChildProcess, ChunkSample, CommandSample, StatusSample,
-                                       bare_loop, command_timing, first_commands, hold_ticks, stop_all)
+from pi0_bringup.benchmark.support import (ChunkSample, CommandSample, StatusSample, bare_loop, command_timing,
+                                           first_commands, hold_ticks)
 from pi0_ros.core.chunk import Handover
 
 PERIOD = 0.02
@@ -108,33 +107,6 @@ def test_bare_loop_ticks_are_increasing_and_no_more_than_the_window_holds():
     times = bare_loop(0.01, time.time(), 0.1)
     assert 0 < len(times) <= 10
     assert times == sorted(times)
-
-
-# -- child processes -----------------------------------------------------------------------------------
-
-STUBBORN = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(60)\n")
-
-
-def test_stop_all_escalates_to_sigkill(tmp_path):
-    child = ChildProcess("stubborn", [sys.executable, "-c", STUBBORN], os.environ, tmp_path)
-    deadline = time.monotonic() + 10
-    while "ready" not in child.stdout_text() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop_all([child], sequence=((signal.SIGINT, 0.2), (signal.SIGTERM, 0.2), (signal.SIGKILL, 5.0)))
-    assert not child.running
-    assert child.process.returncode == -signal.SIGKILL
-
-
-def test_a_child_that_exited_reports_its_last_output(tmp_path):
-    child = ChildProcess("failing", [sys.executable, "-c", "import sys; sys.exit('bad parameter: x')"],
-                         os.environ, tmp_path)
-    child.wait(10.0)
-    with pytest.raises(ChildExitedError, match=r"failing exited early with code 1(.|\n)*bad parameter: x"):
-        child.check_running()
 
 
 # -- end to end -------------------------------------------------------------------------------------------

@@ -19,18 +19,15 @@ from typing import Optional
 
 import numpy as np
 import pytest
-from rclpy.action import ActionClient
 from sensor_msgs.msg import JointState
 
-from pi0_bringup.graph import command_topics
+from pi0_bringup.graph_client import GraphClient
 from pi0_bringup.robots import load_robot
 from pi0_msgs.action import ExecuteInstruction
-from pi0_msgs.msg import PolicyStatus, StreamerStatus
-from pi0_ros.streamer.controller_commands import controller_message_class
-from pi0_ros.ros.conversions import qos_profile, seconds_to_duration
+from pi0_msgs.msg import StreamerStatus
+from pi0_ros.ros.conversions import qos_profile
 from support.fake_sensors import FakeSensors
 from support.ros_graph import RosGraph
-from test_runner import positions
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 Result = ExecuteInstruction.Result
@@ -39,7 +36,7 @@ RESPAWN_DELAY_S = 1.5
 
 
 class LiveGraph:
-    """The runner's ALOHA graph in a namespace of its own, observed and driven from a peer node."""
+    """The runner's ALOHA graph in a namespace of its own, observed and driven by a graph client."""
 
     def __init__(self, sim: bool) -> None:
         self.graph = RosGraph()
@@ -53,48 +50,29 @@ class LiveGraph:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         # Drained all along: a full pipe would block the nodes' logging.
         threading.Thread(target=lambda: self.output.extend(self.runner.stdout), daemon=True).start()
-        self.peer = self.graph.node("fault_test", namespace=self.namespace)
-        self.sensors = None if sim else FakeSensors(self.peer, self.description)
+        self.client = GraphClient(self.description, self.namespace, context=self.graph.context, name="fault_test")
+        self.sensors = None if sim else FakeSensors(self.client.node, self.description)
         self.lock = threading.Lock()
-        self.commands: list[tuple[float, str, list[float]]] = []  # (receive time, controller, values)
         self.joint_states: list[tuple[float, list[float]]] = []
-        self.streamer: list[StreamerStatus] = []
-        self.policy: list[tuple[float, PolicyStatus]] = []  # (receive time, status)
-        topics = command_topics(self.description, self.namespace)
-        for controller in self.description.controllers:
-            self.peer.create_subscription(controller_message_class(controller), topics[controller.name],
-                                          self._store_command(controller.name), qos_profile("reliable", 50))
         if sim:
-            self.peer.create_subscription(JointState, "joint_states", self._store_joint_state,
-                                          qos_profile("reliable", 10))
-        self.peer.create_subscription(StreamerStatus, "streamer_status", self._append(self.streamer),
-                                      qos_profile("reliable", 10))
-        self.peer.create_subscription(PolicyStatus, "policy_status", self._store_policy_status,
-                                      qos_profile("reliable", 1, transient_local=True))
-        self.client = ActionClient(self.peer, ExecuteInstruction, "execute_instruction")
+            self.client.node.create_subscription(JointState, "joint_states", self._store_joint_state,
+                                                 qos_profile("reliable", 10))
 
-    def _store_command(self, controller: str):
-        def store(message) -> None:
-            with self.lock:
-                self.commands.append((time.monotonic(), controller, positions(message)))
-        return store
+    def resting_pose(self, window: float) -> Optional[np.ndarray]:
+        """The joint positions when they did not change over the last `window` seconds, else None."""
+        now = time.monotonic()
+        with self.lock:
+            recent = [p for t, p in self.joint_states if t > now - window]
+        if len(recent) < 3 or np.ptp(np.array(recent), axis=0).max() > 1e-6:
+            return None
+        return np.array(recent[-1])
 
     def _store_joint_state(self, message: JointState) -> None:
         with self.lock:
             self.joint_states.append((time.monotonic(), list(message.position)))
 
-    def _store_policy_status(self, message: PolicyStatus) -> None:
-        with self.lock:
-            self.policy.append((time.monotonic(), message))
-
-    def _append(self, into: list):
-        def store(message) -> None:
-            with self.lock:
-                into.append(message)
-        return store
-
     def close(self) -> str:
-        self.client.destroy()
+        self.client.close()
         self.graph.shutdown()
         self.runner.send_signal(signal.SIGINT)
         try:
@@ -124,47 +102,39 @@ class LiveGraph:
 
     def send(self, instruction: str = "tidy up", max_duration: float = 30.0):
         """Sends a goal; returns the accepted handle."""
-        assert self.client.wait_for_server(timeout_sec=60.0), "no action server"
-        future = self.client.send_goal_async(ExecuteInstruction.Goal(
-            instruction=instruction, max_duration=seconds_to_duration(max_duration)))
-        handle = self.graph.wait_for(lambda: future.done() and future.result(), timeout=20.0, what="goal response")
-        assert handle.accepted, self.policy[-1][1].last_goal_rejection if self.policy else "rejected"
-        return handle
+        return self.client.send_goal(instruction, max_duration)
 
     def wait_policy_active(self, since: float) -> None:
-        """Waits for a policy node that reports `active` after `since` (a respawned one loads its model first)."""
-        def active() -> bool:
-            with self.lock:
-                return any(t >= since and m.lifecycle_state == "active" for t, m in self.policy)
-        self.graph.wait_for(active, timeout=90.0, what="an active policy node")
-        # Its action server is new: wait until this client has discovered it (the dead one's endpoints
-        # may linger in the graph until their DDS lease runs out).
-        time.sleep(1.0)
+        """Waits for a policy node that reports `active` after `since` (a respawned one loads its model first).
+        Its action server is new: a second more lets this client discover it (the dead one's endpoints
+        may linger in the graph until their DDS lease runs out)."""
+        self.client.wait_until_ready(90.0, since=since, settle=1.0)
 
     def result(self, handle, timeout: float = 30.0) -> Result:
-        future = handle.get_result_async()
-        return self.graph.wait_for(lambda: future.done() and future.result(), timeout=timeout,
-                                   what="goal result").result
+        try:
+            return self.client.result(handle, timeout)
+        except Exception as exc:  # the graph's own account of what happened, for the failure report
+            raise AssertionError(f"{exc}; policy: {self.client.policy_status}; streamer: {self.streamer_state()}; "
+                                 f"nodes said:\n{''.join(self.output)[-4000:]}") from exc
 
     def streamer_state(self) -> Optional[StreamerStatus]:
-        with self.lock:
-            return self.streamer[-1] if self.streamer else None
+        return self.client.streamer_status
 
-    def wait_streaming(self) -> None:
-        self.graph.wait_for(lambda: (s := self.streamer_state()) and s.mode == StreamerStatus.MODE_STREAMING,
-                            timeout=60.0, what="commands streaming")
+    def wait_streaming(self, handle) -> None:
+        """Waits until the streamer streams the goal of `handle` (not an earlier one)."""
+        goal_id = bytes(handle.goal_id.uuid).hex()
+        self.client.wait_until(lambda: (s := self.streamer_state()) is not None and s.goal_id == goal_id
+                               and s.mode == StreamerStatus.MODE_STREAMING, 60.0, "the streamer to stream the goal")
         time.sleep(0.5)
 
     def commands_after(self, since: float) -> list[tuple[float, str, list[float]]]:
-        with self.lock:
-            return [c for c in self.commands if c[0] >= since]
+        return [(c.received, c.controller, list(c.values)) for c in self.client.commands.all(since=since)]
 
     def assert_serves_a_goal(self) -> None:
         sent = time.monotonic()
         result = self.result(self.send(max_duration=2.0))
         assert result.end_reason == Result.END_REASON_DURATION_REACHED, result.message
-        with self.lock:
-            reasons = {s.hold_reason for s in self.streamer[-40:]}
+        reasons = {s.hold_reason for s in self.client.streamer_statuses()[-40:]}
         assert result.commands_sent > 0, (reasons, self.commands_after(sent)[-3:], "".join(self.output)[-3000:])
 
     def assert_quiet(self, seconds: float = 1.0) -> None:
@@ -225,8 +195,7 @@ def sensor_graph():
 
 def test_policy_killed_mid_goal(sim_graph):
     graph = sim_graph
-    graph.send()
-    graph.wait_streaming()
+    graph.wait_streaming(graph.send())
     others = graph.pid(STREAMER), graph.pid(SIM)
     pid, killed_at = graph.kill(POLICY)
 
@@ -248,17 +217,25 @@ def test_policy_killed_mid_goal(sim_graph):
 def test_streamer_killed_mid_goal(sim_graph):
     graph = sim_graph
     handle = graph.send()
-    graph.wait_streaming()
+    graph.wait_streaming(handle)
     others = graph.pid(POLICY), graph.pid(SIM)
     pid, killed_at = graph.kill(STREAMER)
     result = graph.result(handle, timeout=15.0)
-    assert result.end_reason == Result.END_REASON_STREAMER_LOST, result.message
-    assert "streamer" in result.message
-    # Without commands the simulated controllers finish the last trajectory (5 lookahead points, 0.1 s).
-    time.sleep(0.5)
-    with graph.lock:
-        settled = [p for t, p in graph.joint_states if t > killed_at + 0.3]
-    assert settled and np.ptp(np.array(settled), axis=0).max() < 1e-6, "the robot holds"
+    # The policy notices the silent streamer after 1 s. A loaded machine may starve the simulator's cameras
+    # for 0.5 s first (the respawn starts a Python process): the goal then ends on stale observations.
+    # Either way it ends with the reason and the robot holds; test_policy_node covers STREAMER_LOST alone.
+    assert result.end_reason in (Result.END_REASON_STREAMER_LOST, Result.END_REASON_OBSERVATION_STALE), result.message
+    # Without commands the controllers finish the last trajectory (5 lookahead points, 0.1 s) and hold its
+    # end; the simulated arm, which lags its setpoint under load, then comes to rest there and stays.
+    last_command = {c: v for _, c, v in graph.commands_after(0.0)}
+    rest = graph.graph.wait_for(lambda: (pose := graph.resting_pose(window=0.3)) is not None and [pose],
+                                timeout=5.0, what="the arm at rest")[0]
+    time.sleep(1.0)
+    assert np.allclose(graph.resting_pose(window=1.0), rest, atol=1e-6), "the robot holds"
+    for group in graph.description.joint_groups:
+        columns = [graph.description.joint_names.index(n) for n in group.joint_names]
+        reach = 6 * np.array([graph.description.joint(n).max_velocity for n in group.joint_names]) * 0.02
+        assert np.all(np.abs(rest[columns] - last_command[group.controller.name]) <= reach + 1e-6), group.name
     assert (graph.pid(POLICY), graph.pid(SIM)) == others, "the other nodes keep running"
     graph.wait_respawned(STREAMER, pid)
     graph.assert_quiet()
@@ -268,7 +245,7 @@ def test_streamer_killed_mid_goal(sim_graph):
 def test_simulator_killed_mid_goal(sim_graph):
     graph = sim_graph
     handle = graph.send()
-    graph.wait_streaming()
+    graph.wait_streaming(handle)
     others = graph.pid(POLICY), graph.pid(STREAMER)
     pid, killed_at = graph.kill(SIM)
     result = graph.result(handle, timeout=15.0)
@@ -286,7 +263,7 @@ def test_a_sensor_stream_stops_mid_goal(sensor_graph, stream):
     graph = sensor_graph
     assert graph.sensors is not None
     handle = graph.send()
-    graph.wait_streaming()
+    graph.wait_streaming(handle)
     pids = graph.pid(POLICY), graph.pid(STREAMER)
     graph.sensors.stopped.add(stream)
     stopped_at = time.monotonic()
@@ -294,7 +271,7 @@ def test_a_sensor_stream_stops_mid_goal(sensor_graph, stream):
     assert result.end_reason == Result.END_REASON_OBSERVATION_STALE, result.message
     assert (stream if stream != "joints" else "joint") in result.message
     assert_holding_after(graph, stopped_at + 1.5)
-    rejected = graph.client.send_goal_async(ExecuteInstruction.Goal(instruction="tidy up"))
+    rejected = graph.client.action.send_goal_async(ExecuteInstruction.Goal(instruction="tidy up"))
     response = graph.graph.wait_for(lambda: rejected.done() and rejected.result(), what="goal response")
     if response.accepted:  # accepted to wait for the stream: it ends when the wait runs out
         assert graph.result(response).end_reason != Result.END_REASON_DURATION_REACHED

@@ -88,7 +88,7 @@ def test_launch_files_build_the_shared_graph(robot):
 
 
 def test_a_parameters_file_reaches_every_node_before_the_graph_values(tmp_path):
-    from pi0_bringup.run import node_command
+    from pi0_bringup.supervisor import node_command
 
     tuning = tmp_path / "tuning.yaml"
     tuning.write_text("/**/pi0_command_streamer:\n  ros__parameters:\n    trajectory_lookahead_points: 2\n")
@@ -105,7 +105,7 @@ def test_the_shipped_example_parameters_file_names_only_declared_parameters():
     import yaml
 
     from pi0_ros.streamer.node import PARAMS as STREAMER_PARAMS
-    from pi0_ros.policy.node import PARAMS as POLICY_PARAMS
+    from pi0_ros.policy.parameters import PARAMS as POLICY_PARAMS
 
     example = yaml.safe_load((LAUNCH_DIR.parent / "config" / "params" / "example.yaml").read_text())
     declared = {"/**/pi0_policy": POLICY_PARAMS, "/**/pi0_command_streamer": STREAMER_PARAMS}

@@ -4,7 +4,8 @@ import re
 
 import pytest
 import torch
-from pi0_model.benchmark import main
+
+from pi0_model.benchmark import main, parse_args
 
 
 def phase_rows(output: str) -> dict[str, tuple[float, float]]:
@@ -76,3 +77,29 @@ def test_real_pi0_bf16_on_cuda(capsys):
     assert "3238.0M parameters" in output
     assert "torch.cuda.max_memory_allocated" in output
     assert torch.cuda.max_memory_allocated() > 6e9  # the bf16 weights alone are ~6.5 GB
+
+
+@pytest.mark.parametrize(
+    ("flags", "mode"),
+    [
+        ([], None),
+        (["--compile-mode", "reduce-overhead"], "reduce-overhead"),  # the README's GPU command: compiles
+        (["--compile"], "max-autotune"),
+        (["--compile", "--compile-mode", "default"], "default"),
+        (["--compile-mode", "none"], None),
+    ],
+)
+def test_a_compile_mode_alone_enables_compilation(flags, mode):
+    args = parse_args(["--config", "tiny", "--device", "cpu", *flags])
+    assert args.compile_mode == mode
+    assert args.compile is (mode is not None)
+
+
+def test_the_readme_benchmark_command_parses_to_a_compiled_run():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    prefix = "python -m pi0_model.benchmark --config pi0"
+    command = next(line for line in readme.splitlines() if line.startswith(prefix))
+    args = parse_args([arg.replace("cuda", "cpu") for arg in command.split()[3:]])
+    assert args.compile and args.compile_mode == "reduce-overhead"

@@ -9,17 +9,14 @@ review the diff of the fixture and commit it together with that change.
 from __future__ import annotations
 
 import os
-import random
 import sys
 import tempfile
 from pathlib import Path
 
-# Like tests/conftest.py: a DDS domain of its own on localhost, set before rclpy is imported.
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-if os.environ.get("ROS_DISTRO") == "humble":
-    os.environ["ROS_LOCALHOST_ONLY"] = "1"
-else:
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+from pi0_bringup.supervisor import isolate_ros_domain
+
+# Like tests/conftest.py: a DDS domain of its own (ROS_DOMAIN_ID if set) on localhost, before rclpy starts.
+isolate_ros_domain(int(os.environ["ROS_DOMAIN_ID"]) if os.environ.get("ROS_DOMAIN_ID") else None)
 # pytest puts tests/ on the path (pytest.ini); a plain script has to do it itself for `support`.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

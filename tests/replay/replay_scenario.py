@@ -26,20 +26,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Duration
-from rclpy.action import ActionClient
-from rclpy.action.client import ClientGoalHandle
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
+from pi0_bringup.graph_client import GraphClient
 from pi0_bringup.sim_robot_node import SimRobotNode
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk
@@ -169,31 +166,35 @@ class ReplayOutcome:
 
 
 class _Collector:
-    """The observer's subscriptions: chunks and every controller command, in arrival order."""
+    """The observer: a graph client (as the demo, the benchmark and the graph tests use) that keeps every
+    controller command, plus the chunks, in arrival order."""
 
-    def __init__(self, observer: Node, robot: RobotDescription) -> None:
+    def __init__(self, graph: RosGraph, robot: RobotDescription) -> None:
+        self.client = GraphClient(robot, context=graph.context, name="replay_observer",
+                                  command_qos=qos_profile("reliable", 1000), keep_messages=True)
         self.lock = threading.Lock()
         self.chunks: list[ActionChunk] = []
-        self.commands: dict[str, list] = {c.name: [] for c in robot.controllers}
-        observer.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos_profile("reliable", 50))
-        self.subscriptions = [observer.create_subscription(
-            JointTrajectory if c.interface == "joint_trajectory" else Float64MultiArray, c.topic,
-            self._on_command(c.name), qos_profile("reliable", 1000)) for c in robot.controllers]
+        self.client.node.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos_profile("reliable", 50))
+        self._first = robot.controllers[0].name
+
+    def publishers_found(self) -> bool:
+        """Every controller topic has a publisher (the streamer's)."""
+        return all(self.client.node.count_publishers(self.client.node.resolve_topic_name(c.topic)) > 0
+                   for c in self.client.controllers)
 
     def counts(self) -> tuple[int, int]:
         """(chunks, commands of the first controller) received so far."""
         with self.lock:
-            return len(self.chunks), len(next(iter(self.commands.values())))
+            chunks = len(self.chunks)
+        return chunks, len(self.client.commands.all(self._first))
+
+    def commands(self) -> dict[str, list]:
+        """Controller name -> messages in arrival order."""
+        return {c.name: [r.message for r in self.client.commands.all(c.name)] for c in self.client.controllers}
 
     def _on_chunk(self, message: ActionChunk) -> None:
         with self.lock:
             self.chunks.append(message)
-
-    def _on_command(self, controller: str) -> Callable[[Any], None]:
-        def store(message: Any) -> None:
-            with self.lock:
-                self.commands[controller].append(message)
-        return store
 
 
 def start_nodes(graph: RosGraph, seed: int) -> None:
@@ -205,7 +206,9 @@ def start_nodes(graph: RosGraph, seed: int) -> None:
         Parameter("warmup_iterations", value=WARMUP_ITERATIONS), Parameter("torch_threads", value=1),
         # After a stall of this busy process, /clock (one light callback) catches up before the queued
         # images are decoded: bag time can jump past the default 0.5 s freshness limits for a moment.
-        Parameter("max_observation_age_s", value=2.0), Parameter("stale_observation_timeout_s", value=5.0)]))
+        Parameter("max_observation_age_s", value=2.0), Parameter("stale_observation_timeout_s", value=5.0),
+        # A goal sent as the replay starts waits for the first observation; this busy process may take a while.
+        Parameter("goal_start_timeout_s", value=20.0)]))
     assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS, policy._health
     assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
     # A deeper command queue than the default 1, so the observer never misses a command.
@@ -223,14 +226,12 @@ def replay_through_policy(bag: Path, seed: int = SEED, instruction: str = INSTRU
     graph = RosGraph()
     stop = threading.Event()
     player_thread: Optional[threading.Thread] = None
+    collector: Optional[_Collector] = None
     try:
         start_nodes(graph, seed)
-        observer = graph.node("replay_observer")
-        collector = _Collector(observer, description())
-        graph.wait_for(lambda: all(s.get_publisher_count() > 0 for s in collector.subscriptions),
-                       what="the streamer's command publishers")
-        client = ActionClient(observer, ExecuteInstruction, "execute_instruction")
-        assert client.wait_for_server(timeout_sec=10.0)
+        collector = _Collector(graph, description())
+        graph.wait_for(collector.publishers_found, what="the streamer's command publishers")
+        graph.wait_for(collector.client.action.server_is_ready, what="the policy's action server")
         with BagReader(bag) as reader:
             player = Player(reader, PlaybackConfig(rate=PLAYBACK_RATE, clock_hz=100.0, clock_per_message=True))
             play_node = graph.add(PlayNode(player.topics, context=graph.context))
@@ -238,23 +239,27 @@ def replay_through_policy(bag: Path, seed: int = SEED, instruction: str = INSTRU
             stats: list[PlaybackStats] = []
             player_thread = threading.Thread(target=lambda: stats.append(player.run(play_node, stop)), daemon=True)
             player_thread.start()
-            result = _run_goal(graph, client, collector, instruction, player_thread, timeout)
+            result = _run_goal(graph, collector, instruction, player_thread, timeout)
             time.sleep(HOLD_OBSERVED_S)
             stop.set()
             player_thread.join(timeout=10.0)
         with collector.lock:
-            return ReplayOutcome(result, list(collector.chunks), {k: list(v) for k, v in collector.commands.items()},
-                                 stats[0].published_count if stats else 0)
+            chunks = list(collector.chunks)
+        return ReplayOutcome(result, chunks, collector.commands(), stats[0].published_count if stats else 0)
     finally:
         stop.set()
         if player_thread is not None:
             player_thread.join(timeout=10.0)
+        if collector is not None:
+            collector.client.close()
         graph.shutdown()
 
 
-def _run_goal(graph: RosGraph, client: ActionClient, collector: _Collector, instruction: str,
-              player_thread: threading.Thread, timeout: float) -> ExecuteInstruction.Result:
-    handle = _send_until_accepted(graph, client, instruction, player_thread)
+def _run_goal(graph: RosGraph, collector: _Collector, instruction: str, player_thread: threading.Thread,
+              timeout: float) -> ExecuteInstruction.Result:
+    # One goal: the policy node accepts it at once and starts it when the streamer and an observation
+    # are ready (within goal_start_timeout_s, see start_nodes).
+    handle = collector.client.send_goal(instruction)
 
     def playing(condition: Callable[[], bool], what: str) -> None:
         # Without /clock the nodes' time stands still: stop waiting when the bag ends.
@@ -268,20 +273,6 @@ def _run_goal(graph: RosGraph, client: ActionClient, collector: _Collector, inst
     graph.wait_for(lambda: cancel.done(), what="the cancel response")
     result = handle.get_result_async()
     return graph.wait_for(lambda: result.done() and result.result(), what="the goal's result").result
-
-
-def _send_until_accepted(graph: RosGraph, client: ActionClient, instruction: str,
-                         player_thread: threading.Thread) -> ClientGoalHandle:
-    """Sends the goal until the policy node accepts it (it rejects goals until it has an observation)."""
-    goal = ExecuteInstruction.Goal(instruction=instruction, max_chunks=0, max_duration=Duration())
-    deadline = time.monotonic() + 20.0
-    while time.monotonic() < deadline and player_thread.is_alive():
-        future = client.send_goal_async(goal)
-        handle = graph.wait_for(lambda future=future: future.done() and future.result(), what="a goal response")
-        if handle.accepted:
-            return handle
-        time.sleep(0.05)
-    raise AssertionError("the policy node accepted no goal while the bag played")
 
 
 # -- golden values ----------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
     benchmark_runtime [--robot aloha] [--duration 20] [--image-size 224x224]
                       [--handover splice|rtc|blend|wait] [--json OUT]
 
-Each node runs in a process of its own, on a ROS_DOMAIN_ID of its own (random
-unless ROS_DOMAIN_ID is set) and on localhost only:
+The nodes are those of pi0_bringup.graph.node_graph() (what the launch files and the
+runner start), each in a process of its own (pi0_bringup.supervisor), on a ROS_DOMAIN_ID
+of its own (random unless ROS_DOMAIN_ID is set) and on localhost only:
 
 - pi0_sim_robot: synthetic cameras and joint states that follow the commands (closes the loop);
 - pi0_policy: the lifecycle policy node with the tiny random model, started with
@@ -39,7 +40,8 @@ receptions in another):
   decoding, ObservationSynchronizer.add_image/add_joint_state/latest, timed
   in-process after the graph has stopped, on simulated camera/joint streams.
 
-This process observes with best-effort subscriptions, so that it never makes a
+This process observes through pi0_bringup.graph_client.GraphClient, with
+best-effort subscriptions for commands and chunks, so that it never makes a
 publisher wait for it. Jitter on a shared machine is only meaningful next to
 the bare loop's: the report gives the ratio.
 """
@@ -47,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import random
@@ -55,7 +56,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,24 +64,22 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import rclpy
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-from rclpy.action import ActionClient
-from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.serialization import deserialize_message, serialize_message
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
 from pi0_msgs.action import ExecuteInstruction
-from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
-from pi0_bringup.benchmark.support import (ChildExitedError, ChildProcess, ChunkGaps, ChunkLatency, ChunkSample,
-                                       CommandSample, CommandTiming, CpuUsage, StatusSample, Summary,
-                                       bare_loop_command, chunk_gaps, chunk_latency, command_timing, cpu_snapshot,
-                                       cpu_usage, first_commands, parse_bare_loop_output, stop_all, summarize)
+from pi0_msgs.msg import ActionChunk, StreamerStatus
+from pi0_bringup.benchmark.support import (ChunkGaps, ChunkLatency, ChunkSample, CommandSample, CommandTiming,
+                                           CpuUsage, StatusSample, Summary, bare_loop_command, chunk_gaps,
+                                           chunk_latency, command_timing, cpu_snapshot, cpu_usage, first_commands,
+                                           parse_bare_loop_output, summarize)
+from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
+from pi0_bringup.graph_client import GoalRejectedError, GraphClient, GraphClientError
+from pi0_bringup.supervisor import (GraphProcesses, NodeProcess, ProcessExitedError, isolate_ros_domain,
+                                    stop_processes)
 from pi0_ros.core.chunk import Handover
-from pi0_ros.streamer.controller_commands import controller_message_class
 from pi0_ros.ros.image_conversion import (compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_compressed_msg,
-                                      rgb_to_image_msg)
+                                          rgb_to_image_msg)
 from pi0_ros.policy.observation_source import state_joint_topics
 from pi0_ros.policy.observation_sync import ObservationSynchronizer, SyncConfig
 from pi0_ros.core.rate_monitor import RateStats, rate_stats
@@ -94,7 +92,7 @@ INSTRUCTION = "pick up the cube and put it in the bowl"
 STREAMING_MODE = StreamerStatus.MODE_STREAMING
 SYNC_BENCH_SECONDS = 10.0  # sensor time simulated by the synchronizer microbenchmark
 STREAMER_BLEND_DURATION_S = 0.2  # the streamer's default blend_duration_s, which the benchmark keeps
-POLL_S = 0.02
+SIM_NODE, POLICY_NODE = "pi0_sim_robot", "pi0_policy"  # node names in pi0_bringup.graph.node_graph()
 
 
 class BenchmarkError(RuntimeError):
@@ -184,7 +182,7 @@ class BenchmarkResult:
 
 
 @dataclass(frozen=True)
-class Recording:
+class BenchmarkRecording:
     """Everything received, with the measurement window (system time)."""
 
     commands: Mapping[str, tuple[CommandSample, ...]]  # topic -> samples
@@ -203,105 +201,54 @@ class GoalTiming:
     model_max_ms: float
 
 
-# -- the recorder node -------------------------------------------------------------------------------
+# -- the graph -------------------------------------------------------------------------------------
 
-def command_topics(description: RobotDescription) -> tuple[ControllerSpec, ...]:
-    """One controller per interface kind: they share message construction and timing."""
+def timed_controllers(description: RobotDescription) -> tuple[ControllerSpec, ...]:
+    """The controllers whose commands are timed: one per interface kind (they share message construction
+    and timing)."""
     chosen: dict[str, ControllerSpec] = {}
     for controller in description.controllers:
         chosen.setdefault(controller.interface, controller)
     return tuple(chosen.values())
 
 
-class Recorder(Node):
-    """Keeps every command, chunk and streamer status with its DDS timestamps."""
-
-    def __init__(self, description: RobotDescription, context: Context) -> None:
-        super().__init__("pi0_benchmark", context=context)
-        self.controllers = command_topics(description)
-        self.commands: dict[str, list[CommandSample]] = {c.topic: [] for c in self.controllers}
-        self.chunks: list[ChunkSample] = []
-        self.statuses: list[StatusSample] = []
-        # Best effort on purpose: a reliable reader makes the writer wait for its acknowledgements,
-        # so a busy benchmark process would stall the streamer's publish calls and we would
-        # measure ourselves. Losses still show up in the publication sequence numbers.
-        observer = qos_profile("best_effort", 100)
-        for controller in self.controllers:
-            self.create_subscription(controller_message_class(controller), controller.topic,
-                                     functools.partial(self._on_command, controller.topic), observer)
-        self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, observer)
-        self.create_subscription(StreamerStatus, "streamer_status", self._on_status, observer)
-        self.policy_status: Optional[PolicyStatus] = None
-        self.create_subscription(PolicyStatus, "policy_status", self._on_policy_status,
-                                 qos_profile("reliable", 1, transient_local=True))
-        self.instructions = ActionClient(self, ExecuteInstruction, "execute_instruction")
-
-    def _on_policy_status(self, message: PolicyStatus) -> None:
-        self.policy_status = message
-
-    def _on_command(self, topic: str, message: Any, info: dict) -> None:
-        header = getattr(message, "header", None)
-        self.commands[topic].append(CommandSample(
-            stamp=None if header is None else stamp_to_seconds(header.stamp),
-            published=info["source_timestamp"] * 1e-9, received=info["received_timestamp"] * 1e-9,
-            sequence=info["publication_sequence_number"]))
-
-    def _on_chunk(self, message: ActionChunk, info: dict) -> None:
-        self.chunks.append(ChunkSample(
-            goal_id=message.goal_id, sequence=message.sequence, stamp=stamp_to_seconds(message.header.stamp),
-            step=duration_to_seconds(message.step_period), horizon=message.horizon,
-            ready_latency_ms=message.inference_latency_ms, received=info["received_timestamp"] * 1e-9))
-
-    def _on_status(self, message: StreamerStatus) -> None:
-        self.statuses.append(StatusSample(
-            stamp=stamp_to_seconds(message.header.stamp), mode=message.mode, hold_reason=message.hold_reason,
-            goal_id=message.goal_id, commands_sent=message.commands_sent, jitter_p99_ms=message.jitter_p99_ms,
-            command_rate_hz=message.command_rate_hz))
-
-
-# -- the graph -----------------------------------------------------------------------------------------
-
-def node_commands(config: BenchmarkConfig) -> dict[str, list[str]]:
-    description = f"robot_description:={config.description_path}"
-    python = [sys.executable, "-m"]
-    return {
-        "sim_robot": python + ["pi0_bringup.sim_robot_node", "--ros-args", "-p", description,
-                               "-p", f"image_width:={config.image_width}",
-                               "-p", f"image_height:={config.image_height}",
-                               "-p", f"camera_rate_hz:={float(config.camera_rate_hz)!r}"],
-        "policy": python + ["pi0_ros.policy.node", "--ros-args", "-p", description, "-p", "autostart:=true",
-                            "-p", f"torch_threads:={config.torch_threads}", "-p", f"chunk_handover:={config.handover}"],
-        "command_streamer": python + ["pi0_ros.streamer.node", "--ros-args", "-p", description,
-                                      "-p", f"chunk_handover:={config.handover}",
-                                      "-p", f"realtime_priority:={config.streamer_priority}"],
-    }
+def benchmark_graph(config: BenchmarkConfig, description: RobotDescription) -> tuple[NodeSpec, ...]:
+    """The launch files' graph (pi0_bringup.graph.node_graph) with the simulated robot, the tiny model
+    and autostart; no respawn, since a node that dies fails the measurement."""
+    options = GraphOptions(robot=config.description_path, sim=True, chunk_handover=config.handover,
+                           torch_threads=config.torch_threads, streamer_priority=config.streamer_priority,
+                           sim_image_size=(config.image_width, config.image_height), respawn_delay=0)
+    camera_rate = {"camera_rate_hz": float(config.camera_rate_hz)}
+    return tuple(dataclasses.replace(spec, parameters={**spec.parameters, **camera_rate}) if spec.name == SIM_NODE
+                 else spec for spec in node_graph(options, description))
 
 
 class Graph:
-    """The node processes and this process's recorder, started and stopped together."""
+    """The node processes and this process's graph client, started and stopped together.
+
+    The client observes with best-effort subscriptions, so that it never makes a publisher wait
+    for it: a reliable reader makes the writer wait for its acknowledgements, so a busy benchmark
+    process would stall the streamer's publish calls and we would measure ourselves. Losses still
+    show up in the publication sequence numbers.
+    """
 
     def __init__(self, config: BenchmarkConfig, description: RobotDescription, log_dir: Path) -> None:
         self.config = config
         self.description = description
         self.log_dir = log_dir
-        self.nodes: list[ChildProcess] = []
-        self.helpers: list[ChildProcess] = []
-        self.context = Context()
-        self.recorder: Optional[Recorder] = None
-        self._executor: Optional[SingleThreadedExecutor] = None
-        self._thread: Optional[threading.Thread] = None
+        self.processes = GraphProcesses(benchmark_graph(config, description), log_dir=log_dir)
+        self.helpers: list[NodeProcess] = []
+        self.client: Optional[GraphClient] = None
+        self.chunks: list[ChunkSample] = []
 
     def __enter__(self) -> "Graph":
         try:
-            for name, command in node_commands(self.config).items():
-                self.nodes.append(ChildProcess(name, command, os.environ, self.log_dir))
-            rclpy.init(context=self.context, domain_id=self.config.domain_id,
-                       signal_handler_options=SignalHandlerOptions.NO)
-            self.recorder = Recorder(self.description, self.context)
-            self._executor = SingleThreadedExecutor(context=self.context)
-            self._executor.add_node(self.recorder)
-            self._thread = threading.Thread(target=self._spin, name="pi0_benchmark_spin", daemon=True)
-            self._thread.start()
+            self.processes.start()
+            self.client = GraphClient(self.description, name="pi0_benchmark",
+                                      controllers=timed_controllers(self.description),
+                                      command_qos=qos_profile("best_effort", 100))
+            self.client.node.create_subscription(ActionChunk, "action_chunk", self._on_chunk,
+                                                 qos_profile("best_effort", 100))
         except BaseException:
             self.close()
             raise
@@ -311,43 +258,41 @@ class Graph:
         self.close()
 
     def close(self) -> None:
-        stop_all(self.nodes + self.helpers)
-        if self._executor is not None:
-            self._executor.shutdown(timeout_sec=2.0)
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        if self.recorder is not None:
-            self.recorder.destroy_node()
-        if self.context.ok():
-            rclpy.shutdown(context=self.context)
+        stop_processes([*self.processes.processes.values(), *self.helpers])
+        self.processes.stop()
+        if self.client is not None:
+            self.client.close()
 
-    def _spin(self) -> None:
-        try:
-            self._executor.spin()
-        except ExternalShutdownException:
-            pass
+    def _on_chunk(self, message: ActionChunk, info: dict) -> None:
+        self.chunks.append(ChunkSample(
+            goal_id=message.goal_id, sequence=message.sequence, stamp=stamp_to_seconds(message.header.stamp),
+            step=duration_to_seconds(message.step_period), horizon=message.horizon,
+            ready_latency_ms=message.inference_latency_ms, received=info["received_timestamp"] * 1e-9))
 
-    def node(self, name: str) -> ChildProcess:
-        return next(child for child in self.nodes if child.name == name)
+    def node(self, name: str) -> NodeProcess:
+        return self.processes.processes[name]
 
-    def check_nodes(self) -> None:
-        for child in self.nodes:
-            child.check_running()
+    def statuses(self) -> list[StatusSample]:
+        return [StatusSample(
+            stamp=stamp_to_seconds(m.header.stamp), mode=m.mode, hold_reason=m.hold_reason, goal_id=m.goal_id,
+            commands_sent=m.commands_sent, jitter_p99_ms=m.jitter_p99_ms, command_rate_hz=m.command_rate_hz)
+            for m in self.client.streamer_statuses()]
+
+    def commands(self) -> dict[str, tuple[CommandSample, ...]]:
+        """Topic -> the commands received on it."""
+        return {c.topic: tuple(CommandSample(stamp=r.stamp, published=r.published, received=r.delivered,
+                                             sequence=r.sequence) for r in self.client.commands.all(c.name))
+                for c in self.client.controllers}
 
     def wait_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_nodes()
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise BenchmarkError(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(POLL_S)
+        try:
+            return self.client.wait_until(predicate, timeout, what, self.processes)
+        except GraphClientError as exc:
+            raise BenchmarkError(str(exc)) from None
 
     def sleep_until(self, wall_time: float) -> None:
         while time.time() < wall_time:
-            self.check_nodes()
+            self.processes.check_running()
             time.sleep(min(0.1, max(0.0, wall_time - time.time())))
 
     def result_of(self, future: Any, timeout: float, what: str) -> Any:
@@ -358,30 +303,22 @@ class Graph:
 def wait_for_active_policy(graph: Graph) -> None:
     """The policy configures and activates itself (autostart, as in the launch files); its latched
     status says when. No lifecycle service call: a lost service response would stall the run."""
-    def active() -> bool:
-        status = graph.recorder.policy_status
-        if status is not None and status.level == PolicyStatus.LEVEL_ERROR:
-            raise BenchmarkError(f"pi0_policy: {status.message}{graph.node('policy').describe_output()}")
-        return status is not None and status.lifecycle_state == "active"
-    graph.wait_until(active, graph.config.startup_timeout, "pi0_policy to configure and activate")
+    try:
+        graph.client.wait_until_ready(graph.config.startup_timeout, settle=0.5, processes=graph.processes)
+    except GraphClientError as exc:
+        raise BenchmarkError(f"{exc}{graph.node(POLICY_NODE).describe_output()}") from None
 
 
 def start_goal(graph: Graph) -> Any:
-    """Sends the instruction until the policy accepts it (it rejects goals before the first observation)."""
-    client = graph.recorder.instructions
-    timeout = graph.config.startup_timeout
-    graph.wait_until(client.server_is_ready, timeout, "the execute_instruction action server")
-    # The server answers once it has discovered our response reader, which lags its request reader.
-    time.sleep(0.5)
-    deadline = time.monotonic() + timeout
-    while True:
-        handle = graph.result_of(client.send_goal_async(ExecuteInstruction.Goal(instruction=INSTRUCTION)), timeout,
-                                 "the response to the instruction goal")
-        if handle.accepted:
-            return handle
-        if time.monotonic() > deadline:
-            raise BenchmarkError(f"pi0_policy kept rejecting the goal{graph.node('policy').describe_output()}")
-        time.sleep(0.5)
+    """Sends the instruction; the policy accepts it at once and starts it when the streamer and the
+    observations are ready."""
+    try:
+        return graph.client.send_goal(INSTRUCTION, timeout=graph.config.startup_timeout, processes=graph.processes)
+    except GoalRejectedError as exc:
+        raise BenchmarkError(f"pi0_policy rejected the goal: {exc}{graph.node(POLICY_NODE).describe_output()}") \
+            from None
+    except GraphClientError as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 def finish_goal(graph: Graph, handle: Any) -> GoalTiming:
@@ -391,39 +328,37 @@ def finish_goal(graph: Graph, handle: Any) -> GoalTiming:
     result = graph.result_of(result_future, 15.0, "the goal result").result
     if result.end_reason != ExecuteInstruction.Result.END_REASON_CANCELED:
         raise BenchmarkError(f"the instruction goal ended before the measurement did (end reason "
-                             f"{result.end_reason}: {result.message}){graph.node('policy').describe_output()}")
+                             f"{result.end_reason}: {result.message}){graph.node(POLICY_NODE).describe_output()}")
     return GoalTiming(result.inference_latency_mean_ms, result.inference_latency_p95_ms,
                       result.inference_latency_max_ms)
 
 
-def record(graph: Graph) -> tuple[Recording, list[float], GoalTiming]:
+def record(graph: Graph) -> tuple[BenchmarkRecording, list[float], GoalTiming]:
     """Runs the goal and the measurement window; returns the recording, the bare-loop ticks, the goal timing."""
     config = graph.config
-    recorder = graph.recorder
     wait_for_active_policy(graph)
     progress("pi0_policy active; sending the instruction goal")
     handle = start_goal(graph)
-    graph.wait_until(lambda: any(s.mode == STREAMING_MODE for s in recorder.statuses), config.startup_timeout,
-                     "the command streamer to stream")
+    graph.wait_until(lambda: any(s.mode == STREAMING_MODE for s in graph.client.streamer_statuses()),
+                     config.startup_timeout, "the command streamer to stream")
     start = time.time() + config.warmup
     progress(f"streaming; settling {config.warmup:.1f} s, then recording {config.duration:.1f} s")
-    baseline = ChildProcess("bare_loop", bare_loop_command(graph.description.control_period, start,
-                                                           config.duration), os.environ, graph.log_dir)
+    baseline = NodeProcess("bare_loop", bare_loop_command(graph.description.control_period, start, config.duration),
+                           os.environ, graph.log_dir, stdout_apart=True)
     graph.helpers.append(baseline)
-    pids = {child.name: child.process.pid for child in graph.nodes}
+    pids = {name: process.pid for name, process in graph.processes.processes.items()}
     pids["benchmark"] = os.getpid()
     graph.sleep_until(start)
     before = cpu_snapshot(pids)
     graph.sleep_until(start + config.duration)
     after = cpu_snapshot(pids)
     graph.wait_until(lambda: not baseline.running, 10.0, "the bare-loop baseline to finish")
-    if baseline.process.returncode != 0:
-        raise ChildExitedError(f"the bare-loop baseline failed with code {baseline.process.returncode}"
-                               f"{baseline.describe_output()}")
+    if baseline.returncode != 0:
+        raise ProcessExitedError(f"the bare-loop baseline failed with code {baseline.returncode}"
+                                 f"{baseline.describe_output()}")
     timing = finish_goal(graph, handle)
-    recording = Recording(
-        commands={topic: tuple(samples) for topic, samples in recorder.commands.items()},
-        chunks=tuple(recorder.chunks), statuses=tuple(recorder.statuses),
+    recording = BenchmarkRecording(
+        commands=graph.commands(), chunks=tuple(graph.chunks), statuses=tuple(graph.statuses()),
         goal_id=bytes(handle.goal_id.uuid).hex(), window_start=start, window_end=start + config.duration,
         cpu=cpu_usage(before, after))
     return recording, parse_bare_loop_output(baseline.stdout_text()), timing
@@ -495,17 +430,17 @@ def measure_sync_cost(description: RobotDescription, width: int, height: int, ca
 
 # -- analysis --------------------------------------------------------------------------------------
 
-def _in_window(samples: Sequence[Any], time_of: Callable[[Any], float], recording: Recording) -> list[Any]:
+def _in_window(samples: Sequence[Any], time_of: Callable[[Any], float], recording: BenchmarkRecording) -> list[Any]:
     return [s for s in samples if recording.window_start <= time_of(s) <= recording.window_end]
 
 
-def analyze(config: BenchmarkConfig, description: RobotDescription, recording: Recording, baseline_ticks: list[float],
-            goal: GoalTiming, sync_cost: SyncCost) -> BenchmarkResult:
+def analyze(config: BenchmarkConfig, description: RobotDescription, recording: BenchmarkRecording,
+            baseline_ticks: list[float], goal: GoalTiming, sync_cost: SyncCost) -> BenchmarkResult:
     period = description.control_period
     window = recording.window_end - recording.window_start
     commands = {topic: _in_window(samples, lambda s: s.tick_time, recording)
                 for topic, samples in recording.commands.items()}
-    controllers = command_topics(description)
+    controllers = timed_controllers(description)
     timings = tuple(command_timing(c.topic, c.interface, commands[c.topic], period) for c in controllers)
     primary = next((t for t in timings if t.stamped), timings[0])
     statuses = _in_window(recording.statuses, lambda s: s.stamp, recording)
@@ -733,10 +668,8 @@ def make_config(args: argparse.Namespace) -> BenchmarkConfig:
 
 
 def isolate_ros_traffic(config: BenchmarkConfig, log_dir: Path) -> None:
-    # Set in this process's environment because rcl reads discovery settings from it, and the
-    # children inherit it: every process of one run talks on one domain, on localhost only.
-    os.environ["ROS_DOMAIN_ID"] = str(config.domain_id)
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    """Every process of one run talks on one domain, on localhost only (inherited by the children)."""
+    isolate_ros_domain(config.domain_id)
     os.environ["ROS_LOG_DIR"] = str(log_dir / "ros")
     os.environ["PYTHONUNBUFFERED"] = "1"
 
@@ -766,7 +699,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = make_config(args)
         result = run_benchmark(config, log_dir)
-    except (BenchmarkError, ChildExitedError, DescriptionError) as exc:
+    except (BenchmarkError, ProcessExitedError, DescriptionError) as exc:
         print(f"benchmark_runtime failed: {exc}\n(child logs kept in {log_dir})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

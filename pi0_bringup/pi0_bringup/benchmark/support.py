@@ -1,5 +1,5 @@
-"""Plumbing of the runtime benchmark that needs no ROS graph: child processes, the bare-loop
-baseline, and the analysis of what the benchmark recorded.
+"""Plumbing of the runtime benchmark that needs no ROS graph: the bare-loop baseline and the
+analysis of what the benchmark recorded (its processes are pi0_bringup.supervisor's).
 
 Kept free of rclpy imports so that the baseline child (``python -m
 pi0_bringup.benchmark.support bare-loop PERIOD START_AT DURATION``) starts quickly and the
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -24,101 +22,10 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from pi0_bringup.supervisor import ProcessExitedError
 from pi0_ros.streamer.chunk_schedule import ChunkScheduler
 from pi0_ros.core.chunk import Handover, TimedChunk
 from pi0_ros.core.rate_monitor import RateStats, rate_stats
-
-# Runs in the child before the node: a process group of its own, so that a terminal's Ctrl-C
-# reaches only the benchmark (which stops the children in order) and killpg reaches anything
-# a child starts; and PR_SET_PDEATHSIG (which survives exec), so that the child dies with a
-# benchmark killed without clean-up. The ppid check closes the race of a parent that died
-# before prctl ran. Deliberately not a new session: the kernel's autogroup scheduling shares
-# CPU per session, and a launch file keeps all nodes in one session too.
-_LAUNCHER = (
-    "import ctypes, os, signal, sys\n"
-    "os.setpgid(0, 0)\n"
-    "ctypes.CDLL(None).prctl(1, signal.SIGKILL)\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    sys.exit(1)\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n"
-)
-
-# Signals that end a child, each with how long it gets to exit before the next one.
-STOP_SEQUENCE = ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0))
-
-
-class ChildExitedError(RuntimeError):
-    """A child process ended while the benchmark still needed it."""
-
-
-class ChildProcess:
-    """One supervised child: own process group, output in log files, killed with the benchmark."""
-
-    def __init__(self, name: str, command: Sequence[str], env: Mapping[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.stdout_path = log_dir / f"{name}.out"
-        self.stderr_path = log_dir / f"{name}.err"
-        linux = sys.platform.startswith("linux")
-        argv = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *command] if linux else list(command)
-        with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                            env=dict(env), start_new_session=not linux)
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def check_running(self) -> None:
-        if not self.running:
-            raise ChildExitedError(f"{self.name} exited early with code {self.process.returncode}"
-                                   f"{self.describe_output()}")
-
-    def describe_output(self, lines: int = 15) -> str:
-        tail = self.output_tail(lines)
-        return f"; last lines of its output:\n{tail}" if tail else " without output"
-
-    def output_tail(self, lines: int) -> str:
-        text = _read_text(self.stderr_path) or _read_text(self.stdout_path)
-        return "\n".join(f"    {line}" for line in text.rstrip().splitlines()[-lines:])
-
-    def stdout_text(self) -> str:
-        return _read_text(self.stdout_path)
-
-    def signal(self, sig: int) -> None:
-        if not self.running:
-            return
-        try:
-            os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            # The launcher has not made the child's process group yet.
-            self.process.send_signal(sig)
-
-    def wait(self, timeout: float) -> bool:
-        try:
-            self.process.wait(timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-
-def stop_all(children: Iterable[ChildProcess],
-             sequence: Sequence[tuple[int, float]] = STOP_SEQUENCE) -> None:
-    """Ends every child: SIGINT (clean ROS shutdown), then SIGTERM, then SIGKILL, all in parallel."""
-    remaining = [c for c in children if c.running]
-    for sig, grace in sequence:
-        for child in remaining:
-            child.signal(sig)
-        deadline = time.monotonic() + grace
-        remaining = [c for c in remaining if not c.wait(max(0.0, deadline - time.monotonic()))]
-        if not remaining:
-            return
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 # -- bare-loop baseline ----------------------------------------------------------------------------
@@ -155,7 +62,7 @@ def parse_bare_loop_output(text: str) -> list[float]:
     try:
         return [float(t) for t in json.loads(text)]
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise ChildExitedError(f"the bare-loop baseline printed no tick times: {exc}") from None
+        raise ProcessExitedError(f"the bare-loop baseline printed no tick times: {exc}") from None
 
 
 # -- CPU usage ----------------------------------------------------------------------------------------

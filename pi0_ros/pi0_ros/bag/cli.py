@@ -32,8 +32,9 @@ def split_argv(prog: str, argv: Optional[Sequence[str]]) -> tuple[list[str], lis
 
 
 @contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Within the block, Ctrl-C and SIGTERM ask for a clean stop (bag finalized) instead of killing."""
+def signals_request_stop(stop: threading.Event) -> Iterator[None]:
+    """Within the block, every Ctrl-C and SIGTERM sets `stop` (a clean stop: bag finalized) instead of killing;
+    the previous handlers return after it (unlike pi0_ros.core.stop_signals.stop_on_first_signal)."""
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield

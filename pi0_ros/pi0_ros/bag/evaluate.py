@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import re
 import sys
 import time
 from collections import Counter
@@ -41,6 +40,7 @@ from typing import (
 import numpy as np
 import torch
 from pi0_model.errors import Pi0Error
+from pi0_model.options import DEVICE_FORMS, DTYPE_NAMES, device_problem
 from pi0_model.policy import Pi0Policy
 
 from pi0_ros.bag.cli import report_error
@@ -509,9 +509,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("bag", type=Path, help="bag directory (or a single .mcap / .db3 file)")
     parser.add_argument("--robot-description", type=Path, required=True, help="the robot's description YAML")
     parser.add_argument("--checkpoint", default="", help="pi0 checkpoint directory (default: the tiny random model)")
-    parser.add_argument("--device", default="cpu", type=_device, help="torch device: cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (and of the tiny model)")
+    parser.add_argument("--device", default=ModelSettings.device, type=_device, help=f"torch device: {DEVICE_FORMS}")
+    parser.add_argument("--dtype", default=ModelSettings.dtype, choices=DTYPE_NAMES)
+    parser.add_argument("--seed", type=int, default=ModelSettings.seed,
+                        help="seed of the sampling noise (and of the tiny model)")
     parser.add_argument("--torch-threads", type=int, default=0,
                         help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
     parser.add_argument("--instruction", help="instruction for every observation (default: the recorded ones)")
@@ -526,9 +527,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def _device(text: str) -> str:
-    # torch raises a bare RuntimeError for device strings it cannot parse; refuse them here instead.
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got '{text}'")
+    problem = device_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

@@ -34,6 +34,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from pi0_ros.core.interpolation import interpolate_rows
+
 SCHEMA = "pi0_ros.bag_evaluation"
 SCHEMA_VERSION = 1
 
@@ -124,14 +126,9 @@ class PredictedChunk:
     def at(self, t: float, step: float) -> Optional[np.ndarray]:
         """The chunk's action for time t (linear between rows); None outside [stamp, last row]."""
         position = (t - self.stamp) / step
-        last = self.actions.shape[0] - 1
-        if position < 0 or position > last + 1e-9:
+        if position < 0 or position > self.actions.shape[0] - 1 + 1e-9:
             return None
-        row = min(int(position), last)
-        if row == last:
-            return self.actions[last].copy()
-        fraction = position - row
-        return (1.0 - fraction) * self.actions[row] + fraction * self.actions[row + 1]
+        return interpolate_rows(self.actions, position)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 
-from pi0_ros.bag.cli import report_error, split_argv, stop_on_signals
+from pi0_ros.bag.cli import report_error, signals_request_stop, split_argv
 from pi0_ros.bag.errors import BagError
 from pi0_ros.bag.interfaces import message_class
 from pi0_ros.bag.player import (
@@ -153,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except BagError as exc:
             return report_error(PROG, exc)
         stop = threading.Event()
-        with stop_on_signals(stop):
+        with signals_request_stop(stop):
             rclpy.init(args=full_argv, signal_handler_options=SignalHandlerOptions.NO)
             try:
                 return _play(player, args, stop)

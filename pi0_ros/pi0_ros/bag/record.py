@@ -29,7 +29,7 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rclpy.topic_endpoint_info import TopicEndpointInfo
 
-from pi0_ros.bag.cli import report_error, split_argv, stop_on_signals
+from pi0_ros.bag.cli import report_error, signals_request_stop, split_argv
 from pi0_ros.bag.definitions import DefinitionSource
 from pi0_ros.bag.errors import BagError
 from pi0_ros.bag.interfaces import message_class
@@ -219,7 +219,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (BagError, DescriptionError) as exc:
         return report_error(PROG, exc)
     stop = threading.Event()
-    with stop_on_signals(stop):
+    with signals_request_stop(stop):
         rclpy.init(args=full_argv, signal_handler_options=SignalHandlerOptions.NO)
         try:
             return _record(config, stop)

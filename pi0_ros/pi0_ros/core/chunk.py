@@ -12,6 +12,8 @@ from typing import Optional
 
 import numpy as np
 
+from pi0_ros.core.interpolation import interpolate_rows
+
 
 class Handover(str, enum.Enum):
     WAIT = "wait"
@@ -20,11 +22,16 @@ class Handover(str, enum.Enum):
     RTC = "rtc"
 
     @classmethod
+    def choices(cls) -> tuple[str, ...]:
+        """Every hand-over's name, as parameters and launch arguments spell it."""
+        return tuple(h.value for h in cls)
+
+    @classmethod
     def parse(cls, value: str) -> "Handover":
         try:
             return cls(value)
         except ValueError:
-            choices = ", ".join(h.value for h in cls)
+            choices = ", ".join(cls.choices())
             raise ValueError(f"unknown chunk handover '{value}' (expected one of {choices})") from None
 
 
@@ -53,12 +60,7 @@ class TimedChunk:
         """The action for time t, linearly interpolated between rows; None after the last row."""
         if not self.covers(t):
             return None
-        position = max(0.0, (t - self.stamp) / self.step)
-        row = min(int(position), self.actions.shape[0] - 1)
-        if row + 1 >= self.actions.shape[0]:
-            return self.actions[-1].copy()
-        fraction = position - row
-        return (1.0 - fraction) * self.actions[row] + fraction * self.actions[row + 1]
+        return interpolate_rows(self.actions, (t - self.stamp) / self.step)
 
     def restarted_at(self, t: float) -> "TimedChunk":
         return dataclasses.replace(self, stamp=t)

@@ -18,7 +18,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
-
 # The three image slots of pi0 checkpoints (openpi naming).
 PI0_IMAGE_SLOTS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 

@@ -8,7 +8,6 @@ chunk is then dropped rather than published under the wrong goal.
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol
 
@@ -45,7 +44,8 @@ class WorkerConfig:
     stale_timeout: float  # end the goal when no new observation arrives for this long
     real_time_chunking: bool
     initial_latency: float  # s, latency estimate before the first chunk (from warm-up)
-    poll_interval: float = 0.002
+    # Longest sleep while no new observation comes: bounds how late a duration limit or a stale timeout is seen.
+    idle_wait: float = 0.05
 
     def __post_init__(self) -> None:
         if not (self.action_step > 0 and self.horizon >= 1 and self.stale_timeout > 0 and self.initial_latency >= 0):
@@ -67,6 +67,7 @@ class InferenceWorker:
         self._publish = publish
         self._session: Optional[GoalSession] = None
         self._wake = threading.Event()
+        self._observation_arrived = threading.Event()
         self._shutdown = threading.Event()
         self._sequence = 0
         self._thread = threading.Thread(target=self._run, name="pi0_inference", daemon=True)
@@ -81,13 +82,19 @@ class InferenceWorker:
     def stop(self, timeout: float = 5.0) -> None:
         self._shutdown.set()
         self._wake.set()
+        self._observation_arrived.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    def notify_observation(self) -> None:
+        """A new camera frame arrived (any thread): wakes a worker waiting for a newer observation."""
+        self._observation_arrived.set()
 
     def serve(self, session: GoalSession) -> None:
         """Makes `session` the goal to serve; the caller has already stopped the previous one."""
         self._session = session
         self._wake.set()
+        self._observation_arrived.set()  # a worker waiting for the previous goal's observation looks up
 
     def _run(self) -> None:
         while not self._shutdown.is_set():
@@ -106,12 +113,14 @@ class InferenceWorker:
         while session.active and not self._shutdown.is_set() and self._session is session:
             now = self._clock()
             session.check_duration(now)
+            # Cleared before looking, so a frame that arrives after the look still wakes the wait below.
+            self._observation_arrived.clear()
             observation, reason = self._next_observation(now, last_stamp)
             if observation is None:
                 if now - waiting_since > self.config.stale_timeout:
                     session.stop(EndReason.OBSERVATION_STALE,
                                  f"no new synchronized observation for {now - waiting_since:.2f} s: {reason}")
-                time.sleep(self.config.poll_interval)
+                self._observation_arrived.wait(self.config.idle_wait)
                 continue
             last_stamp = observation.stamp
             record = self._chunk_for(session, observation, previous, latency.value)

@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from pi0_model.normalization import Normalization, NormStats
+from pi0_model.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype, compile_mode_or_none
 from pi0_model.policy import Pi0Policy, RobotIO
 from pi0_model.transforms import TransformPipeline
 from pi0_ros.core.robot_description import BASE_ACTION_NAMES, RobotDescription
@@ -14,14 +15,20 @@ from pi0_ros.core.robot_description import BASE_ACTION_NAMES, RobotDescription
 
 @dataclass(frozen=True)
 class ModelSettings:
-    checkpoint: str  # checkpoint directory; "" builds the random-init tiny model
-    device: str  # "cpu", "cuda" or "cuda:N"
-    dtype: str  # "float32" or "bfloat16"
+    checkpoint: str = ""  # checkpoint directory; "" builds the random-init tiny model
+    device: str = DEFAULT_DEVICE  # "cpu", "cuda" or "cuda:N"
+    dtype: str = DEFAULT_DTYPE  # one of pi0_model.options.DTYPE_NAMES
     num_steps: Optional[int] = None  # denoising steps; None keeps the checkpoint's
     tokenizer_path: Optional[str] = None  # None looks inside the checkpoint
     norm_stats_path: Optional[str] = None  # None uses the description's, then the checkpoint's
     seed: int = 0  # tiny-model weights and sampling noise
-    compile_mode: Optional[str] = None  # torch.compile mode, None for eager
+    compile_mode: Optional[str] = None  # one of pi0_model.options.COMPILE_MODES, None for eager
+
+    def __post_init__(self) -> None:
+        check_device(self.device)
+        check_dtype(self.dtype)
+        if self.compile_mode is not None:
+            compile_mode_or_none(self.compile_mode)
 
 
 def robot_io(description: RobotDescription, norm_stats_path: Optional[str] = None) -> RobotIO:

@@ -44,14 +44,16 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
-from pi0_ros.core.chunk import Handover
+from pi0_ros.core.heartbeat import STREAMER_TIMEOUT_S
 from pi0_ros.policy.goal_session import EndReason, GoalSession, instruction_problem, normalize_instruction
-from pi0_ros.policy.inference_worker import ChunkRecord, InferenceWorker, ModelOutput, WorkerConfig
+from pi0_ros.policy.inference_worker import ChunkRecord, InferenceWorker, ModelOutput
+from pi0_ros.ros.chunk_messages import chunk_message
 from pi0_ros.ros.node_main import request_stop, spin_node, wait_for_delivery
-from pi0_ros.policy.observation_source import ObservationSource, ObservationSourceParams, QosSettings
-from pi0_ros.policy.observation_sync import SyncedObservation, SyncLimits
-from pi0_ros.ros.parameters import NodeParameters, Param
-from pi0_ros.policy.model_loader import ModelSettings, load_policy
+from pi0_ros.policy.observation_source import ObservationSource
+from pi0_ros.policy.observation_sync import SyncedObservation
+from pi0_ros.ros.parameters import DeclaredParameters
+from pi0_ros.policy.model_loader import load_policy
+from pi0_ros.policy.parameters import PolicyParameters
 from pi0_ros.core.rate_monitor import RateMonitor
 from pi0_ros.core.robot_description import RobotDescription, load_robot_description
 from pi0_ros.policy.model_adaptations import check_model_adaptations
@@ -61,56 +63,14 @@ from pi0_ros.policy.rtc_planner import RtcPlan
 
 READY = (PolicyStatus.LEVEL_OK, "ready for instructions")  # health of an active node without a failure
 START_POLL_S = 0.05  # how often a waiting goal checks whether it can start, and a running one its streamer
-# The streamer publishes its status at 10 Hz by default (2 Hz at least): silence this long means it is gone.
-STREAMER_TIMEOUT_S = 1.0
-
-PARAMS = (
-    Param("robot_description", "", "Path to the robot description YAML.", read_only=True),
-    Param("autostart", False, "Configure and activate on startup (portable stand-in for launch_ros autostart).",
-          read_only=True),
-    Param("checkpoint", "", "pi0 checkpoint directory (LeRobot/openpi PyTorch layout); empty = tiny demo model."),
-    Param("tokenizer_path", "", "PaliGemma tokenizer (tokenizer.model or tokenizer.json); empty = inside the checkpoint."),
-    Param("norm_stats", "", "norm_stats.json overriding the description's and the checkpoint's; empty = none."),
-    Param("device", "cpu", "Torch device: cpu, cuda or cuda:N."),
-    Param("dtype", "float32", "Model weights dtype.", choices=("float32", "bfloat16")),
-    Param("compile_mode", "none", "torch.compile mode for the model.",
-          choices=("none", "default", "reduce-overhead", "max-autotune")),
-    Param("num_denoising_steps", 0, "Euler steps per chunk; 0 keeps the checkpoint's (10 for pi0).", 0, 100),
-    Param("seed", 0, "Seed of the tiny model's weights and of the sampling noise.", 0, 2**31 - 1),
-    Param("torch_threads", 0, "CPU threads for torch; 0 leaves torch's default.", 0, 256),
-    Param("warmup_iterations", 2, "Inferences on a blank observation at configure (compilation, latency estimate).",
-          0, 100),
-    Param("chunk_handover", "splice", "Hand-over used by the streamer; 'rtc' also enables real-time chunking here.",
-          choices=tuple(h.value for h in Handover)),
-    Param("max_instruction_chars", 500, "Longer instructions are rejected.", 1, 100_000),
-    Param("require_streamer", True, "Start a goal only once a command streamer is heard on streamer_status, so a "
-          "goal never runs while nothing would move the robot (e.g. before DDS discovery completes)."),
-    Param("goal_start_timeout_s", 5.0, "How long an accepted goal waits for the command streamer (require_streamer) "
-          "and a first synchronized observation before it aborts (end_reason NOT_READY).", 0.0, 600.0),
-    Param("stale_observation_timeout_s", 0.5, "End the goal when no new observation arrives for this long.",
-          0.05, 30.0),
-    Param("feedback_rate_hz", 10.0, "Action feedback rate.", 0.5, 100.0),
-    Param("status_rate_hz", 10.0, "policy_status rate (also published on every goal change); the streamer holds "
-          "when none arrives for its status_timeout_s (0.5 s by default).", 5.0, 100.0),
-    Param("sync_slop_s", 0.05, "Widest spread of camera stamps inside one synchronized set.", 0.0, 1.0),
-    Param("sync_queue_size", 5, "Frames kept per camera for matching.", 1, 100),
-    Param("max_observation_age_s", 0.5, "Streams and sets older than this are stale.", 0.01, 30.0),
-    Param("joint_extrapolation_s", 0.05, "How far a set may lie past a joint's newest sample.", 0.0, 1.0),
-    Param("camera_qos_reliability", "best_effort", "Camera subscription reliability.",
-          choices=("best_effort", "reliable")),
-    Param("camera_qos_depth", 2, "Camera subscription depth.", 1, 100),
-    Param("joint_state_qos_reliability", "reliable", "Joint state subscription reliability.",
-          choices=("reliable", "best_effort")),
-    Param("joint_state_qos_depth", 10, "Joint state subscription depth.", 1, 1000),
-)
 # When the process ends, the inference thread gets this long to finish; the process then ends without it.
 EXIT_WORKER_JOIN_S = 0.2
 
 class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("pi0_policy", **kwargs)
-        self._params = NodeParameters(self, PARAMS)
-        self._values: dict = {}
+        self._declared = DeclaredParameters(self, PolicyParameters)
+        self._params = PolicyParameters()  # as read by the last successful configure
         self._description: Optional[RobotDescription] = None
         self._policy = None
         self._source: Optional[ObservationSource] = None
@@ -141,7 +101,7 @@ class PolicyNode(LifecycleNode):
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._status_timer = None
         self.create_timer(1.0, self._publish_diagnostics)
-        self._reset_status_timer(10.0)
+        self._reset_status_timer(PolicyParameters.status_rate_hz)
         # Runs for the node's life (nothing to release) and returns at once unless a goal waits to start.
         self.create_timer(START_POLL_S, self._supervise_goal)
         self._autostart_timer = None
@@ -159,20 +119,20 @@ class PolicyNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._values = values = self._params.read()
-            self._description = check_model_adaptations(load_robot_description(values["robot_description"]))
-            if values["torch_threads"]:
+            self._params = params = self._declared.read()
+            self._description = check_model_adaptations(load_robot_description(params.robot_description))
+            if params.torch_threads:
                 import torch
-                torch.set_num_threads(values["torch_threads"])
+                torch.set_num_threads(params.torch_threads)
             self.get_logger().info(
-                f"loading {'checkpoint ' + values['checkpoint'] if values['checkpoint'] else 'the tiny demo model'}"
-                f" for '{self._description.name}' on {values['device']} ({values['dtype']})")
-            self._policy = load_policy(self._description, self._model_settings(values))
-            warmup_latency = self._warm_up(values["warmup_iterations"])
+                f"loading {'checkpoint ' + params.checkpoint if params.checkpoint else 'the tiny demo model'}"
+                f" for '{self._description.name}' on {params.device} ({params.dtype})")
+            self._policy = load_policy(self._description, params.model_settings())
+            warmup_latency = self._warm_up(params.warmup_iterations)
         except Exception as exc:  # noqa: BLE001 - any configure failure must be reported, not crash the node
             self._policy = None
             return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
-        self._create_runtime(values, warmup_latency)
+        self._create_runtime(params, warmup_latency)
         self._set_lifecycle("inactive", PolicyStatus.LEVEL_OK, "configured")
         self.get_logger().info(f"configured: horizon {self._policy.horizon}, warm-up latency "
                                f"{warmup_latency * 1e3:.0f} ms")
@@ -222,19 +182,6 @@ class PolicyNode(LifecycleNode):
         self._set_lifecycle("unconfigured", PolicyStatus.LEVEL_ERROR, message)
         return TransitionCallbackReturn.FAILURE
 
-    @staticmethod
-    def _model_settings(values: dict) -> ModelSettings:
-        return ModelSettings(
-            checkpoint=values["checkpoint"],
-            device=values["device"],
-            dtype=values["dtype"],
-            num_steps=values["num_denoising_steps"] or None,
-            tokenizer_path=values["tokenizer_path"] or None,
-            norm_stats_path=values["norm_stats"] or None,
-            seed=values["seed"],
-            compile_mode=None if values["compile_mode"] == "none" else values["compile_mode"],
-        )
-
     def _warm_up(self, iterations: int) -> float:
         """Runs the model on blank inputs; returns the slowest latency seen (s), a first estimate for RTC."""
         assert self._description is not None and self._policy is not None
@@ -247,25 +194,17 @@ class PolicyNode(LifecycleNode):
             slowest = max(slowest, time.perf_counter() - start)
         return slowest
 
-    def _create_runtime(self, values: dict, warmup_latency: float) -> None:
+    def _create_runtime(self, params: PolicyParameters, warmup_latency: float) -> None:
         description = self._description
         assert description is not None and self._policy is not None
         sensors = MutuallyExclusiveCallbackGroup()
-        self._source = ObservationSource(self, description, ObservationSourceParams(
-            limits=SyncLimits(slop_s=values["sync_slop_s"], queue_size=values["sync_queue_size"],
-                              max_age_s=values["max_observation_age_s"],
-                              joint_extrapolation_s=values["joint_extrapolation_s"]),
-            camera_qos=QosSettings(values["camera_qos_reliability"], values["camera_qos_depth"]),
-            joint_state_qos=QosSettings(values["joint_state_qos_reliability"], values["joint_state_qos_depth"]),
-        ), callback_group=sensors)
+        self._source = ObservationSource(self, description, params.source_params(), callback_group=sensors,
+                                         on_image=self._on_camera_frame)
         self._chunk_publisher = self.create_publisher(ActionChunk, "action_chunk", qos_profile("reliable", 10))
         self._streamer_subscription = self.create_subscription(
             StreamerStatus, "streamer_status", self._on_streamer_status, qos_profile("reliable", 10))
         self._worker = InferenceWorker(
-            WorkerConfig(action_step=description.action_period, horizon=self._policy.horizon,
-                         stale_timeout=values["stale_observation_timeout_s"],
-                         real_time_chunking=values["chunk_handover"] == Handover.RTC.value,
-                         initial_latency=warmup_latency),
+            params.worker_config(description.action_period, self._policy.horizon, warmup_latency),
             clock=self._now, next_observation=self._next_observation, infer=self._infer,
             publish=self._publish_chunk)
         self._worker.start()
@@ -275,9 +214,9 @@ class PolicyNode(LifecycleNode):
             handle_accepted_callback=self._on_goal_accepted, cancel_callback=self._on_cancel_request,
             **action_service_qos())
         # Steady time: feedback reports progress to a person even while a replayed /clock is paused.
-        self._feedback_timer = self.create_timer(1.0 / values["feedback_rate_hz"], self._publish_feedback,
+        self._feedback_timer = self.create_timer(1.0 / params.feedback_rate_hz, self._publish_feedback,
                                                  clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self._reset_status_timer(values["status_rate_hz"])
+        self._reset_status_timer(params.status_rate_hz)
 
     def _release(self, worker_join_s: float = 5.0) -> None:
         if self._worker is not None:
@@ -315,7 +254,7 @@ class PolicyNode(LifecycleNode):
         them (_supervise_goal)."""
         if not self._active:
             return f"the policy node is {self._lifecycle_label}, not active"
-        problem = instruction_problem(goal.instruction, self._values["max_instruction_chars"])
+        problem = instruction_problem(goal.instruction, self._params.max_instruction_chars)
         if problem:
             return problem
         max_duration = duration_to_seconds(goal.max_duration)
@@ -325,11 +264,12 @@ class PolicyNode(LifecycleNode):
 
     def _start_problem(self) -> Optional[tuple[int, str]]:
         """What keeps the current goal from starting, as (feedback phase, reason); None once it can start."""
-        if self._values["require_streamer"] and not self._streamer_connected():
+        if self._params.require_streamer and not self._streamer_connected():
             return (ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER,
-                    "no command streamer is connected (nothing on streamer_status for a second): start "
+                    "no command streamer is connected (nothing on streamer_status for "
+                    f"{STREAMER_TIMEOUT_S:g} s): start "
                     "pi0_command_streamer, or set require_streamer:=false to run without one")
-        if self._values["require_streamer"] and self._streamer_not_ready:
+        if self._params.require_streamer and self._streamer_not_ready:
             # Hearing the streamer proves only one direction of DDS discovery: it must hear this node too,
             # and have a start pose, or the goal would run without moving the robot.
             return (ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER,
@@ -342,7 +282,7 @@ class PolicyNode(LifecycleNode):
         return None
 
     def _streamer_connected(self) -> bool:
-        # The streamer publishes its status at 10 Hz of its clock; hearing it also means DDS discovery
+        # The streamer publishes its status at status_rate_hz of its clock; hearing it also means DDS discovery
         # between the two nodes is done, so the streamer will see this goal's status and chunks. Node
         # clocks, not wall time: under bag replay both run on /clock, at whatever rate it plays.
         return self._streamer_heard is not None and abs(self._now() - self._streamer_heard) < STREAMER_TIMEOUT_S
@@ -353,7 +293,7 @@ class PolicyNode(LifecycleNode):
         session = GoalSession(_goal_id_hex(goal_handle), normalize_instruction(goal.instruction), started=None,
                               max_duration=max_duration if max_duration > 0 else None, max_chunks=goal.max_chunks,
                               on_end=self._session_ended_guard.trigger)
-        self._start_deadline = time.monotonic() + self._values["goal_start_timeout_s"]
+        self._start_deadline = time.monotonic() + self._params.goal_start_timeout_s
         with self._session_lock:
             previous, self._session = self._session, session
         self._accepted[session.goal_id] = session
@@ -366,14 +306,14 @@ class PolicyNode(LifecycleNode):
             problem = self._start_problem()
             if session.waiting and problem is not None:
                 self.get_logger().info(f"goal {session.goal_id[:8]} waits up to "
-                                       f"{self._values['goal_start_timeout_s']:g} s to start: {problem[1]}")
+                                       f"{self._params.goal_start_timeout_s:g} s to start: {problem[1]}")
         goal_handle.execute()
 
     def _supervise_goal(self) -> None:
         session = self._session
         if self._start_if_ready() and session is not None:
             self.get_logger().info(f"goal {session.goal_id[:8]} started after waiting")
-        elif (session is not None and session.running and self._values.get("require_streamer")
+        elif (session is not None and session.running and self._params.require_streamer
               and not self._streamer_connected()):
             # Decided on the second silent check only: after a stall of this executor, rclpy runs the due
             # timers before it takes the streamer_status messages waiting meanwhile.
@@ -401,7 +341,7 @@ class PolicyNode(LifecycleNode):
             return True
         if time.monotonic() >= self._start_deadline:
             session.stop(EndReason.NOT_READY, f"not ready within goal_start_timeout_s "
-                                              f"({self._values['goal_start_timeout_s']:g} s): {problem[1]}")
+                                              f"({self._params.goal_start_timeout_s:g} s): {problem[1]}")
         return False
 
     def _on_cancel_request(self, goal_handle: ServerGoalHandle) -> CancelResponse:
@@ -498,6 +438,10 @@ class PolicyNode(LifecycleNode):
 
     # -- inference -----------------------------------------------------------------
 
+    def _on_camera_frame(self) -> None:
+        if self._worker is not None:
+            self._worker.notify_observation()
+
     def _next_observation(self, now: float, newer_than: Optional[float]):
         assert self._source is not None
         result = self._source.latest(newer_than)
@@ -513,15 +457,9 @@ class PolicyNode(LifecycleNode):
 
     def _publish_chunk(self, record: ChunkRecord) -> None:
         assert self._description is not None and self._chunk_publisher is not None
-        chunk = record.chunk
-        message = ActionChunk(
-            goal_id=chunk.goal_id, sequence=chunk.sequence, names=list(self._description.policy.actions),
-            step_period=seconds_to_duration(chunk.step), horizon=chunk.actions.shape[0],
-            actions=chunk.actions.astype(np.float64).ravel().tolist(),
-            inference_latency_ms=record.latency * 1e3, frozen_actions=record.frozen_steps)
-        message.header.stamp = seconds_to_stamp(chunk.stamp)
-        message.header.frame_id = self._description.name
-        self._chunk_publisher.publish(message)
+        self._chunk_publisher.publish(chunk_message(
+            record.chunk, self._description.policy.actions, frame_id=self._description.name,
+            inference_latency_ms=record.latency * 1e3, frozen_actions=record.frozen_steps))
         self._inference_times.record(time.monotonic())
         self._last_inference_ms = record.inference_ms
         self._chunks_total += 1

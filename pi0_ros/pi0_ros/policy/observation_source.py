@@ -121,8 +121,11 @@ class ObservationSource:
 
     def __init__(self, node: Node, description: RobotDescription,
                  params: ObservationSourceParams = ObservationSourceParams(),
-                 callback_group: Optional[CallbackGroup] = None) -> None:
+                 callback_group: Optional[CallbackGroup] = None,
+                 on_image: Optional[Callable[[], None]] = None) -> None:
+        """`on_image` is called after every accepted camera frame: a new camera set may be complete."""
         self._node = node
+        self._on_new_image = on_image
         self._params = params
         cameras = description.policy_cameras
         topics = state_joint_topics(description)
@@ -195,6 +198,8 @@ class ObservationSource:
     def _on_image(self, camera: str, decode: Callable[[Any], Any], msg: Any) -> None:
         stamp = self._stamp(camera, msg.header)
         self._log(camera, self._sync.add_image(camera, stamp, decode(msg)))
+        if self._on_new_image is not None:
+            self._on_new_image()
 
     def _on_joint_state(self, topic: str, msg: JointState) -> None:
         stamp = self._stamp(topic, msg.header)

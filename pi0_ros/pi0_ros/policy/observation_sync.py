@@ -53,6 +53,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from pi0_ros.core.interpolation import lerp
+
 # Stamps are integer nanoseconds turned into float seconds; at epoch scale a
 # float resolves about 0.24 us, so comparisons allow 1 us.
 STAMP_TOLERANCE_S = 1e-6
@@ -311,8 +313,7 @@ class _JointHistory:
             return 0.0, f"oldest kept sample is {stamps[0] - t:.3f} s newer"
         i = bisect_right(stamps, t)  # stamps[i - 1] <= t < stamps[i]
         s0, s1 = stamps[i - 1], stamps[i]
-        v0, v1 = values[i - 1], values[i]
-        return v0 + (v1 - v0) * (t - s0) / (s1 - s0), ""
+        return lerp(values[i - 1], values[i], (t - s0) / (s1 - s0)), ""
 
 
 def _newest_set(queues: Mapping[str, _FrameQueue], slop_s: float) -> Optional[dict[str, int]]:
@@ -488,8 +489,9 @@ class ObservationSynchronizer:
     def _stale(self, now_s: float) -> Optional[SyncResult]:
         newest = [(name, q.newest) for name, q in self._frames.items()]
         newest += [(f"joint {name}", self._joints.newest(j)) for j, name in enumerate(self._config.joint_names)]
+        # Streams without any sample were reported as missing before this check.
         old = [f"{name} {now_s - stamp:.3f} s old" for name, stamp in newest
-               if now_s - stamp > self._limits.max_age_s + STAMP_TOLERANCE_S]
+               if stamp is not None and now_s - stamp > self._limits.max_age_s + STAMP_TOLERANCE_S]
         if not old:
             return None
         return SyncResult(None, SyncStatus.STALE, f"older than max_age {self._limits.max_age_s} s: {', '.join(old)}")

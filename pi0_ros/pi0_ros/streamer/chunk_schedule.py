@@ -24,6 +24,7 @@ from typing import Optional, Union
 import numpy as np
 
 from pi0_ros.core.chunk import Handover, TimedChunk
+from pi0_ros.core.interpolation import lerp
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class _Blend:
         old_action = self.source.sample(t) if weight < 1.0 else None
         if new_action is None or old_action is None:
             return new_action
-        return weight * new_action + (1.0 - weight) * old_action
+        return lerp(old_action, new_action, weight)
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,13 @@ class ScheduledTarget:
     chunk_sequence: int = 0
 
 
+DEFAULT_BLEND_DURATION_S = 0.2  # cross-fade time of the blend hand-over (the blend_duration_s parameter's default)
+
+
 class ChunkScheduler:
     """Chooses the target action at each tick from the chunks offered so far."""
 
-    def __init__(self, handover: Handover, blend_duration: float = 0.2) -> None:
+    def __init__(self, handover: Handover, blend_duration: float = DEFAULT_BLEND_DURATION_S) -> None:
         if handover is Handover.BLEND and not blend_duration > 0:
             raise ValueError("blend handover needs a positive blend_duration")
         self.handover = handover

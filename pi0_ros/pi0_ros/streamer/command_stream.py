@@ -30,7 +30,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from pi0_ros.streamer.chunk_schedule import ChunkScheduler
+from pi0_ros.streamer.chunk_schedule import DEFAULT_BLEND_DURATION_S, ChunkScheduler
 from pi0_ros.core.chunk import Handover, TimedChunk
 from pi0_ros.streamer.command_limits import CommandLimiter
 
@@ -50,7 +50,7 @@ class StreamConfig:
     max_chunk_latency: float  # chunks arriving later than this after their observation are refused
     hold_duration: float  # keep publishing the hold command this long after a goal ends
     handover: Handover
-    blend_duration: float = 0.2
+    blend_duration: float = DEFAULT_BLEND_DURATION_S
     joint_state_timeout: float = 0.5  # measured positions older than this are not used as a start pose
     position_tolerance: float = 0.05  # a measured position this far past a limit is still plausible
 
@@ -97,7 +97,7 @@ class CommandStream:
         self._goal_ended_at: Optional[float] = None
         self._end_reason = ""  # why the last goal stopped streaming, reported while holding
         self._ever_active = False
-        self._early_chunk: Optional[tuple] = None  # on_chunk arguments of a chunk that beat its goal's status
+        self._early_chunk: Optional[TimedChunk] = None  # a chunk that beat the status of its goal
         self._last_command: Optional[np.ndarray] = None
         self._last_published: Optional[float] = None  # time of the last tick that published commands
         self._measured = np.full(len(self.action_names), np.nan)  # [dims]; NaN where never measured
@@ -118,25 +118,20 @@ class CommandStream:
         elif not goal_active and self._goal_active:
             self._end_goal(now, f"goal {self._goal_id[:8]} ended (policy status)")
 
-    def on_chunk(self, goal_id: str, sequence: int, stamp: float, step: float, names: Sequence[str],
-                 flat_actions: Sequence[float], now: float) -> Optional[str]:
-        """Offers a received chunk; returns why it was refused, or None when accepted."""
-        if not self._goal_active or goal_id != self._goal_id:
+    def on_chunk(self, chunk: TimedChunk, now: float) -> Optional[str]:
+        """Offers a received chunk (validated, in this stream's action order); returns why it was refused, or
+        None when accepted."""
+        if chunk.actions.shape[1] != len(self.action_names):
+            raise ValueError(f"a chunk of {chunk.actions.shape[1]} actions for a {len(self.action_names)}-action stream")
+        if not self._goal_active or chunk.goal_id != self._goal_id:
             # Chunks and status travel on different topics without a common order, so the
             # first chunk of a goal may arrive before the status that activates the goal.
-            self._early_chunk = (goal_id, sequence, stamp, step, tuple(names), flat_actions)
+            self._early_chunk = chunk
             return None
-        latency = now - stamp
+        latency = now - chunk.stamp
         if latency > self.config.max_chunk_latency:
-            return (f"chunk {sequence} arrived {latency * 1e3:.0f} ms after its observation "
+            return (f"chunk {chunk.sequence} arrived {latency * 1e3:.0f} ms after its observation "
                     f"(max_chunk_latency {self.config.max_chunk_latency * 1e3:.0f} ms)")
-        actions, problem = self._reorder(names, flat_actions)
-        if problem:
-            return f"chunk {sequence} refused: {problem}"
-        try:
-            chunk = TimedChunk(goal_id, sequence, stamp, step, actions)
-        except ValueError as exc:
-            return f"chunk {sequence} refused: {exc}"
         self.scheduler.offer(chunk, now)
         return None
 
@@ -228,8 +223,8 @@ class CommandStream:
         self._goal_ended_at = None
         self.scheduler.reset()
         early, self._early_chunk = self._early_chunk, None
-        if early is not None and early[0] == goal_id:
-            self.on_chunk(*early, now=now)
+        if early is not None and early.goal_id == goal_id:
+            self.on_chunk(early, now)
         if not self._recently_published(now):
             # After idle the controllers' setpoints may have moved: start from where the robot is (or wait).
             self._last_command = None
@@ -287,14 +282,4 @@ class CommandStream:
             previous = results[-1].command
         return np.stack([r.command for r in results]), results[0].clamped
 
-    def _reorder(self, names: Sequence[str], flat_actions: Sequence[float]) -> tuple[np.ndarray, str]:
-        names = list(names)
-        missing = [n for n in self.action_names if n not in names]
-        if missing:
-            return np.empty(0), f"missing action names {missing}"
-        if not names or len(flat_actions) % len(names):
-            return np.empty(0), f"{len(flat_actions)} values do not fill rows of {len(names)} names"
-        table = np.asarray(flat_actions, dtype=np.float64).reshape(-1, len(names))
-        if not np.all(np.isfinite(table)):
-            return np.empty(0), "actions contain NaN or inf"
-        return table[:, [names.index(n) for n in self.action_names]], ""
+

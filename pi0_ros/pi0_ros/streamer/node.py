@@ -10,6 +10,7 @@ import math
 import os
 import re
 import time
+from dataclasses import dataclass
 from typing import NoReturn, Optional
 
 import numpy as np
@@ -19,55 +20,85 @@ from sensor_msgs.msg import JointState
 
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.core.chunk import Handover
+from pi0_ros.core.heartbeat import MIN_STREAMER_STATUS_RATE_HZ, STREAMER_TIMEOUT_S
 from pi0_ros.streamer.command_limits import CommandLimiter
 from pi0_ros.streamer.command_stream import CommandStream, StreamConfig, StreamMode, StreamTick
 from pi0_ros.streamer.controller_commands import ControllerCommandBuilder, controller_message_class
+from pi0_ros.ros.chunk_messages import ChunkRefusedError, received_chunk
 from pi0_ros.ros.node_main import spin_node, wait_for_delivery
-from pi0_ros.ros.parameters import NodeParameters, Param, ParameterError
+from pi0_ros.ros.parameters import ParameterError, declare_and_read, param, parameter_specs
 from pi0_ros.core.rate_monitor import RateMonitor
 from pi0_ros.core.robot_description import RobotDescription, load_robot_description
-from pi0_ros.ros.conversions import duration_to_seconds, qos_profile, seconds_to_stamp, stamp_to_seconds
+from pi0_ros.ros.conversions import (RELIABILITY_CHOICES, duration_to_seconds, qos_profile, seconds_to_stamp,
+                                     stamp_to_seconds)
 
-PARAMS = (
-    Param("robot_description", "", "Path to the robot description YAML (joints, limits, controllers).",
-          read_only=True),
-    Param("control_rate_hz", 0.0, "Command rate; 0 uses the description's control_rate_hz.", 0.0, 1000.0),
-    Param("chunk_handover", "splice", "How a new chunk takes over from the running one.",
-          choices=tuple(h.value for h in Handover)),
-    Param("blend_duration_s", 0.2, "Cross-fade time of the blend hand-over.", 0.01, 2.0),
-    Param("trajectory_lookahead_points", 5, "Points after 'now' in each JointTrajectory (one control period apart).",
-          1, 100),
-    Param("status_timeout_s", 0.5, "Hold when the policy status is older than this.", 0.05, 10.0),
-    Param("max_chunk_latency_s", 1.0, "Refuse chunks that arrive later than this after their observation.",
-          0.01, 10.0),
-    Param("hold_duration_s", 1.0, "Keep publishing the hold command this long after a goal ends.", 0.0, 60.0),
-    Param("status_rate_hz", 10.0, "Rate of streamer_status (the policy accepts goals only while it hears it at "
-          "least once a second) and of the command-rate statistics.", 2.0, 100.0),
-    Param("joint_state_timeout_s", 0.5, "A goal starting from idle waits for joint states younger than this.",
-          0.01, 10.0),
-    Param("joint_position_tolerance", 0.05, "A measured position this far past a joint limit (rad or m) is still "
-          "a plausible start pose; farther, or a jump faster than the joint can move, makes a goal wait.",
-          0.0, 1.0),
-    Param("joint_state_qos_reliability", "reliable", "QoS reliability of the joint state subscriptions.",
-          choices=("reliable", "best_effort")),
-    Param("command_qos_depth", 1, "QoS depth of the controller command publishers (reliable).", 1, 100),
-    Param("realtime_priority", 0, "SCHED_FIFO priority (1-99) for this process, as ros2_control's controller "
-          "manager uses; 0 keeps normal scheduling. Needs CAP_SYS_NICE or an rtprio limit.", 0, 99,
-          read_only=True),
-)
+@dataclass(frozen=True)
+class StreamerParameters:
+    """The node's parameters; the stream's settings come from them (stream_config)."""
+
+    robot_description: str = param("", "Path to the robot description YAML (joints, limits, controllers).",
+                                   read_only=True)
+    control_rate_hz: float = param(0.0, "Command rate; 0 uses the description's control_rate_hz.",
+                                   range=(0.0, 1000.0))
+    chunk_handover: str = param(Handover.SPLICE.value, "How a new chunk takes over from the running one.",
+                                choices=Handover.choices())
+    blend_duration_s: float = param(StreamConfig.blend_duration, "Cross-fade time of the blend hand-over.",
+                                    range=(0.01, 2.0))
+    trajectory_lookahead_points: int = param(
+        5, "Points after 'now' in each JointTrajectory (one control period apart).", range=(1, 100))
+    status_timeout_s: float = param(0.5, "Hold when the policy status is older than this.", range=(0.05, 10.0))
+    max_chunk_latency_s: float = param(1.0, "Refuse chunks that arrive later than this after their observation.",
+                                       range=(0.01, 10.0))
+    hold_duration_s: float = param(1.0, "Keep publishing the hold command this long after a goal ends.",
+                                   range=(0.0, 60.0))
+    status_rate_hz: float = param(
+        10.0, f"Rate of streamer_status (the policy accepts goals only while it hears it at least once every "
+        f"{STREAMER_TIMEOUT_S:g} s) and of the command-rate statistics.", range=(MIN_STREAMER_STATUS_RATE_HZ, 100.0))
+    joint_state_timeout_s: float = param(
+        StreamConfig.joint_state_timeout, "A goal starting from idle waits for joint states younger than this.",
+        range=(0.01, 10.0))
+    joint_position_tolerance: float = param(
+        StreamConfig.position_tolerance, "A measured position this far past a joint limit (rad or m) is still "
+        "a plausible start pose; farther, or a jump faster than the joint can move, makes a goal wait.",
+        range=(0.0, 1.0))
+    joint_state_qos_reliability: str = param("reliable", "QoS reliability of the joint state subscriptions.",
+                                             choices=RELIABILITY_CHOICES)
+    command_qos_depth: int = param(1, "QoS depth of the controller command publishers (reliable).", range=(1, 100))
+    realtime_priority: int = param(
+        0, "SCHED_FIFO priority (1-99) for this process, as ros2_control's controller manager uses; 0 keeps "
+        "normal scheduling. Needs CAP_SYS_NICE or an rtprio limit.", range=(0, 99), read_only=True)
+
+    def stream_config(self, period: float) -> StreamConfig:
+        try:
+            return StreamConfig(
+                control_period=period,
+                lookahead_points=self.trajectory_lookahead_points,
+                status_timeout=self.status_timeout_s,
+                max_chunk_latency=self.max_chunk_latency_s,
+                hold_duration=self.hold_duration_s,
+                handover=Handover.parse(self.chunk_handover),
+                blend_duration=self.blend_duration_s,
+                joint_state_timeout=self.joint_state_timeout_s,
+                position_tolerance=self.joint_position_tolerance,
+            )
+        except ValueError as exc:  # settings valid one by one but not together (e.g. a slow control rate)
+            raise ParameterError(f"{exc}; control_rate_hz is {1.0 / period:g}") from exc
+
+
+PARAMS = parameter_specs(StreamerParameters)  # as declared (e.g. to check a parameters file)
 
 
 class CommandStreamerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("pi0_command_streamer", **kwargs)
-        values = NodeParameters(self, PARAMS).read()
-        if values["realtime_priority"]:
-            self._use_realtime_scheduling(values["realtime_priority"])
-        description = load_robot_description(values["robot_description"])
-        rate = values["control_rate_hz"] or description.control_rate_hz
+        params = declare_and_read(self, StreamerParameters)
+        if params.realtime_priority:
+            self._use_realtime_scheduling(params.realtime_priority)
+        description = load_robot_description(params.robot_description)
+        rate = params.control_rate_hz or description.control_rate_hz
         period = 1.0 / rate
         self.description = description
-        self.stream = CommandStream(_stream_config(values, period), CommandLimiter.for_robot(description, period),
+        self.stream = CommandStream(params.stream_config(period), CommandLimiter.for_robot(description, period),
                                     description.policy.actions)
         self.builder = ControllerCommandBuilder(description, period)
         # A 2 s window: an idle streamer reads 0 Hz soon after it stops, as a monitor expects.
@@ -75,7 +106,7 @@ class CommandStreamerNode(Node):
         self._last_logged: Optional[tuple[StreamMode, str]] = None
         self._logged_at: dict[tuple[StreamMode, str], float] = {}  # monotonic time each state was logged
         self._last_tick = StreamTick(StreamMode.IDLE, "starting", None)
-        self._create_interfaces(description, values, period)
+        self._create_interfaces(description, params, period)
 
     def _use_realtime_scheduling(self, priority: int) -> None:
         """Keeps the 50 Hz loop on time when inference and rendering load every core."""
@@ -88,8 +119,8 @@ class CommandStreamerNode(Node):
         else:
             self.get_logger().info(f"running with SCHED_FIFO priority {priority}")
 
-    def _create_interfaces(self, description: RobotDescription, values: dict, period: float) -> None:
-        command_qos = qos_profile("reliable", values["command_qos_depth"])
+    def _create_interfaces(self, description: RobotDescription, params: StreamerParameters, period: float) -> None:
+        command_qos = qos_profile("reliable", params.command_qos_depth)
         self.command_publishers = {
             c.name: self.create_publisher(controller_message_class(c), c.topic, command_qos)
             for c in description.controllers
@@ -99,11 +130,11 @@ class CommandStreamerNode(Node):
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos_profile("reliable", 10))
         self.create_subscription(PolicyStatus, "policy_status", self._on_policy_status,
                                  qos_profile("reliable", 1, transient_local=True))
-        joint_qos = qos_profile(values["joint_state_qos_reliability"], 10)
+        joint_qos = qos_profile(params.joint_state_qos_reliability, 10)
         for topic in description.joint_state_topics:
             self.create_subscription(JointState, topic, self._on_joint_state, joint_qos)
         self.create_timer(period, self._on_tick)
-        self.create_timer(1.0 / values["status_rate_hz"], self._publish_status)
+        self.create_timer(1.0 / params.status_rate_hz, self._publish_status)
         self.create_timer(1.0, self._publish_diagnostics)
 
     def _now(self) -> float:
@@ -113,9 +144,10 @@ class CommandStreamerNode(Node):
         self.stream.on_status(message.goal_active, message.goal_id, self._now())
 
     def _on_chunk(self, message: ActionChunk) -> None:
-        refusal = self.stream.on_chunk(
-            message.goal_id, message.sequence, stamp_to_seconds(message.header.stamp),
-            duration_to_seconds(message.step_period), message.names, message.actions, self._now())
+        try:
+            refusal = self.stream.on_chunk(received_chunk(message, self.stream.action_names), self._now())
+        except ChunkRefusedError as exc:
+            refusal = str(exc)
         if refusal:
             self.get_logger().warning(refusal, throttle_duration_sec=1.0)
 
@@ -218,23 +250,6 @@ class CommandStreamerNode(Node):
             level=level, name=f"{self.get_name()}: commands", hardware_id=self.description.name, message=summary,
             values=[KeyValue(key=k, value=v) for k, v in values.items()])]
         self.diagnostics_publisher.publish(array)
-
-
-def _stream_config(values: dict, period: float) -> StreamConfig:
-    try:
-        return StreamConfig(
-            control_period=period,
-            lookahead_points=values["trajectory_lookahead_points"],
-            status_timeout=values["status_timeout_s"],
-            max_chunk_latency=values["max_chunk_latency_s"],
-            hold_duration=values["hold_duration_s"],
-            handover=Handover.parse(values["chunk_handover"]),
-            blend_duration=values["blend_duration_s"],
-            joint_state_timeout=values["joint_state_timeout_s"],
-            position_tolerance=values["joint_position_tolerance"],
-        )
-    except ValueError as exc:  # settings valid one by one but not together (e.g. a slow control rate)
-        raise ParameterError(f"{exc}; control_rate_hz is {1.0 / period:g}") from exc
 
 
 def main(args=None) -> NoReturn:

@@ -144,3 +144,31 @@ def test_invalid_worker_config_is_refused(field):
     settings.update(field)
     with pytest.raises(ValueError):
         WorkerConfig(**settings)
+
+
+def test_a_waiting_worker_is_woken_by_a_new_camera_frame_not_by_polling():
+    frames = []  # observations the "camera" has delivered
+
+    def next_observation(now, newer_than):
+        if frames and (newer_than is None or frames[-1].stamp > newer_than):
+            return frames[-1], ""
+        return None, "no new frame"
+
+    published = []
+    # A 30 s idle wait: without the wake-up the worker would not look again within this test.
+    worker = InferenceWorker(
+        WorkerConfig(action_step=0.02, horizon=10, stale_timeout=60.0, real_time_chunking=False,
+                     initial_latency=0.05, idle_wait=30.0),
+        clock=time.monotonic, next_observation=next_observation, infer=constant_model(delay=0.0),
+        publish=published.append)
+    worker.start()
+    session = GoalSession("goal", "fold", started=time.monotonic())
+    worker.serve(session)
+    time.sleep(0.2)  # the worker looked, found nothing and waits
+    assert not published
+    frames.append(Obs(time.monotonic()))
+    worker.notify_observation()
+    assert wait(lambda: published, timeout=10.0), "the new frame did not wake the worker"
+    session.stop(EndReason.CANCELED, "done")
+    worker.notify_observation()
+    worker.stop()
