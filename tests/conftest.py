@@ -4,6 +4,7 @@ Every pytest run talks on its own ROS_DOMAIN_ID and stays on localhost, so that
 parallel runs, leftover processes and real robots on the network never see the
 test traffic. This runs before any test module imports rclpy.
 """
+
 import os
 import random
 

@@ -1,4 +1,5 @@
 """pi0_ros for any robot description: ros2 launch pi0_bringup robot.launch.py robot:=<name or YAML path>."""
+
 from pi0_bringup.launch_builder import robot_launch_description
 
 

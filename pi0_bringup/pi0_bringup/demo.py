@@ -12,6 +12,7 @@ pi0 trained on synthetic demonstrations (pi0_bringup.demo_policy).
 The demo runs on a private ROS domain on localhost, so its simulated robot
 and streamer can never reach a real robot on the network.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -39,17 +39,24 @@ def isolate_ros_domain() -> int:
     return supervisor.isolate_ros_domain(int(chosen) if chosen else None)
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Closed-loop pi0 demo on a simulated robot.")
     parser.add_argument("--robot", default="aloha", help="robot name or description YAML (default: aloha)")
     parser.add_argument("--checkpoint", default="", help="a pi0 checkpoint directory (default: the demo policy)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-    parser.add_argument("--instruction", action="append", help="instruction to run (repeatable); "
-                        f"default: {', '.join(repr(i) for i in DEFAULT_INSTRUCTIONS)}")
+    parser.add_argument(
+        "--instruction",
+        action="append",
+        help=f"instruction to run (repeatable); default: {', '.join(repr(i) for i in DEFAULT_INSTRUCTIONS)}",
+    )
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per instruction (default: 4)")
-    parser.add_argument("--chunk-handover", default=Handover.RTC.value, choices=[h.value for h in Handover],
-                        help="how chunks take over from each other (default: rtc, real-time chunking)")
+    parser.add_argument(
+        "--chunk-handover",
+        default=Handover.RTC.value,
+        choices=[h.value for h in Handover],
+        help="how chunks take over from each other (default: rtc, real-time chunking)",
+    )
     parser.add_argument("--image-size", default="224x224", help="simulated camera resolution WxH")
     parser.add_argument("--output", default="artifacts/demo", help="directory for the plot and node logs")
     args = parser.parse_args(argv)
@@ -64,7 +71,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     domain = isolate_ros_domain()
     from pi0_bringup.robots import load_robot
@@ -77,9 +84,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     output = Path(args.output).resolve()
     try:
         checkpoint = args.checkpoint or str(_demo_checkpoint(description))
-        print(f"[demo] {description.name}: {len(description.policy.actions)} action dims, "
-              f"{len(description.policy_cameras)} policy cameras, {description.control_rate_hz:.0f} Hz; "
-              f"ROS domain {domain} (localhost only)")
+        print(
+            f"[demo] {description.name}: {len(description.policy.actions)} action dims, "
+            f"{len(description.policy_cameras)} policy cameras, {description.control_rate_hz:.0f} Hz; "
+            f"ROS domain {domain} (localhost only)"
+        )
         return _run(args, description, checkpoint, output)
     except KeyboardInterrupt:
         print("[demo] interrupted; nothing is left running", file=sys.stderr)
@@ -97,15 +106,24 @@ def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: st
     from pi0_bringup.graph import GraphOptions, node_graph
     from pi0_bringup.graph_client import GraphClient
 
-    options = GraphOptions(robot=str(description.source), checkpoint=checkpoint, device=args.device,
-                           dtype=args.dtype, sim=True, chunk_handover=args.chunk_handover,
-                           torch_threads=1, sim_image_size=args.image_size)
+    options = GraphOptions(
+        robot=str(description.source),
+        checkpoint=checkpoint,
+        device=args.device,
+        dtype=args.dtype,
+        sim=True,
+        chunk_handover=args.chunk_handover,
+        torch_threads=1,
+        sim_image_size=args.image_size,
+    )
     logs = output / "logs"
     print(f"[demo] starting simulated robot, policy and streamer (logs in {logs})")
     # GraphClient leaves rclpy's signal handlers off: SIGTERM interrupts the waits like Ctrl-C.
     signal.signal(signal.SIGTERM, _interrupt)
-    with supervisor.GraphProcesses(node_graph(options), log_dir=logs) as graph, \
-            GraphClient(description, name="pi0_demo_client") as client:
+    with (
+        supervisor.GraphProcesses(node_graph(options), log_dir=logs) as graph,
+        GraphClient(description, name="pi0_demo_client") as client,
+    ):
         reports = run_instructions(client, args.instruction, args.duration, graph)
         first = description.controllers[0].name  # every controller gets one command per tick
         stats = rate_stats(client.commands.times(first), description.control_period)
@@ -124,13 +142,20 @@ def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _summary(description: RobotDescription, reports: list[GoalReport], stats: RateStats, streamer_jitter_ms: float,
-             plot: Optional[Path]) -> str:
+def _summary(
+    description: RobotDescription,
+    reports: list[GoalReport],
+    stats: RateStats,
+    streamer_jitter_ms: float,
+    plot: Path | None,
+) -> str:
     lines = ["", f"pi0_ros demo summary ({description.name})", "-" * 40]
     for report in reports:
         lines.append(f"'{report.instruction}': {report.outcome}")
-        lines.append(f"    {report.chunks} chunks, {report.commands} commands, inference latency "
-                     f"mean {report.latency_mean_ms:.0f} ms / p95 {report.latency_p95_ms:.0f} ms")
+        lines.append(
+            f"    {report.chunks} chunks, {report.commands} commands, inference latency "
+            f"mean {report.latency_mean_ms:.0f} ms / p95 {report.latency_p95_ms:.0f} ms"
+        )
         if not _moved_the_robot(report):
             lines.append("    FAILED: the goal did not run its course with streamed commands (see the node logs)")
     lines += [
@@ -145,7 +170,7 @@ def _summary(description: RobotDescription, reports: list[GoalReport], stats: Ra
     return "\n".join(lines)
 
 
-def _plot(description: RobotDescription, commands: CommandRecorder, path: Path) -> Optional[Path]:
+def _plot(description: RobotDescription, commands: CommandRecorder, path: Path) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg")

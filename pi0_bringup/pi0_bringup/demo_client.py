@@ -1,9 +1,10 @@
 """The demo's use of the graph client: sends the goals with live progress and reports how each ended."""
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from pi0_bringup.graph_client import GoalRejectedError, GraphClient, GraphClientError
 from pi0_bringup.supervisor import GraphProcesses, ProcessExitedError
@@ -30,8 +31,9 @@ def streamer_jitter_p99_ms(client: GraphClient) -> float:
     return streaming[-1].jitter_p99_ms if streaming else 0.0
 
 
-def run_instructions(client: GraphClient, instructions: Sequence[str], duration: float,
-                     graph: GraphProcesses) -> list[GoalReport]:
+def run_instructions(
+    client: GraphClient, instructions: Sequence[str], duration: float, graph: GraphProcesses
+) -> list[GoalReport]:
     """Waits until the graph is ready, then runs each instruction for `duration` s; [] if it never got ready."""
     try:
         client.wait_until_ready(STARTUP_TIMEOUT, observations=True, streamer=True, processes=graph)
@@ -48,8 +50,9 @@ def _run_goal(client: GraphClient, instruction: str, duration: float, graph: Gra
     line = StatusLine(sys.stdout)
     print(f"[demo] instruction: '{instruction}' for {duration:.0f} s")
     try:
-        handle = client.send_goal(instruction, duration, lambda m: line.show(format_feedback(m.feedback, duration)),
-                                  processes=graph)
+        handle = client.send_goal(
+            instruction, duration, lambda m: line.show(format_feedback(m.feedback, duration)), processes=graph
+        )
     except GoalRejectedError as exc:
         return GoalReport(instruction, f"rejected: {exc}")
     except (GraphClientError, ProcessExitedError):
@@ -61,5 +64,11 @@ def _run_goal(client: GraphClient, instruction: str, duration: float, graph: Gra
     finally:
         line.close()
     reason = EndReason(result.end_reason).name.lower().replace("_", " ")
-    return GoalReport(instruction, f"{reason}: {result.message}", result.chunks_generated, result.commands_sent,
-                      result.inference_latency_mean_ms, result.inference_latency_p95_ms)
+    return GoalReport(
+        instruction,
+        f"{reason}: {result.message}",
+        result.chunks_generated,
+        result.commands_sent,
+        result.inference_latency_mean_ms,
+        result.inference_latency_p95_ms,
+    )

@@ -11,14 +11,15 @@ like any pi0 checkpoint, so the demo exercises the real loading path.
 Training is deterministic for a given robot description and seed, and the
 checkpoint is cached (see `demo_checkpoint`).
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -33,8 +34,8 @@ from pi0_model.model import ModelInputs, build_model, initialize_weights_
 from pi0_model.normalization import Normalization, NormStats
 from pi0_model.tokenizer import load_tokenizer, tiny_sentencepiece_model
 from pi0_model.transforms import TransformPipeline, pad_to
-from pi0_ros.policy.model_loader import robot_io
 from pi0_ros.core.robot_description import BASE_ACTION_NAMES, RobotDescription
+from pi0_ros.policy.model_loader import robot_io
 
 # Bump when the demonstrations or the training change, so cached checkpoints are rebuilt.
 DEMO_VERSION = 1
@@ -75,7 +76,9 @@ def goal_pose(description: RobotDescription, instruction: str) -> np.ndarray:
         for index, joint in enumerate(group.joints):
             if len(group.joints) == 1:
                 fraction = opening
-                goal[joint.name] = joint.home if fraction is None else joint.lower + fraction * (joint.upper - joint.lower)
+                goal[joint.name] = (
+                    joint.home if fraction is None else joint.lower + fraction * (joint.upper - joint.lower)
+                )
                 continue
             half_range = 0.5 * (joint.upper - joint.lower)
             offset = np.clip(pattern[index % len(pattern)] * half_range, -MAX_OFFSET, MAX_OFFSET)
@@ -84,13 +87,18 @@ def goal_pose(description: RobotDescription, instruction: str) -> np.ndarray:
     return np.array([goal[name] for name in description.policy.actions])
 
 
-def demonstration_chunk(description: RobotDescription, positions: np.ndarray, goal: np.ndarray,
-                        horizon: int) -> np.ndarray:
+def demonstration_chunk(
+    description: RobotDescription, positions: np.ndarray, goal: np.ndarray, horizon: int
+) -> np.ndarray:
     """[horizon, action_dim]: an exponential approach from `positions` (joint order) to `goal`."""
     times = np.arange(horizon) * description.action_period
     approach = 1.0 - np.exp(-times / APPROACH_TIME)  # [H]
-    start = np.array([0.0 if n in BASE_ACTION_NAMES else positions[description.joint_names.index(n)]
-                      for n in description.policy.actions])
+    start = np.array(
+        [
+            0.0 if n in BASE_ACTION_NAMES else positions[description.joint_names.index(n)]
+            for n in description.policy.actions
+        ]
+    )
     chunk = start[None, :] + approach[:, None] * (goal - start)[None, :]
     is_base = np.array([n in BASE_ACTION_NAMES for n in description.policy.actions])
     chunk[:, is_base] = goal[is_base]
@@ -105,8 +113,9 @@ class Demonstrations:
     instructions: tuple[str, ...]  # [N]
 
 
-def make_demonstrations(description: RobotDescription, count: int, horizon: int, image_size: tuple[int, int],
-                        rng: np.random.Generator) -> Demonstrations:
+def make_demonstrations(
+    description: RobotDescription, count: int, horizon: int, image_size: tuple[int, int], rng: np.random.Generator
+) -> Demonstrations:
     """Poses between and around the goal poses, each with its instruction's chunk and rendered images."""
     goals = [goal_pose(description, i) for i in DEMO_INSTRUCTIONS]
     joint_index = [description.policy.actions.index(n) for n in description.joint_names]
@@ -128,8 +137,9 @@ def make_demonstrations(description: RobotDescription, count: int, horizon: int,
         states.append([positions[description.joint_names.index(n)] for n in description.policy.state])
         chunks.append(demonstration_chunk(description, positions, goal_pose(description, instruction), horizon))
         instructions.append(instruction)
-    return Demonstrations({c: np.stack(v) for c, v in images.items()}, np.array(states), np.array(chunks),
-                          tuple(instructions))
+    return Demonstrations(
+        {c: np.stack(v) for c, v in images.items()}, np.array(states), np.array(chunks), tuple(instructions)
+    )
 
 
 def _snapshot(description: RobotDescription, positions: np.ndarray) -> SimState:
@@ -150,19 +160,29 @@ def model_space(description: RobotDescription, demos: Demonstrations) -> tuple[n
     flat_actions = chunks.reshape(-1, chunks.shape[-1])
     normalization = Normalization(
         state=NormStats(mean=states.mean(0), std=np.maximum(states.std(0), 1e-2)),
-        actions=NormStats(mean=flat_actions.mean(0), std=np.maximum(flat_actions.std(0), 1e-2)))
+        actions=NormStats(mean=flat_actions.mean(0), std=np.maximum(flat_actions.std(0), 1e-2)),
+    )
     return states, chunks, normalization
 
 
-def train_demo_policy(description: RobotDescription, output: Path, settings: DemoTraining = DemoTraining(),
-                      report: Callable[[str], None] = print) -> Path:
+def train_demo_policy(
+    description: RobotDescription,
+    output: Path,
+    settings: DemoTraining = DemoTraining(),
+    report: Callable[[str], None] = print,
+) -> Path:
     """Trains the tiny pi0 on the robot's demonstrations and saves it as a checkpoint in `output`."""
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     config = Pi0Config.tiny()
     started = time.monotonic()
-    demos = make_demonstrations(description, settings.demonstrations, config.action_horizon, settings.image_size,
-                                np.random.default_rng(settings.seed))
+    demos = make_demonstrations(
+        description,
+        settings.demonstrations,
+        config.action_horizon,
+        settings.image_size,
+        np.random.default_rng(settings.seed),
+    )
     states, chunks, normalization = model_space(description, demos)
     tokenizer_model = tiny_sentencepiece_model()
     output.mkdir(parents=True, exist_ok=True)
@@ -174,8 +194,10 @@ def train_demo_policy(description: RobotDescription, output: Path, settings: Dem
     model.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
     camera_slots = robot_io(description).camera_slots
-    report(f"training the demo policy for {description.name}: {settings.steps} steps on "
-           f"{settings.demonstrations} synthetic demonstrations")
+    report(
+        f"training the demo policy for {description.name}: {settings.steps} steps on "
+        f"{settings.demonstrations} synthetic demonstrations"
+    )
     for step in range(1, settings.steps + 1):
         batch = torch.randint(len(states), (settings.batch_size,), generator=generator).numpy()
         inputs = _batch_inputs(config, demos, states, prompts, camera_slots, normalization, batch)
@@ -191,10 +213,24 @@ def train_demo_policy(description: RobotDescription, output: Path, settings: Dem
     return output
 
 
-def _batch_inputs(config: Pi0Config, demos: Demonstrations, states: np.ndarray, prompts: dict,
-                  camera_slots: dict[str, str], normalization: Normalization, batch: np.ndarray) -> ModelInputs:
-    prepared = [prepare_images(images_by_slot({c: demos.images[c][i] for c in demos.images}, camera_slots),
-                               camera_slots.values(), config.vision.image_size, torch.device("cpu")) for i in batch]
+def _batch_inputs(
+    config: Pi0Config,
+    demos: Demonstrations,
+    states: np.ndarray,
+    prompts: dict,
+    camera_slots: dict[str, str],
+    normalization: Normalization,
+    batch: np.ndarray,
+) -> ModelInputs:
+    prepared = [
+        prepare_images(
+            images_by_slot({c: demos.images[c][i] for c in demos.images}, camera_slots),
+            camera_slots.values(),
+            config.vision.image_size,
+            torch.device("cpu"),
+        )
+        for i in batch
+    ]
     prompt = [prompts[demos.instructions[i]] for i in batch]
     return ModelInputs(
         images=torch.cat([pixels for pixels, _ in prepared]),  # [B, N, 3, S, S]
@@ -209,8 +245,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PI0_CACHE_DIR", Path.home() / ".cache" / "pi0_ros"))
 
 
-def demo_checkpoint(description: RobotDescription, settings: DemoTraining = DemoTraining(),
-                    report: Callable[[str], None] = print, cache: Optional[Path] = None) -> Path:
+def demo_checkpoint(
+    description: RobotDescription,
+    settings: DemoTraining = DemoTraining(),
+    report: Callable[[str], None] = print,
+    cache: Path | None = None,
+) -> Path:
     """The cached demo checkpoint of a robot, trained on first use (about a minute on 2 CPU cores)."""
     assert description.source is not None
     key = hashlib.sha256(description.source.read_bytes() + repr((DEMO_VERSION, asdict(settings))).encode())

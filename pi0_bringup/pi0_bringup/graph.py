@@ -5,18 +5,19 @@ parameters. The launch files (launch/*.launch.py) turn it into launch_ros
 actions; the runner (pi0_bringup.run) starts the same list as processes where
 `ros2 launch` is not available. Both therefore bring up the identical graph.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
+from pi0_bringup.robots import load_robot, robot_description_path
 from pi0_model.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.heartbeat import STREAMER_TIMEOUT_S
 from pi0_ros.core.robot_description import RobotDescription
-
-from pi0_bringup.robots import load_robot, robot_description_path
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class NodeSpec:
     parameters: Mapping[str, Any]
     lifecycle: bool = False
     params_files: tuple[str, ...] = ()  # ros__parameters YAML files, applied before `parameters`
-    respawn_delay: Optional[float] = None  # restart the process this many seconds after it dies; None: never
+    respawn_delay: float | None = None  # restart the process this many seconds after it dies; None: never
 
 
 @dataclass(frozen=True)
@@ -66,15 +67,19 @@ class GraphOptions:
         if self.params_file and not Path(self.params_file).is_file():
             raise ValueError(f"parameters file {self.params_file} does not exist")
         if self.sim and self.use_sim_time:
-            raise ValueError("use_sim_time needs a /clock publisher (e.g. `ros2 bag play --clock` or Gazebo); the "
-                             "built-in simulated robot runs on the system clock: start it without use_sim_time")
+            raise ValueError(
+                "use_sim_time needs a /clock publisher (e.g. `ros2 bag play --clock` or Gazebo); the "
+                "built-in simulated robot runs on the system clock: start it without use_sim_time"
+            )
         if not (0 <= self.respawn_delay <= 600):
-            raise ValueError(f"respawn_delay must be within [0, 600] s (0 disables respawning), got {self.respawn_delay}")
+            raise ValueError(
+                f"respawn_delay must be within [0, 600] s (0 disables respawning), got {self.respawn_delay}"
+            )
         if not 0 <= self.streamer_priority <= 99:
             raise ValueError(f"streamer_priority must be within [0, 99], got {self.streamer_priority}")
 
 
-def node_graph(options: GraphOptions, description: Optional[RobotDescription] = None) -> tuple[NodeSpec, ...]:
+def node_graph(options: GraphOptions, description: RobotDescription | None = None) -> tuple[NodeSpec, ...]:
     """The nodes of a deployment; validates the robot description on the way."""
     description = description or load_robot(options.robot)
     yaml_path = str(description.source or robot_description_path(options.robot))
@@ -82,21 +87,54 @@ def node_graph(options: GraphOptions, description: Optional[RobotDescription] = 
     files = (str(Path(options.params_file).resolve()),) if options.params_file else ()
     respawn = options.respawn_delay or None
     policy = NodeSpec(
-        "pi0_ros", "policy_node", "pi0_ros.policy.node", "pi0_policy",
-        {**common, "checkpoint": options.checkpoint, "device": options.device, "dtype": options.dtype,
-         "autostart": options.autostart, "chunk_handover": options.chunk_handover, "seed": options.seed,
-         "torch_threads": options.torch_threads, **options.policy_parameters},
-        lifecycle=True, params_files=files, respawn_delay=respawn)
+        "pi0_ros",
+        "policy_node",
+        "pi0_ros.policy.node",
+        "pi0_policy",
+        {
+            **common,
+            "checkpoint": options.checkpoint,
+            "device": options.device,
+            "dtype": options.dtype,
+            "autostart": options.autostart,
+            "chunk_handover": options.chunk_handover,
+            "seed": options.seed,
+            "torch_threads": options.torch_threads,
+            **options.policy_parameters,
+        },
+        lifecycle=True,
+        params_files=files,
+        respawn_delay=respawn,
+    )
     streamer = NodeSpec(
-        "pi0_ros", "command_streamer", "pi0_ros.streamer.node", "pi0_command_streamer",
-        {**common, "chunk_handover": options.chunk_handover, "realtime_priority": options.streamer_priority,
-         **options.streamer_parameters}, params_files=files, respawn_delay=respawn)
+        "pi0_ros",
+        "command_streamer",
+        "pi0_ros.streamer.node",
+        "pi0_command_streamer",
+        {
+            **common,
+            "chunk_handover": options.chunk_handover,
+            "realtime_priority": options.streamer_priority,
+            **options.streamer_parameters,
+        },
+        params_files=files,
+        respawn_delay=respawn,
+    )
     nodes = [policy, streamer]
     if options.sim:
         width, height = options.sim_image_size
-        nodes.insert(0, NodeSpec(
-            "pi0_bringup", "sim_robot", "pi0_bringup.sim_robot_node", "pi0_sim_robot",
-            {**common, "image_width": width, "image_height": height}, params_files=files, respawn_delay=respawn))
+        nodes.insert(
+            0,
+            NodeSpec(
+                "pi0_bringup",
+                "sim_robot",
+                "pi0_bringup.sim_robot_node",
+                "pi0_sim_robot",
+                {**common, "image_width": width, "image_height": height},
+                params_files=files,
+                respawn_delay=respawn,
+            ),
+        )
     return tuple(nodes)
 
 

@@ -9,12 +9,14 @@ No retry loops: the policy node accepts a goal right after activation and waits 
 `goal_start_timeout_s` for the streamer and a first observation, so one goal is enough. A
 rejection is final and says why (`GoalRejectedError`).
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import rclpy
 from rclpy.action import ActionClient
@@ -60,7 +62,7 @@ class ReceivedCommand:
     received: float  # time.monotonic() at reception in this process
     controller: str  # controller name
     values: tuple[float, ...]  # the command for 'now'
-    stamp: Optional[float]  # header stamp (system time s: the streamer's tick); None for unstamped messages
+    stamp: float | None  # header stamp (system time s: the streamer's tick); None for unstamped messages
     published: float  # DDS source timestamp (system time s)
     delivered: float  # DDS reception timestamp (system time s)
     sequence: int  # publication sequence number of the streamer's publisher
@@ -78,11 +80,12 @@ class CommandRecorder:
         with self._lock:
             self._commands.append(command)
 
-    def all(self, controller: Optional[str] = None, since: float = float("-inf")) -> list[ReceivedCommand]:
+    def all(self, controller: str | None = None, since: float = float("-inf")) -> list[ReceivedCommand]:
         """The commands received at or after `since` (monotonic s), of one controller or all."""
         with self._lock:
-            return [c for c in self._commands
-                    if c.received >= since and (controller is None or c.controller == controller)]
+            return [
+                c for c in self._commands if c.received >= since and (controller is None or c.controller == controller)
+            ]
 
     def times(self, controller: str) -> list[float]:
         return [c.received for c in self.all(controller)]
@@ -101,9 +104,17 @@ class GraphClient:
     uses best effort). `keep_messages`: also keep each received command message.
     """
 
-    def __init__(self, description: RobotDescription, namespace: str = "", *, context: Optional[Context] = None,
-                 name: str = "pi0_graph_client", controllers: Optional[Sequence[ControllerSpec]] = None,
-                 command_qos: Optional[QoSProfile] = None, keep_messages: bool = False) -> None:
+    def __init__(
+        self,
+        description: RobotDescription,
+        namespace: str = "",
+        *,
+        context: Context | None = None,
+        name: str = "pi0_graph_client",
+        controllers: Sequence[ControllerSpec] | None = None,
+        command_qos: QoSProfile | None = None,
+        keep_messages: bool = False,
+    ) -> None:
         self.description = description
         self._own_context = context is None
         if context is None:
@@ -119,12 +130,15 @@ class GraphClient:
         self._streamer: list[tuple[float, StreamerStatus]] = []
         qos = command_qos or qos_profile("reliable", 50)
         for controller in self.controllers:
-            self.node.create_subscription(controller_message_class(controller), controller.topic,
-                                          self._command_callback(controller.name), qos)
-        self.node.create_subscription(PolicyStatus, "policy_status", self._on_policy_status,
-                                      qos_profile("reliable", 1, transient_local=True))
-        self.node.create_subscription(StreamerStatus, "streamer_status", self._on_streamer_status,
-                                      qos_profile("reliable", 10))
+            self.node.create_subscription(
+                controller_message_class(controller), controller.topic, self._command_callback(controller.name), qos
+            )
+        self.node.create_subscription(
+            PolicyStatus, "policy_status", self._on_policy_status, qos_profile("reliable", 1, transient_local=True)
+        )
+        self.node.create_subscription(
+            StreamerStatus, "streamer_status", self._on_streamer_status, qos_profile("reliable", 10)
+        )
         self.action = ActionClient(self.node, ExecuteInstruction, "execute_instruction")
         self._executor = SingleThreadedExecutor(context=context)
         self._executor.add_node(self.node)
@@ -136,11 +150,19 @@ class GraphClient:
     def _command_callback(self, controller: str) -> Callable[[Any, Any], None]:
         def store(message: Any, info: Any) -> None:
             header = getattr(message, "header", None)
-            self.commands.add(ReceivedCommand(
-                received=time.monotonic(), controller=controller, values=tuple(command_values(message)),
-                stamp=None if header is None else stamp_to_seconds(header.stamp),
-                published=info["source_timestamp"] * 1e-9, delivered=info["received_timestamp"] * 1e-9,
-                sequence=info["publication_sequence_number"], message=message if self._keep_messages else None))
+            self.commands.add(
+                ReceivedCommand(
+                    received=time.monotonic(),
+                    controller=controller,
+                    values=tuple(command_values(message)),
+                    stamp=None if header is None else stamp_to_seconds(header.stamp),
+                    published=info["source_timestamp"] * 1e-9,
+                    delivered=info["received_timestamp"] * 1e-9,
+                    sequence=info["publication_sequence_number"],
+                    message=message if self._keep_messages else None,
+                )
+            )
+
         return store
 
     def _on_policy_status(self, message: PolicyStatus) -> None:
@@ -153,13 +175,13 @@ class GraphClient:
             self._streamer.append((time.monotonic(), message))
 
     @property
-    def policy_status(self) -> Optional[PolicyStatus]:
+    def policy_status(self) -> PolicyStatus | None:
         """The newest policy_status received."""
         with self._lock:
             return self._policy[-1][1] if self._policy else None
 
     @property
-    def streamer_status(self) -> Optional[StreamerStatus]:
+    def streamer_status(self) -> StreamerStatus | None:
         """The newest streamer_status received."""
         with self._lock:
             return self._streamer[-1][1] if self._streamer else None
@@ -174,8 +196,9 @@ class GraphClient:
 
     # -- waiting -------------------------------------------------------------------------------
 
-    def wait_until(self, predicate: Callable[[], T], timeout: float, what: str,
-                   processes: Optional[GraphProcesses] = None) -> T:
+    def wait_until(
+        self, predicate: Callable[[], T], timeout: float, what: str, processes: GraphProcesses | None = None
+    ) -> T:
         """Polls `predicate` until it returns a truthy value, which it returns. Raises GraphClientError
         on timeout, and ProcessExitedError (with the node's last output) when a node of `processes` ends."""
         deadline = time.monotonic() + timeout
@@ -189,15 +212,23 @@ class GraphClient:
                 raise GraphClientError(f"timed out after {timeout:.0f} s waiting for {what}")
             time.sleep(POLL_S)
 
-    def wait_until_ready(self, timeout: float, *, since: float = float("-inf"), observations: bool = False,
-                         streamer: bool = False, settle: float = 0.0,
-                         processes: Optional[GraphProcesses] = None) -> None:
+    def wait_until_ready(
+        self,
+        timeout: float,
+        *,
+        since: float = float("-inf"),
+        observations: bool = False,
+        streamer: bool = False,
+        settle: float = 0.0,
+        processes: GraphProcesses | None = None,
+    ) -> None:
         """Waits until the policy node reports `active` (in a status received at or after `since`,
         monotonic s: a respawned node loads its model first) and its action server is discovered;
         with `observations`, until it also sees fresh observations, with `streamer`, until the
         streamer's status is heard. `settle` s more let the server discover this client's response
         reader. No lifecycle service call: the policy configures itself (autostart) and its latched
         status says when. A policy node reporting an error ends the wait with that error."""
+
         def ready() -> bool:
             statuses = self.policy_statuses(since)
             status = statuses[-1] if statuses else None
@@ -210,27 +241,41 @@ class GraphClient:
             if streamer and self.streamer_status is None:
                 return False
             return self.action.server_is_ready()
-        what = "pi0_policy to be active" + (" with observations" if observations else "") + (
-            " and the command streamer" if streamer else "")
+
+        what = (
+            "pi0_policy to be active"
+            + (" with observations" if observations else "")
+            + (" and the command streamer" if streamer else "")
+        )
         self.wait_until(ready, timeout, what, processes)
         if settle > 0:
             time.sleep(settle)
 
-    def wait_streaming(self, timeout: float, processes: Optional[GraphProcesses] = None) -> None:
+    def wait_streaming(self, timeout: float, processes: GraphProcesses | None = None) -> None:
         """Waits until the streamer reports that it streams a goal's chunks."""
-        self.wait_until(lambda: (s := self.streamer_status) is not None and s.mode == StreamerStatus.MODE_STREAMING,
-                        timeout, "the command streamer to stream", processes)
+        self.wait_until(
+            lambda: (s := self.streamer_status) is not None and s.mode == StreamerStatus.MODE_STREAMING,
+            timeout,
+            "the command streamer to stream",
+            processes,
+        )
 
     # -- goals ---------------------------------------------------------------------------------
 
-    def send_goal(self, instruction: str, max_duration: float = 0.0,
-                  feedback: Optional[Callable[[Any], None]] = None, timeout: float = 20.0,
-                  processes: Optional[GraphProcesses] = None) -> Any:
+    def send_goal(
+        self,
+        instruction: str,
+        max_duration: float = 0.0,
+        feedback: Callable[[Any], None] | None = None,
+        timeout: float = 20.0,
+        processes: GraphProcesses | None = None,
+    ) -> Any:
         """Sends one goal; returns its accepted goal handle. Raises GoalRejectedError with the policy's reason."""
         goal = ExecuteInstruction.Goal(instruction=instruction, max_duration=seconds_to_duration(max_duration))
         future = self.action.send_goal_async(goal, feedback_callback=feedback)
-        handle = self.wait_until(lambda: future.done() and future.result(), timeout,
-                                 f"the response to the goal '{instruction}'", processes)
+        handle = self.wait_until(
+            lambda: future.done() and future.result(), timeout, f"the response to the goal '{instruction}'", processes
+        )
         if not handle.accepted:
             # The rejection reason is published on policy_status right before the response.
             time.sleep(0.1)
@@ -238,13 +283,12 @@ class GraphClient:
             raise GoalRejectedError(status.last_goal_rejection if status is not None else "rejected")
         return handle
 
-    def result(self, handle: Any, timeout: float, processes: Optional[GraphProcesses] = None) -> Any:
+    def result(self, handle: Any, timeout: float, processes: GraphProcesses | None = None) -> Any:
         """The goal's ExecuteInstruction.Result."""
         future = handle.get_result_async()
-        return self.wait_until(lambda: future.done() and future.result(), timeout, "the goal result",
-                               processes).result
+        return self.wait_until(lambda: future.done() and future.result(), timeout, "the goal result", processes).result
 
-    def cancel(self, handle: Any, timeout: float = 20.0, processes: Optional[GraphProcesses] = None) -> Any:
+    def cancel(self, handle: Any, timeout: float = 20.0, processes: GraphProcesses | None = None) -> Any:
         """Asks to cancel the goal and waits for the cancel response."""
         future = handle.cancel_goal_async()
         return self.wait_until(future.done, timeout, "the cancel response", processes) and future.result()
@@ -265,7 +309,7 @@ class GraphClient:
         if self._own_context and self.context.ok():
             rclpy.shutdown(context=self.context)
 
-    def __enter__(self) -> "GraphClient":
+    def __enter__(self) -> GraphClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

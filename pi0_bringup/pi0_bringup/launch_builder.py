@@ -4,6 +4,7 @@ Only the launch files import this module: `launch` and `launch_ros` exist on
 apt-installed ROS 2, not on the PyPI-wheel ROS 2 of the dev machines, where
 pi0_bringup.run starts the very same node_graph() instead.
 """
+
 from __future__ import annotations
 
 from launch import LaunchContext, LaunchDescription
@@ -11,10 +12,9 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
+from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
 from pi0_model.options import DEVICE_FORMS, DTYPE_NAMES
 from pi0_ros.core.chunk import Handover
-
-from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
 
 # name -> (default, description); every argument maps onto a GraphOptions field.
 ARGUMENTS = {
@@ -22,7 +22,10 @@ ARGUMENTS = {
     "device": (GraphOptions.device, f"torch device: {DEVICE_FORMS}"),
     "dtype": (GraphOptions.dtype, f"model dtype: {' or '.join(DTYPE_NAMES)}"),
     "namespace": ("", "namespace of all nodes and topics, e.g. /left_robot"),
-    "use_sim_time": ("false", "use /clock (bag replay, Gazebo); not with sim:=true, whose robot runs on the system clock"),
+    "use_sim_time": (
+        "false",
+        "use /clock (bag replay, Gazebo); not with sim:=true, whose robot runs on the system clock",
+    ),
     "sim": ("false", "also start the simulated robot"),
     "autostart": ("true", "configure and activate the policy node on startup"),
     "chunk_handover": (GraphOptions.chunk_handover, ", ".join(Handover.choices())),
@@ -46,21 +49,36 @@ def _options(context: LaunchContext) -> GraphOptions:
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     return GraphOptions(
         robot=LaunchConfiguration("robot").perform(context),
-        checkpoint=value["checkpoint"], device=value["device"], dtype=value["dtype"],
-        namespace=value["namespace"], use_sim_time=_flag(value["use_sim_time"]), sim=_flag(value["sim"]),
-        autostart=_flag(value["autostart"]), chunk_handover=value["chunk_handover"], seed=int(value["seed"]),
-        torch_threads=int(value["torch_threads"]), streamer_priority=int(value["streamer_priority"]),
+        checkpoint=value["checkpoint"],
+        device=value["device"],
+        dtype=value["dtype"],
+        namespace=value["namespace"],
+        use_sim_time=_flag(value["use_sim_time"]),
+        sim=_flag(value["sim"]),
+        autostart=_flag(value["autostart"]),
+        chunk_handover=value["chunk_handover"],
+        seed=int(value["seed"]),
+        torch_threads=int(value["torch_threads"]),
+        streamer_priority=int(value["streamer_priority"]),
         sim_image_size=(int(value["sim_image_width"]), int(value["sim_image_height"])),
-        params_file=value["params_file"], respawn_delay=float(value["respawn_delay"]),
+        params_file=value["params_file"],
+        respawn_delay=float(value["respawn_delay"]),
     )
 
 
 def _action(spec: NodeSpec, namespace: str):
     kind = LifecycleNode if spec.lifecycle else Node
     respawn = {} if spec.respawn_delay is None else {"respawn": True, "respawn_delay": spec.respawn_delay}
-    return kind(package=spec.package, executable=spec.executable, name=spec.name, namespace=namespace,
-                parameters=[*spec.params_files, dict(spec.parameters)], output="screen", emulate_tty=True,
-                **respawn)
+    return kind(
+        package=spec.package,
+        executable=spec.executable,
+        name=spec.name,
+        namespace=namespace,
+        parameters=[*spec.params_files, dict(spec.parameters)],
+        output="screen",
+        emulate_tty=True,
+        **respawn,
+    )
 
 
 def _nodes(context: LaunchContext):
@@ -70,8 +88,13 @@ def _nodes(context: LaunchContext):
 
 def robot_launch_description(default_robot: str = "") -> LaunchDescription:
     """Declares the arguments and starts node_graph() for the `robot` argument."""
-    robot = DeclareLaunchArgument("robot", default_value=default_robot,
-                                  description="robot name (aloha, mobile_aloha, ur5e, franka) or description YAML")
-    declared = [DeclareLaunchArgument(name, default_value=default, description=text)
-                for name, (default, text) in ARGUMENTS.items()]
+    robot = DeclareLaunchArgument(
+        "robot",
+        default_value=default_robot,
+        description="robot name (aloha, mobile_aloha, ur5e, franka) or description YAML",
+    )
+    declared = [
+        DeclareLaunchArgument(name, default_value=default, description=text)
+        for name, (default, text) in ARGUMENTS.items()
+    ]
     return LaunchDescription([robot, *declared, OpaqueFunction(function=_nodes)])

@@ -1,4 +1,5 @@
 """Where the shipped robot descriptions live, and looking them up by name."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +14,7 @@ def robots_dir() -> Path:
     """config/robots of the installed package (ament index), else of the source tree."""
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
         try:
             installed = Path(get_package_share_directory(PACKAGE)) / "config" / "robots"
             if installed.is_dir():
@@ -38,7 +40,8 @@ def robot_description_path(robot: str) -> Path:
     path = robots_dir() / f"{robot}.yaml"
     if not path.is_file():
         raise DescriptionError(
-            f"unknown robot '{robot}'; shipped robots: {', '.join(available_robots())} (or pass a path to a YAML file)")
+            f"unknown robot '{robot}'; shipped robots: {', '.join(available_robots())} (or pass a path to a YAML file)"
+        )
     return path
 
 

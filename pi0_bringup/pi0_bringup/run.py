@@ -1,6 +1,6 @@
 """Start a robot's node graph without `ros2 launch`:
 
-    python -m pi0_bringup.run aloha --sim                      # same graph as: ros2 launch pi0_bringup aloha.launch.py sim:=true
+    python -m pi0_bringup.run aloha --sim        # the graph of: ros2 launch pi0_bringup aloha.launch.py sim:=true
     python -m pi0_bringup.run ur5e --checkpoint DIR --device cuda --dtype bfloat16
 
 Each node of pi0_bringup.graph.node_graph() runs as its own process (the 50 Hz
@@ -13,13 +13,13 @@ process group, which is signalled and, if it does not exit in time, killed, and 
 the runner should the runner itself be killed (pi0_bringup.supervisor).
 The exit code is 0 only when every node stopped cleanly (exit code 0).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import threading
 import time
-from typing import Optional
 
 from pi0_bringup.graph import GraphOptions, node_graph
 from pi0_bringup.robots import available_robots
@@ -32,11 +32,22 @@ from pi0_ros.core.stop_signals import stop_on_first_signal
 
 def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
     return GraphOptions(
-        robot=args.robot, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
-        namespace=args.namespace, use_sim_time=args.use_sim_time, sim=args.sim, autostart=not args.no_autostart,
-        chunk_handover=args.chunk_handover, seed=args.seed, torch_threads=args.torch_threads,
-        streamer_priority=args.streamer_priority, params_file=args.params_file,
-        sim_image_size=(args.sim_image_width, args.sim_image_height), respawn_delay=args.respawn_delay)
+        robot=args.robot,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        dtype=args.dtype,
+        namespace=args.namespace,
+        use_sim_time=args.use_sim_time,
+        sim=args.sim,
+        autostart=not args.no_autostart,
+        chunk_handover=args.chunk_handover,
+        seed=args.seed,
+        torch_threads=args.torch_threads,
+        streamer_priority=args.streamer_priority,
+        params_file=args.params_file,
+        sim_image_size=(args.sim_image_width, args.sim_image_height),
+        respawn_delay=args.respawn_delay,
+    )
 
 
 def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,14 +63,25 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-handover", default=Handover.SPLICE.value, choices=Handover.choices())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--torch-threads", type=int, default=0)
-    parser.add_argument("--streamer-priority", type=int, default=10,
-                        help="SCHED_FIFO priority of the command streamer; 0 = normal scheduling")
-    parser.add_argument("--params-file", default="",
-                        help="ros__parameters YAML tuning the nodes (explicit options above take precedence)")
+    parser.add_argument(
+        "--streamer-priority",
+        type=int,
+        default=10,
+        help="SCHED_FIFO priority of the command streamer; 0 = normal scheduling",
+    )
+    parser.add_argument(
+        "--params-file",
+        default="",
+        help="ros__parameters YAML tuning the nodes (explicit options above take precedence)",
+    )
     parser.add_argument("--sim-image-width", type=int, default=0)
     parser.add_argument("--sim-image-height", type=int, default=0)
-    parser.add_argument("--respawn-delay", type=float, default=GraphOptions.respawn_delay,
-                        help="restart a crashed node after this many seconds; 0 = stop the graph instead")
+    parser.add_argument(
+        "--respawn-delay",
+        type=float,
+        default=GraphOptions.respawn_delay,
+        help="restart a crashed node after this many seconds; 0 = stop the graph instead",
+    )
 
 
 # Exit codes after which a restart cannot help: a deliberate end (lifecycle shutdown) and a configuration error.
@@ -98,7 +120,7 @@ def run_until_stopped(graph: GraphProcesses, stop: threading.Event) -> int:
     return code
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Start a pi0_ros node graph (what the launch files start).")
     add_graph_arguments(parser)
     args = parser.parse_args(argv)

@@ -15,18 +15,17 @@ algorithm, no z-buffer), vectorized so a frame costs about a millisecond at
 224x224, and a pure function of the :class:`SimState`: identical states give
 identical images.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import cv2
 import numpy as np
 
-from pi0_ros.core.robot_description import PI0_IMAGE_SLOTS, CameraSpec, RobotDescription
-
 from pi0_bringup.sim_robot import SimState
+from pi0_ros.core.robot_description import PI0_IMAGE_SLOTS, CameraSpec, RobotDescription
 
 Colour = tuple[int, int, int]  # RGB
 _Rod = tuple[tuple[int, int], tuple[int, int], int]  # pixel start, pixel end, thickness
@@ -42,8 +41,11 @@ _TABLE = (150, 110, 70)
 _ARM_COLOURS = ((235, 120, 30), (40, 160, 220), (120, 200, 60), (200, 60, 160))
 # Table (centre, size) and blocks on it (centre x, y on the table top; edge length; colour).
 _TABLE_BOX = (np.array([0.45, 0.0, _TABLE_HEIGHT / 2]), np.array([1.1, 1.4, _TABLE_HEIGHT]))
-_BLOCKS = (((0.62, 0.10), 0.06, (210, 40, 40)), ((0.74, -0.14), 0.05, (40, 170, 70)),
-           ((0.52, -0.03), 0.045, (50, 80, 210)))
+_BLOCKS = (
+    ((0.62, 0.10), 0.06, (210, 40, 40)),
+    ((0.74, -0.14), 0.05, (40, 170, 70)),
+    ((0.52, -0.03), 0.045, (50, 80, 210)),
+)
 # Links of the generic arm chain (metres along the link), by joint index; later joints use _WRIST_LINK.
 _ARM_LINKS = ((0.0, 0.0, 0.10), (0.25, 0.0, 0.0), (0.25, 0.0, 0.0))
 _WRIST_LINK = (0.05, 0.0, 0.0)
@@ -70,7 +72,7 @@ class _Arm:
     joints: np.ndarray  # indices into SimState.positions, in chain order
     mount: np.ndarray  # [3] robot frame
     colour: Colour
-    gripper: Optional[int]  # index into SimState.positions
+    gripper: int | None  # index into SimState.positions
     gripper_range: tuple[float, float]  # (closed, open) positions
 
 
@@ -78,9 +80,9 @@ class _Arm:
 class _Mount:
     """Where a camera sits: on an arm's tool, or fixed on the robot body."""
 
-    arm: Optional[int] = None  # index into the arms; None: on the body
-    eye: Optional[np.ndarray] = None  # [3] robot frame (body cameras)
-    target: Optional[np.ndarray] = None  # [3] robot frame (body cameras)
+    arm: int | None = None  # index into the arms; None: on the body
+    eye: np.ndarray | None = None  # [3] robot frame (body cameras)
+    target: np.ndarray | None = None  # [3] robot frame (body cameras)
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,13 @@ class SceneRenderer:
                 cv2.line(image, start, end, colours[item - num_blocks], thickness)
         return image
 
-    def _robot_segments(self, state: SimState, robot_to_world: np.ndarray,
-                        chains: list[tuple[np.ndarray, np.ndarray]],
-                        camera_arm: Optional[int]) -> tuple[np.ndarray, np.ndarray, list[Colour]]:
+    def _robot_segments(
+        self,
+        state: SimState,
+        robot_to_world: np.ndarray,
+        chains: list[tuple[np.ndarray, np.ndarray]],
+        camera_arm: int | None,
+    ) -> tuple[np.ndarray, np.ndarray, list[Colour]]:
         """Links and fingers as world segments [S, 2, 3] with radii [S] and colours.
 
         A wrist camera's own links are left out: they sit behind and under it.
@@ -208,7 +214,7 @@ class _View:
                     polygons[index] = self.project(clipped)
         return polygons
 
-    def rods(self, segments: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, list[Optional[_Rod]]]:
+    def rods(self, segments: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, list[_Rod | None]]:
         """Camera depths [S] of world segments [S, 2, 3] with radii [S] (m), and each one's pixel
         (start, end, thickness), None where it lies behind the camera."""
         camera = self.to_camera(segments)  # [S, 2, 3]
@@ -216,7 +222,7 @@ class _View:
         inside = np.all(camera[..., 2] >= _NEAR, axis=1)
         pixels = self.project(np.where(inside[:, None, None], camera, 1.0)).tolist()  # [S, 2, 2]
         thickness = np.clip(2 * radii * self._focal / np.maximum(depths, _NEAR), 1, 255).astype(int).tolist()
-        rods: list[Optional[_Rod]] = [(tuple(a), tuple(b), t) for (a, b), t in zip(pixels, thickness)]
+        rods: list[_Rod | None] = [(tuple(a), tuple(b), t) for (a, b), t in zip(pixels, thickness)]
         for k in np.flatnonzero(~inside).tolist():
             ends = _clip_near(camera[k], closed=False)
             if len(ends) < 2:
@@ -243,7 +249,7 @@ def _arms(description: RobotDescription) -> list[_Arm]:
         offsets[group.name] = offset
         offset += len(group.joints)
     grippers: dict[str, tuple[int, tuple[float, float]]] = {}
-    last_arm: Optional[str] = None
+    last_arm: str | None = None
     for group in groups:
         if group.name in arm_names:
             last_arm = group.name
@@ -256,13 +262,15 @@ def _arms(description: RobotDescription) -> list[_Arm]:
     for i, name in enumerate(arm_names):
         size = len(next(g for g in groups if g.name == name).joints)
         gripper = grippers.get(name)
-        arms.append(_Arm(
-            joints=np.arange(offsets[name], offsets[name] + size),
-            mount=np.array([0.0, spread[i], _TABLE_HEIGHT]),
-            colour=_ARM_COLOURS[i % len(_ARM_COLOURS)],
-            gripper=None if gripper is None else gripper[0],
-            gripper_range=(0.0, 1.0) if gripper is None else gripper[1],
-        ))
+        arms.append(
+            _Arm(
+                joints=np.arange(offsets[name], offsets[name] + size),
+                mount=np.array([0.0, spread[i], _TABLE_HEIGHT]),
+                colour=_ARM_COLOURS[i % len(_ARM_COLOURS)],
+                gripper=None if gripper is None else gripper[0],
+                gripper_range=(0.0, 1.0) if gripper is None else gripper[1],
+            )
+        )
     return arms
 
 
@@ -277,8 +285,9 @@ def _camera_mount(camera: CameraSpec, num_arms: int) -> _Mount:
     return _Mount(eye=eye, target=target)
 
 
-def _camera_pose(mount: _Mount, robot_to_world: np.ndarray,
-                 chains: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+def _camera_pose(
+    mount: _Mount, robot_to_world: np.ndarray, chains: list[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
     """(rotation [3, 3] world -> camera, eye [3] world) of a mounted camera."""
     if mount.arm is None:
         eye, target = _transform(robot_to_world, np.stack((mount.eye, mount.target)))
@@ -376,14 +385,21 @@ def _square(x: float, y: float, half: float, z: float) -> np.ndarray:
 
 def _floor_tiles(tile: float = 0.5, extent: int = 10) -> np.ndarray:
     """[P, 4, 3] dark squares of a checkerboard floor around the origin."""
-    return np.array([_square((i + 0.5) * tile, (j + 0.5) * tile, tile / 2, 0.0)
-                     for i in range(-extent, extent) for j in range(-extent, extent) if (i + j) % 2 == 0])
+    return np.array(
+        [
+            _square((i + 0.5) * tile, (j + 0.5) * tile, tile / 2, 0.0)
+            for i in range(-extent, extent)
+            for j in range(-extent, extent)
+            if (i + j) % 2 == 0
+        ]
+    )
 
 
 def _static_faces() -> _Faces:
     boxes = [(*_TABLE_BOX, _TABLE)]
-    boxes += [(np.array([x, y, _TABLE_HEIGHT + edge / 2]), np.full(3, edge), colour)
-              for (x, y), edge, colour in _BLOCKS]
+    boxes += [
+        (np.array([x, y, _TABLE_HEIGHT + edge / 2]), np.full(3, edge), colour) for (x, y), edge, colour in _BLOCKS
+    ]
     corners, normals, colours, owner = [], [], [], []
     for index, (centre, size, colour) in enumerate(boxes):
         for normal, face, shade in _box_faces(centre, size):

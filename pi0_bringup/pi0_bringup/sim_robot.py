@@ -22,12 +22,13 @@ tracks its controller's desired position within its position limits,
 ``max_velocity`` and an acceleration limit; the base follows its command within
 the description's velocity and acceleration limits and integrates its pose.
 """
+
 from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -85,7 +86,7 @@ class SimState:
     joint_names: tuple[str, ...]
     positions: np.ndarray  # [num_joints], read-only
     velocities: np.ndarray  # [num_joints], read-only
-    base: Optional[BaseState] = None
+    base: BaseState | None = None
 
     def position(self, joint_name: str) -> float:
         return float(self.positions[self.joint_names.index(joint_name)])
@@ -97,11 +98,17 @@ class _TrajectoryController:
     def __init__(self, group: JointGroup, allow_partial: bool) -> None:
         self.joint_names = group.joint_names
         self._allow_partial = allow_partial
-        self._knot_times: Optional[np.ndarray] = None  # [K] absolute s
-        self._knot_positions: Optional[np.ndarray] = None  # [K, J]
+        self._knot_times: np.ndarray | None = None  # [K] absolute s
+        self._knot_positions: np.ndarray | None = None  # [K, J]
 
-    def accept(self, joint_names: Sequence[str], points: Sequence[TrajectoryPoint],
-               start_time: Optional[float], now: float, current: np.ndarray) -> None:
+    def accept(
+        self,
+        joint_names: Sequence[str],
+        points: Sequence[TrajectoryPoint],
+        start_time: float | None,
+        now: float,
+        current: np.ndarray,
+    ) -> None:
         """Replaces the active trajectory; `current` [J] is the group's measured position."""
         columns = self._columns(joint_names)
         _check_points(points, len(joint_names))
@@ -120,7 +127,7 @@ class _TrajectoryController:
             positions = np.vstack((current, positions))
         self._knot_times, self._knot_positions = times, positions
 
-    def desired(self, time: float) -> Optional[np.ndarray]:
+    def desired(self, time: float) -> np.ndarray | None:
         """[J] desired positions at `time`, or None to hold (no trajectory yet, or before its receipt)."""
         if self._knot_times is None or time < self._knot_times[0]:
             return None
@@ -134,10 +141,12 @@ class _TrajectoryController:
         unknown = [n for n in joint_names if n not in self.joint_names]
         if unknown:
             raise CommandRejected(
-                f"unknown joint(s) {', '.join(unknown)}; controller joints: {', '.join(self.joint_names)}")
+                f"unknown joint(s) {', '.join(unknown)}; controller joints: {', '.join(self.joint_names)}"
+            )
         if not self._allow_partial and len(joint_names) != len(self.joint_names):
             raise CommandRejected(
-                "joints on the trajectory don't match the controller joints (partial goals not allowed)")
+                "joints on the trajectory don't match the controller joints (partial goals not allowed)"
+            )
         return [self.joint_names.index(n) for n in joint_names]
 
 
@@ -146,22 +155,23 @@ class _ForwardPositionController:
 
     def __init__(self, group: JointGroup) -> None:
         self.joint_names = group.joint_names
-        self._command: Optional[np.ndarray] = None  # [J]
+        self._command: np.ndarray | None = None  # [J]
 
     def accept(self, values: Sequence[float]) -> None:
         if len(values) != len(self.joint_names):
             raise CommandRejected(
-                f"command size ({len(values)}) does not match number of joints ({len(self.joint_names)})")
+                f"command size ({len(values)}) does not match number of joints ({len(self.joint_names)})"
+            )
         command = np.array(values, dtype=float)
         if not np.all(np.isfinite(command)):
             raise CommandRejected("command contains NaN or infinite values")
         self._command = command
 
-    def desired(self, time: float) -> Optional[np.ndarray]:
+    def desired(self, time: float) -> np.ndarray | None:
         return self._command
 
 
-_Controller = Union[_TrajectoryController, _ForwardPositionController]
+_Controller = _TrajectoryController | _ForwardPositionController
 
 
 class _DiffDriveBase:
@@ -176,7 +186,7 @@ class _DiffDriveBase:
         self._velocity = np.zeros(2)
         self._pose = np.zeros(3)  # [x, y, yaw]
 
-    def accept(self, linear_x: float, angular_z: float, stamp: Optional[float], now: float) -> None:
+    def accept(self, linear_x: float, angular_z: float, stamp: float | None, now: float) -> None:
         """`stamp` None (a zero header stamp, or an unstamped Twist) counts as received now."""
         if not (math.isfinite(linear_x) and math.isfinite(angular_z)):
             raise CommandRejected("velocity command contains NaN or infinite values")
@@ -223,7 +233,7 @@ class SimRobot:
             offset += len(group.joints)
         self._base = _DiffDriveBase(description.base, config.cmd_vel_timeout) if description.base else None
         self._base_controller = description.base.controller.name if description.base else ""
-        self._time: Optional[float] = None
+        self._time: float | None = None
         self._rejections: Counter[str] = Counter()
 
     @property
@@ -231,8 +241,14 @@ class SimRobot:
         """Rejected commands so far, per controller name."""
         return dict(self._rejections)
 
-    def command_trajectory(self, controller: str, joint_names: Sequence[str], points: Sequence[TrajectoryPoint],
-                           start_time: Optional[float], now: float) -> None:
+    def command_trajectory(
+        self,
+        controller: str,
+        joint_names: Sequence[str],
+        points: Sequence[TrajectoryPoint],
+        start_time: float | None,
+        now: float,
+    ) -> None:
         """A JointTrajectory for a joint_trajectory controller; `start_time` None means start now."""
         target = self._controller(controller, _TrajectoryController, "joint_trajectory")
         current = self._positions[self._indices[controller]]
@@ -243,7 +259,7 @@ class SimRobot:
         target = self._controller(controller, _ForwardPositionController, "forward_position")
         self._counted(controller, lambda: target.accept(values))
 
-    def command_base(self, linear_x: float, angular_z: float, stamp: Optional[float], now: float) -> None:
+    def command_base(self, linear_x: float, angular_z: float, stamp: float | None, now: float) -> None:
         """A base velocity command; `stamp` None means received now."""
         base = self._base
         if base is None:

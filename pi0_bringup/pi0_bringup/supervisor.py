@@ -15,6 +15,7 @@ session, and one session per node made the 50 Hz streamer wait behind the others
 file keeps all nodes in one session too). No rclpy import: the benchmark's bare-loop child
 imports this module and must start quickly.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Iterable, Mapping, Optional, Sequence
+from typing import IO
 
 import yaml
 
@@ -60,29 +62,41 @@ class NodeProcess:
     whose stdout is its result). Without `log_dir` the child shares this process's output.
     """
 
-    def __init__(self, name: str, command: Sequence[str], env: Optional[Mapping[str, str]] = None,
-                 log_dir: Optional[Path] = None, stdout_apart: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+        stdout_apart: bool = False,
+    ) -> None:
         self.name = name
-        self.log_path: Optional[Path] = None
-        self.stdout_path: Optional[Path] = None
+        self.log_path: Path | None = None
+        self.stdout_path: Path | None = None
         files: list[IO] = []
         stdout = stderr = None
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
             self.log_path = log_dir / f"{name}.log"
             self.stdout_path = log_dir / f"{name}.out" if stdout_apart else self.log_path
-            stderr = open(self.log_path, "ab")
+            stderr = open(self.log_path, "ab")  # noqa: SIM115 - open for the child's life, closed in stop()
             files.append(stderr)
             if stdout_apart:
-                stdout = open(self.stdout_path, "wb")
+                stdout = open(self.stdout_path, "wb")  # noqa: SIM115 - as above
                 files.append(stdout)
             else:
                 stdout = stderr
         linux = sys.platform.startswith("linux")
         argv = [sys.executable, "-c", _LAUNCHER, str(os.getpid()), *command] if linux else list(command)
         try:
-            self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                            env=dict(os.environ if env is None else env), process_group=0)
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=dict(os.environ if env is None else env),
+                process_group=0,
+            )
         finally:
             for file in files:
                 file.close()
@@ -92,10 +106,10 @@ class NodeProcess:
         return self.process.pid
 
     @property
-    def returncode(self) -> Optional[int]:
+    def returncode(self) -> int | None:
         return self.process.returncode
 
-    def poll(self) -> Optional[int]:
+    def poll(self) -> int | None:
         return self.process.poll()
 
     @property
@@ -104,8 +118,9 @@ class NodeProcess:
 
     def check_running(self) -> None:
         if not self.running:
-            raise ProcessExitedError(f"{self.name} exited early with code {self.process.returncode}"
-                                     f"{self.describe_output()}")
+            raise ProcessExitedError(
+                f"{self.name} exited early with code {self.process.returncode}{self.describe_output()}"
+            )
 
     def describe_output(self, lines: int = 15) -> str:
         tail = self.output_tail(lines)
@@ -135,8 +150,7 @@ class NodeProcess:
             return False
 
 
-def stop_processes(processes: Iterable[NodeProcess],
-                   sequence: Sequence[tuple[int, float]] = STOP_SEQUENCE) -> None:
+def stop_processes(processes: Iterable[NodeProcess], sequence: Sequence[tuple[int, float]] = STOP_SEQUENCE) -> None:
     """Ends every process: SIGINT (clean ROS shutdown), then SIGTERM, then SIGKILL, all in parallel."""
     remaining = [p for p in processes if p.running]
     for sig, grace in sequence:
@@ -148,7 +162,7 @@ def stop_processes(processes: Iterable[NodeProcess],
         remaining = [p for p in remaining if not p.wait(max(0.0, deadline - time.monotonic()))]
 
 
-def _read_text(path: Optional[Path]) -> str:
+def _read_text(path: Path | None) -> str:
     if path is None:
         return ""
     try:
@@ -158,6 +172,7 @@ def _read_text(path: Optional[Path]) -> str:
 
 
 # -- node graphs -----------------------------------------------------------------------------------
+
 
 def node_command(spec: NodeSpec, namespace: str, params_file: Path) -> list[str]:
     """The node's process; the user's parameter files first, so the graph's own values win (as in launch)."""
@@ -180,8 +195,13 @@ def write_params_file(spec: NodeSpec, directory: Path) -> Path:
 class GraphProcesses:
     """The processes of a node graph (one `NodeProcess` per node); a context manager that always stops them."""
 
-    def __init__(self, specs: Sequence[NodeSpec], namespace: str = "", log_dir: Optional[Path] = None,
-                 env: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(
+        self,
+        specs: Sequence[NodeSpec],
+        namespace: str = "",
+        log_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.specs = tuple(specs)
         self.namespace = namespace
         self.log_dir = log_dir
@@ -189,7 +209,7 @@ class GraphProcesses:
         self.processes: dict[str, NodeProcess] = {}
         self._params_dir = tempfile.TemporaryDirectory(prefix="pi0_graph_")
 
-    def __enter__(self) -> "GraphProcesses":
+    def __enter__(self) -> GraphProcesses:
         try:
             self.start()
         except BaseException:
@@ -213,10 +233,11 @@ class GraphProcesses:
 
     def _start(self, spec: NodeSpec) -> None:
         params = write_params_file(spec, Path(self._params_dir.name))
-        self.processes[spec.name] = NodeProcess(spec.name, node_command(spec, self.namespace, params), self.env,
-                                                self.log_dir)
+        self.processes[spec.name] = NodeProcess(
+            spec.name, node_command(spec, self.namespace, params), self.env, self.log_dir
+        )
 
-    def exited(self, ignore: Iterable[str] = ()) -> Optional[tuple[str, int]]:
+    def exited(self, ignore: Iterable[str] = ()) -> tuple[str, int] | None:
         """(node name, exit code) of the first node that ended, except those in `ignore`; None while all run."""
         for name, process in self.processes.items():
             if name in ignore:
@@ -240,7 +261,8 @@ class GraphProcesses:
 
 # -- ROS traffic isolation ----------------------------------------------------------------------------
 
-def isolate_ros_domain(domain: Optional[int] = None) -> int:
+
+def isolate_ros_domain(domain: int | None = None) -> int:
     """A private ROS domain on localhost for this process and the processes it starts.
 
     Set in this process's environment because rcl reads discovery settings from it (at

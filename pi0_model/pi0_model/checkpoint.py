@@ -225,7 +225,8 @@ def load_weights(model: Pi0Model, checkpoint: Path) -> None:
                     shape = tuple(file.get_slice(chosen[model_key]).get_shape())
                     if shape != tuple(targets[model_key].shape):
                         mismatched.append(
-                            f"{chosen[model_key]} {list(shape)} vs model {list(targets[model_key].shape)}")
+                            f"{chosen[model_key]} {list(shape)} vs model {list(targets[model_key].shape)}"
+                        )
                         continue
                     targets[model_key].copy_(file.get_tensor(chosen[model_key]))
         except Exception as error:  # safetensors raises its own error types for truncated or corrupt data

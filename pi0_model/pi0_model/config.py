@@ -145,7 +145,9 @@ class Pi0Config:
                 f"({getattr(self.expert, name)}) for joint attention",
             )
         _require(self.expert.width % 2 == 0, "Pi0Config: expert.width must be even (sin/cos time embedding)")
-        _require(self.max_token_len >= 2, f"Pi0Config.max_token_len must be >= 2 (BOS and text), got {self.max_token_len}")
+        _require(
+            self.max_token_len >= 2, f"Pi0Config.max_token_len must be >= 2 (BOS and text), got {self.max_token_len}"
+        )
         _require_positive_floats(self, ("rope_theta", "rms_norm_eps", "time_min_period", "time_max_period"))
         _require(
             0 < self.time_min_period < self.time_max_period,

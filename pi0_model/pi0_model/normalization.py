@@ -181,8 +181,12 @@ def _load_lerobot(path: Path) -> Normalization:
         if mean is None or std is None:
             raise CheckpointError(f"{path} has no {key}.mean / {key}.std (keys: {sorted(flat)[:8]} ...)")
         q01, q99 = flat.get(f"{key}.q01"), flat.get(f"{key}.q99")
-        return NormStats(mean.reshape(-1), std.reshape(-1), None if q01 is None else q01.reshape(-1),
-                         None if q99 is None else q99.reshape(-1))
+        return NormStats(
+            mean.reshape(-1),
+            std.reshape(-1),
+            None if q01 is None else q01.reshape(-1),
+            None if q99 is None else q99.reshape(-1),
+        )
 
     return Normalization(stats("observation.state"), stats("action"))
 

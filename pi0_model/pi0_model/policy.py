@@ -334,8 +334,9 @@ class Pi0Policy:
 
     def _model_inputs(self, request: _Request) -> ModelInputs:
         """Device-side preprocessing: resize and scale the images, move everything to the model."""
-        pixels, image_masks = prepare_images(request.slot_images, self.io.camera_slots.values(),
-                                             self.config.vision.image_size, self.device)
+        pixels, image_masks = prepare_images(
+            request.slot_images, self.io.camera_slots.values(), self.config.vision.image_size, self.device
+        )
         return ModelInputs(
             images=pixels,
             image_masks=image_masks,

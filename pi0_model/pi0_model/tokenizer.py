@@ -72,8 +72,10 @@ class PromptTokenizer:
             raise Pi0InputError("instruction is empty")
         tokens = [self.bos_id, *self._encode(text), *self._encode("\n")]
         if max(tokens) >= self.vocab_size:
-            raise Pi0InputError(f"instruction {prompt!r} encodes to a token outside the vocabulary "
-                                "(special-token text such as '<image>'?)")
+            raise Pi0InputError(
+                f"instruction {prompt!r} encodes to a token outside the vocabulary "
+                "(special-token text such as '<image>'?)"
+            )
         truncated = len(tokens) > self.max_len
         tokens = tokens[: self.max_len]
         ids = np.zeros(self.max_len, dtype=np.int64)

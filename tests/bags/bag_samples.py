@@ -1,4 +1,5 @@
 """Sample suite messages and small bags made with the plain writer (tests create them in tmp_path)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,15 +25,27 @@ def joint_state(index: int) -> JointState:
 
 
 def action_chunk(index: int) -> ActionChunk:
-    return ActionChunk(header=_header(index), goal_id="0123456789abcdef0123456789abcdef", sequence=index,
-                       names=["waist", "gripper"], step_period=Duration(nanosec=20_000_000), horizon=2,
-                       actions=[0.1 * index, 0.5, 0.1 * index + 0.02, 0.5], inference_latency_ms=42.5)
+    return ActionChunk(
+        header=_header(index),
+        goal_id="0123456789abcdef0123456789abcdef",
+        sequence=index,
+        names=["waist", "gripper"],
+        step_period=Duration(nanosec=20_000_000),
+        horizon=2,
+        actions=[0.1 * index, 0.5, 0.1 * index + 0.02, 0.5],
+        inference_latency_ms=42.5,
+    )
 
 
 def policy_status(index: int) -> PolicyStatus:
-    return PolicyStatus(header=_header(index), lifecycle_state="active", goal_active=True,
-                        goal_id="0123456789abcdef0123456789abcdef", instruction="fold the towel",
-                        chunks_generated=index)
+    return PolicyStatus(
+        header=_header(index),
+        lifecycle_state="active",
+        goal_active=True,
+        goal_id="0123456789abcdef0123456789abcdef",
+        instruction="fold the towel",
+        chunks_generated=index,
+    )
 
 
 def _header(index: int) -> Header:

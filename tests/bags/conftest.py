@@ -1,4 +1,5 @@
 """Fixtures of the bag tool tests."""
+
 import pytest
 
 

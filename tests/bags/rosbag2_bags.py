@@ -20,12 +20,14 @@ metadata_io.cpp of the humble and jazzy branches) and its own test bags
 The storage files are written with the rosbags library, as plain storages; the
 metadata.yaml beside them is written here.
 """
+
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import yaml
 from rclpy.serialization import serialize_message
@@ -40,11 +42,15 @@ INFINITE_BEFORE_GALACTIC = QosTime(2147483647, 4294967295)  # Fast DDS's "infini
 ZERO = QosTime(0, 0)
 
 
-def profile(reliability: QosReliability = QosReliability.RELIABLE,
-            durability: QosDurability = QosDurability.VOLATILE, duration: QosTime = ZERO) -> Qos:
+def profile(
+    reliability: QosReliability = QosReliability.RELIABLE,
+    durability: QosDurability = QosDurability.VOLATILE,
+    duration: QosTime = ZERO,
+) -> Qos:
     """A publisher's offered QoS as rosbag2 recorded it (history unknown, depth 0: what the graph reports)."""
-    return Qos(QosHistory.UNKNOWN, 0, reliability, durability, duration, duration, QosLiveliness.AUTOMATIC,
-               duration, False)
+    return Qos(
+        QosHistory.UNKNOWN, 0, reliability, durability, duration, duration, QosLiveliness.AUTOMATIC, duration, False
+    )
 
 
 @dataclass(frozen=True)
@@ -60,8 +66,9 @@ class BagContents:
         return {topic: type_name_of(message) for topic, _, message in self.messages}
 
 
-def write_rosbag2_bag(path: Path, recording: BagContents, storage: str, version: int, files: int = 1,
-                      starting_time_ns: Optional[int] = None) -> None:
+def write_rosbag2_bag(
+    path: Path, recording: BagContents, storage: str, version: int, files: int = 1, starting_time_ns: int | None = None
+) -> None:
     """A bag directory at `path` as rosbag2 wrote it; `starting_time_ns` overrides metadata.yaml's start."""
     path.mkdir()
     definitions = DefinitionSource()
@@ -71,8 +78,14 @@ def write_rosbag2_bag(path: Path, recording: BagContents, storage: str, version:
         name = f"{path.name}_{index}.{EXTENSIONS[storage]}"
         _write_storage(path / name, part, recording, storage, definitions)
         times = [timestamp for _, timestamp, _ in part]
-        file_infos.append({"path": name, "starting_time": {"nanoseconds_since_epoch": min(times)},
-                           "duration": {"nanoseconds": max(times) - min(times)}, "message_count": len(part)})
+        file_infos.append(
+            {
+                "path": name,
+                "starting_time": {"nanoseconds_since_epoch": min(times)},
+                "duration": {"nanoseconds": max(times) - min(times)},
+                "message_count": len(part),
+            }
+        )
     times = [timestamp for _, timestamp, _ in recording.messages]
     start = min(times) if starting_time_ns is None else starting_time_ns
     info: dict[str, Any] = {
@@ -82,8 +95,9 @@ def write_rosbag2_bag(path: Path, recording: BagContents, storage: str, version:
         "duration": {"nanoseconds": max(times) - start},
         "starting_time": {"nanoseconds_since_epoch": start},
         "message_count": len(recording.messages),
-        "topics_with_message_count": [_topic_entry(recording, topic, msgtype, version, definitions)
-                                      for topic, msgtype in recording.topics.items()],
+        "topics_with_message_count": [
+            _topic_entry(recording, topic, msgtype, version, definitions) for topic, msgtype in recording.topics.items()
+        ],
         "compression_format": "",
         "compression_mode": "",
     }
@@ -96,15 +110,19 @@ def write_rosbag2_bag(path: Path, recording: BagContents, storage: str, version:
     (path / "metadata.yaml").write_text(yaml.safe_dump({"rosbag2_bagfile_information": info}, sort_keys=False))
 
 
-def _topic_entry(recording: BagContents, topic: str, msgtype: str, version: int,
-                 definitions: DefinitionSource) -> dict[str, Any]:
+def _topic_entry(
+    recording: BagContents, topic: str, msgtype: str, version: int, definitions: DefinitionSource
+) -> dict[str, Any]:
     offered = recording.metadata_qos[topic]
-    metadata: dict[str, Any] = {"name": topic, "type": msgtype, "serialization_format": "cdr",
-                                "offered_qos_profiles": qos_list(offered) if version >= 9 else qos_string(offered)}
+    metadata: dict[str, Any] = {
+        "name": topic,
+        "type": msgtype,
+        "serialization_format": "cdr",
+        "offered_qos_profiles": qos_list(offered) if version >= 9 else qos_string(offered),
+    }
     if version >= 7:
         metadata["type_description_hash"] = definitions.definition(msgtype).type_hash
-    return {"topic_metadata": metadata,
-            "message_count": sum(1 for t, _, _ in recording.messages if t == topic)}
+    return {"topic_metadata": metadata, "message_count": sum(1 for t, _, _ in recording.messages if t == topic)}
 
 
 def qos_string(profiles: Sequence[Qos]) -> str:
@@ -123,24 +141,39 @@ def _qos_dict(qos: Qos, policy: Any) -> dict[str, Any]:
     def duration(time: QosTime) -> dict[str, int]:
         return {"sec": time.sec, "nsec": time.nsec}
 
-    return {"history": policy(qos.history), "depth": qos.depth, "reliability": policy(qos.reliability),
-            "durability": policy(qos.durability), "deadline": duration(qos.deadline),
-            "lifespan": duration(qos.lifespan), "liveliness": policy(qos.liveliness),
-            "liveliness_lease_duration": duration(qos.liveliness_lease_duration),
-            "avoid_ros_namespace_conventions": qos.avoid_ros_namespace_conventions}
+    return {
+        "history": policy(qos.history),
+        "depth": qos.depth,
+        "reliability": policy(qos.reliability),
+        "durability": policy(qos.durability),
+        "deadline": duration(qos.deadline),
+        "lifespan": duration(qos.lifespan),
+        "liveliness": policy(qos.liveliness),
+        "liveliness_lease_duration": duration(qos.liveliness_lease_duration),
+        "avoid_ros_namespace_conventions": qos.avoid_ros_namespace_conventions,
+    }
 
 
-def _write_storage(target: Path, part: Sequence[tuple[str, int, Any]], recording: BagContents, storage: str,
-                   definitions: DefinitionSource) -> None:
+def _write_storage(
+    target: Path,
+    part: Sequence[tuple[str, int, Any]],
+    recording: BagContents,
+    storage: str,
+    definitions: DefinitionSource,
+) -> None:
     scratch = target.with_name(target.name + ".writing")
     # Version 8 keeps the storage's QoS as the numeric string older rosbag2 stored too.
     with Writer(scratch, version=8, storage_plugin=StoragePlugin[storage.upper()]) as writer:
         connections = {}
         for topic, msgtype in recording.topics.items():
             definition = definitions.definition(msgtype)
-            connections[topic] = writer.add_connection(topic, msgtype, msgdef=definition.text,
-                                                       rihs01=definition.type_hash,
-                                                       offered_qos_profiles=recording.storage_qos[topic])
+            connections[topic] = writer.add_connection(
+                topic,
+                msgtype,
+                msgdef=definition.text,
+                rihs01=definition.type_hash,
+                offered_qos_profiles=recording.storage_qos[topic],
+            )
         for topic, timestamp, message in part:
             writer.write(connections[topic], timestamp, serialize_message(message))
     next(scratch.glob(f"*.{EXTENSIONS[storage]}")).rename(target)
@@ -149,4 +182,4 @@ def _write_storage(target: Path, part: Sequence[tuple[str, int, Any]], recording
 
 def _split(messages: list, files: int) -> list[list]:
     size = -(-len(messages) // files)
-    return [messages[i:i + size] for i in range(0, len(messages), size)]
+    return [messages[i : i + size] for i in range(0, len(messages), size)]

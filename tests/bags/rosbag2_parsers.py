@@ -16,6 +16,7 @@ yaml-cpp's conversions are modelled on PyYAML's values: a string conversion take
 scalar, an integer conversion an integer, a list conversion a sequence. The MCAP
 channels and sqlite3 topics of a bag hold the same QoS string as metadata.yaml.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,19 @@ import yaml
 
 QOS_POLICIES = ("history", "reliability", "durability", "liveliness")
 QOS_DURATIONS = ("deadline", "lifespan", "liveliness_lease_duration")
-POLICY_NAMES = {"system_default", "reliable", "best_effort", "volatile", "transient_local", "keep_last", "keep_all",
-                "automatic", "manual_by_topic", "best_available", "unknown"}
+POLICY_NAMES = {
+    "system_default",
+    "reliable",
+    "best_effort",
+    "volatile",
+    "transient_local",
+    "keep_last",
+    "keep_all",
+    "automatic",
+    "manual_by_topic",
+    "best_available",
+    "unknown",
+}
 
 
 class BadConversion(Exception):

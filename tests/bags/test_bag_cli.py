@@ -1,14 +1,15 @@
 """bag_record and bag_play as processes: signals finalize the bag, play reaches real subscribers."""
+
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from bag_samples import SECOND, T0, action_chunk, joint_state, write_sample_bag
 from rclpy.qos import QoSProfile
 from std_msgs.msg import String
 
-from bag_samples import SECOND, T0, action_chunk, joint_state, write_sample_bag
 from pi0_msgs.msg import ActionChunk
 from pi0_ros.bag import BagReader, BagWriter
 
@@ -17,15 +18,25 @@ pytestmark = pytest.mark.ros
 
 def run_tool(module: str, *args: str) -> subprocess.Popen:
     code = f"import sys; from pi0_ros.bag.{module} import main; sys.exit(main())"
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.mark.parametrize("signum, storage", [(signal.SIGINT, "mcap"), (signal.SIGTERM, "sqlite3")])
 def test_record_stops_cleanly_on_a_signal_with_a_finalized_bag(ros_graph, tmp_path, signum, storage):
     publisher = ros_graph.node("cli_test_talker").create_publisher(String, "chatter", QoSProfile(depth=10))
-    process = run_tool("record", "--output", str(tmp_path / "rec"), "--topics", "chatter", "--storage", storage,
-                       "--status-period", "0.2")
+    process = run_tool(
+        "record",
+        "--output",
+        str(tmp_path / "rec"),
+        "--topics",
+        "chatter",
+        "--storage",
+        storage,
+        "--status-period",
+        "0.2",
+    )
     try:
         ros_graph.wait_for(lambda: publisher.get_subscription_count() > 0, timeout=15.0, what="bag_record subscribed")
         for index in range(5):
@@ -54,9 +65,20 @@ def test_play_publishes_a_bag_to_a_subscriber_and_reports(ros_graph, tmp_path):
     written = write_sample_bag(tmp_path / "bag", "mcap", duration_ns=200_000_000)
     received = []
     ros_graph.node("cli_test_listener").create_subscription(
-        ActionChunk, "/replayed_chunks", received.append, QoSProfile(depth=100))
-    process = run_tool("play", str(tmp_path / "bag"), "--topics", "/action_chunk", "--remap",
-                       "/action_chunk:=/replayed_chunks", "--wait-for-subscribers", "10", "--rate", "2")
+        ActionChunk, "/replayed_chunks", received.append, QoSProfile(depth=100)
+    )
+    process = run_tool(
+        "play",
+        str(tmp_path / "bag"),
+        "--topics",
+        "/action_chunk",
+        "--remap",
+        "/action_chunk:=/replayed_chunks",
+        "--wait-for-subscribers",
+        "10",
+        "--rate",
+        "2",
+    )
     _, err = process.communicate(timeout=20.0)
     assert process.returncode == 0, err
     ros_graph.wait_for(lambda: len(received) == 2, what="replayed chunks")
@@ -90,8 +112,16 @@ def test_play_exits_only_once_a_stalled_subscriber_has_every_message(tmp_path):
         bag.write("/action_chunk", action_chunk(1), T0 + 2 * SECOND)
         bag.write("/action_chunk", action_chunk(2), T0 + 2 * SECOND + SECOND // 5)
     listener = subprocess.Popen([sys.executable, "-c", STALLED_LISTENER], stdout=subprocess.PIPE, text=True)
-    player = run_tool("play", str(tmp_path / "bag"), "--topics", "/action_chunk", "--remap",
-                      "/action_chunk:=/replayed_chunks", "--wait-for-subscribers", "30")
+    player = run_tool(
+        "play",
+        str(tmp_path / "bag"),
+        "--topics",
+        "/action_chunk",
+        "--remap",
+        "/action_chunk:=/replayed_chunks",
+        "--wait-for-subscribers",
+        "30",
+    )
     try:
         # Playback starts once the player has matched the listener; the chunks follow 2 s later.
         err = ""

@@ -1,4 +1,5 @@
 """Message definitions and type hashes as rosbag2 stores them, and type name handling (no graph)."""
+
 import json
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def test_action_feedback_topic_type_is_defined_from_the_action_file():
     definition = DefinitionSource().definition(msgtype)
     assert definition.type_hash == installed_hash(msgtype)
     assert definition.text.startswith(
-        "unique_identifier_msgs/UUID goal_id\npi0_msgs/ExecuteInstruction_Feedback feedback")
+        "unique_identifier_msgs/UUID goal_id\npi0_msgs/ExecuteInstruction_Feedback feedback"
+    )
     assert "MSG: pi0_msgs/ExecuteInstruction_Feedback\n" in definition.text
     assert "uint8 PHASE_RUNNING" in definition.text and "observation_age_ms" in definition.text
     typestore = get_typestore(Stores.EMPTY)
@@ -68,12 +70,15 @@ def test_action_feedback_topic_type_is_defined_from_the_action_file():
     assert fields == ["goal_id", "feedback"]
 
 
-@pytest.mark.parametrize("msgtype, message", [
-    ("no_such_msgs/msg/Thing", "package 'no_such_msgs' is not installed"),
-    ("std_msgs/msg/NoSuchType", "cannot read"),
-    ("pi0_msgs/action/ExecuteInstruction_SendGoal_Request", "not a message derived from an action"),
-    ("not a type", "not a ROS interface type name"),
-])
+@pytest.mark.parametrize(
+    "msgtype, message",
+    [
+        ("no_such_msgs/msg/Thing", "package 'no_such_msgs' is not installed"),
+        ("std_msgs/msg/NoSuchType", "cannot read"),
+        ("pi0_msgs/action/ExecuteInstruction_SendGoal_Request", "not a message derived from an action"),
+        ("not a type", "not a ROS interface type name"),
+    ],
+)
 def test_missing_definitions_are_bag_errors(msgtype, message):
     with pytest.raises(BagError, match=message):
         DefinitionSource().definition(msgtype)

@@ -1,14 +1,15 @@
 """Recording real publishers and replaying into real subscribers over DDS."""
+
 import threading
 import time
 
 import pytest
+from bag_samples import SECOND, T0, action_chunk, image, joint_state, pacing_errors, policy_status, write_sample_bag
 from rclpy.action import ActionClient, ActionServer
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 
-from bag_samples import SECOND, T0, action_chunk, image, joint_state, pacing_errors, policy_status, write_sample_bag
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk, PolicyStatus
 from pi0_ros.bag import BagError, BagReader, PlaybackConfig, Player
@@ -26,8 +27,9 @@ ACTION_TOPICS = ("/execute_instruction/_action/feedback", "/execute_instruction/
 def start_instruction_server(node):
     def execute(goal_handle):
         for chunk in (1, 2):
-            feedback = ExecuteInstruction.Feedback(phase=ExecuteInstruction.Feedback.PHASE_RUNNING,
-                                                   chunks_generated=chunk)
+            feedback = ExecuteInstruction.Feedback(
+                phase=ExecuteInstruction.Feedback.PHASE_RUNNING, chunks_generated=chunk
+            )
             goal_handle.publish_feedback(feedback)
         goal_handle.succeed()
         return ExecuteInstruction.Result(chunks_generated=2)
@@ -44,8 +46,9 @@ def test_recorder_stores_real_publishers_with_their_qos_and_types(ros_graph, tmp
     chunks = publishers.create_publisher(ActionChunk, "action_chunk", RELIABLE)
     start_instruction_server(ros_graph.node("bag_test_instruction_server"))
     wanted = ("cam_high/image_raw", "joint_states", "action_chunk", "policy_status", *ACTION_TOPICS)
-    config = RecordConfig(output=tmp_path / "rec", topics=(*wanted, "/nobody_publishes"), storage="mcap",
-                          status_period=0.2)
+    config = RecordConfig(
+        output=tmp_path / "rec", topics=(*wanted, "/nobody_publishes"), storage="mcap", status_period=0.2
+    )
     before_ns = time.time_ns()
     recorder = ros_graph.add(RecordNode(config, context=ros_graph.context))
     ros_graph.wait_for(lambda: len(recorder.recorded_topics) == len(wanted), what="recorder subscriptions")
@@ -60,10 +63,20 @@ def test_recorder_stores_real_publishers_with_their_qos_and_types(ros_graph, tmp
     client = ActionClient(ros_graph.node("bag_test_client"), ExecuteInstruction, "execute_instruction")
     assert client.wait_for_server(timeout_sec=5.0)
     client.send_goal_async(ExecuteInstruction.Goal(instruction="fold the towel"))
-    expected = {"/cam_high/image_raw": 5, "/joint_states": 5, "/action_chunk": 5, "/policy_status": 1,
-                ACTION_TOPICS[0]: 2}
-    ros_graph.wait_for(lambda: all(recorder.message_counts().get(t, 0) >= n for t, n in expected.items())
-                       and recorder.message_counts().get(ACTION_TOPICS[1], 0) >= 1, what="recorded messages")
+    expected = {
+        "/cam_high/image_raw": 5,
+        "/joint_states": 5,
+        "/action_chunk": 5,
+        "/policy_status": 1,
+        ACTION_TOPICS[0]: 2,
+    }
+    ros_graph.wait_for(
+        lambda: (
+            all(recorder.message_counts().get(t, 0) >= n for t, n in expected.items())
+            and recorder.message_counts().get(ACTION_TOPICS[1], 0) >= 1
+        ),
+        what="recorded messages",
+    )
     ros_graph.stop_spinning(recorder)  # close() destroys subscriptions: not while they are spun
     summary = recorder.close()
     after_ns = time.time_ns()
@@ -119,16 +132,18 @@ class Listener:
             return [(m, t) for name, m, t in self.received if name == topic]
 
 
-SAMPLE_SUBSCRIPTIONS = (("/cam_high/image_raw", Image, qos_profile_sensor_data),
-                        ("/joint_states", JointState, RELIABLE), ("/action_chunk", ActionChunk, RELIABLE))
+SAMPLE_SUBSCRIPTIONS = (
+    ("/cam_high/image_raw", Image, qos_profile_sensor_data),
+    ("/joint_states", JointState, RELIABLE),
+    ("/action_chunk", ActionChunk, RELIABLE),
+)
 
 
 def replay(ros_graph, bag_path, config, subscriptions):
     listener = Listener(ros_graph, subscriptions)
     with BagReader(bag_path) as bag:
         player = Player(bag, config, validate=deserialize)
-        node = ros_graph.add(PlayNode(player.topics, config.publishes_clock, qos_depth=100,
-                                      context=ros_graph.context))
+        node = ros_graph.add(PlayNode(player.topics, config.publishes_clock, qos_depth=100, context=ros_graph.context))
         node.wait_for_subscribers(5.0, threading.Event())
         ros_graph.wait_for(lambda: node.count_subscribers("/clock") > 0, what="/clock subscriber")
         stats = player.run(node)
@@ -138,8 +153,9 @@ def replay(ros_graph, bag_path, config, subscriptions):
 @pytest.mark.parametrize("rate", [1.0, 2.0])
 def test_replay_reaches_real_subscribers_in_order_with_timing_and_clock(ros_graph, tmp_path, rate):
     written = write_sample_bag(tmp_path / "bag", "mcap", duration_ns=600_000_000)
-    listener, _, stats = replay(ros_graph, tmp_path / "bag", PlaybackConfig(rate=rate, clock_hz=50.0),
-                                SAMPLE_SUBSCRIPTIONS)
+    listener, _, stats = replay(
+        ros_graph, tmp_path / "bag", PlaybackConfig(rate=rate, clock_hz=50.0), SAMPLE_SUBSCRIPTIONS
+    )
     ros_graph.wait_for(lambda: len(listener.received) == len(written), timeout=5.0, what="replayed messages")
     assert stats.published_count == len(written) and stats.failed_count == 0
 
@@ -162,16 +178,29 @@ def test_replay_reaches_real_subscribers_in_order_with_timing_and_clock(ros_grap
 
 def test_replay_topic_selection_remap_and_recorded_qos(ros_graph, tmp_path):
     written = write_sample_bag(tmp_path / "bag", "sqlite3", duration_ns=200_000_000)
-    config = PlaybackConfig(topics=("/cam_high/image_raw", "/action_chunk"), rate=4.0, clock_hz=0,
-                            clock_per_message=True, remaps=(("/action_chunk", "/replayed/action_chunk"),))
-    subscriptions = (("/cam_high/image_raw", Image, qos_profile_sensor_data),
-                     ("/replayed/action_chunk", ActionChunk, RELIABLE), ("/joint_states", JointState, RELIABLE),
-                     ("/action_chunk", ActionChunk, RELIABLE))
+    config = PlaybackConfig(
+        topics=("/cam_high/image_raw", "/action_chunk"),
+        rate=4.0,
+        clock_hz=0,
+        clock_per_message=True,
+        remaps=(("/action_chunk", "/replayed/action_chunk"),),
+    )
+    subscriptions = (
+        ("/cam_high/image_raw", Image, qos_profile_sensor_data),
+        ("/replayed/action_chunk", ActionChunk, RELIABLE),
+        ("/joint_states", JointState, RELIABLE),
+        ("/action_chunk", ActionChunk, RELIABLE),
+    )
     listener, node, _ = replay(ros_graph, tmp_path / "bag", config, subscriptions)
     sent_chunks = [m for topic, _, m in written if topic == "/action_chunk"]
     sent_images = [m for topic, _, m in written if topic == "/cam_high/image_raw"]
-    ros_graph.wait_for(lambda: len(listener.on_topic("/replayed/action_chunk")) == len(sent_chunks)
-                       and len(listener.on_topic("/cam_high/image_raw")) == len(sent_images), what="replay")
+    ros_graph.wait_for(
+        lambda: (
+            len(listener.on_topic("/replayed/action_chunk")) == len(sent_chunks)
+            and len(listener.on_topic("/cam_high/image_raw")) == len(sent_images)
+        ),
+        what="replay",
+    )
     time.sleep(0.1)
     assert [m for m, _ in listener.on_topic("/replayed/action_chunk")] == sent_chunks
     assert listener.on_topic("/action_chunk") == [] and listener.on_topic("/joint_states") == []

@@ -1,11 +1,12 @@
 """The plain player: order, pacing, /clock schedule, selection, offsets, loops, bad messages (no graph)."""
+
 import threading
 import time
 
 import pytest
+from bag_samples import SECOND, T0, pacing_errors, write_sample_bag
 from std_msgs.msg import String
 
-from bag_samples import SECOND, T0, pacing_errors, write_sample_bag
 from pi0_ros.bag import BagReader, BagWriter, PlaybackConfig, Player, parse_remap, plan_playback
 from pi0_ros.bag.interfaces import deserialize
 
@@ -43,8 +44,11 @@ def play(bag_path, **config):
 
 
 def deserialize_sample(topic, data):
-    types = {"/cam_high/image_raw": "sensor_msgs/msg/Image", "/joint_states": "sensor_msgs/msg/JointState",
-             "/action_chunk": "pi0_msgs/msg/ActionChunk"}
+    types = {
+        "/cam_high/image_raw": "sensor_msgs/msg/Image",
+        "/joint_states": "sensor_msgs/msg/JointState",
+        "/action_chunk": "pi0_msgs/msg/ActionChunk",
+    }
     return deserialize(types[topic], data)
 
 
@@ -156,9 +160,8 @@ def test_messages_that_do_not_deserialize_are_counted_and_skipped(tmp_path):
     sink = Collector()
     with BagReader(tmp_path / "bag") as reader:
         stats = Player(reader, PlaybackConfig(clock_hz=0), validate=deserialize).run(
-            sink, on_failure=lambda topic, exc: failures.append(topic))
-    assert [deserialize("std_msgs/msg/String", data).data for (_, data), _ in sink.messages()] == [
-        "good", "still good"]
+            sink, on_failure=lambda topic, exc: failures.append(topic)
+        )
+    assert [deserialize("std_msgs/msg/String", data).data for (_, data), _ in sink.messages()] == ["good", "still good"]
     assert stats.failed == {"/b": 1} and stats.published == {"/a": 2, "/b": 0}
     assert "cannot deserialize" in stats.first_failure["/b"] and failures == ["/b"]
-

@@ -1,4 +1,5 @@
 """Offered QoS as stored in bags, and the QoS recording and playback choose (no graph)."""
+
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
@@ -11,8 +12,14 @@ LATCHED = OfferedQos.latched()
 
 
 def test_offered_qos_round_trips_through_the_stored_form():
-    offered = OfferedQos(reliability="best_effort", durability="transient_local", history="unknown", depth=0,
-                         deadline_ns=1_500_000_000, liveliness="manual_by_topic")
+    offered = OfferedQos(
+        reliability="best_effort",
+        durability="transient_local",
+        history="unknown",
+        depth=0,
+        deadline_ns=1_500_000_000,
+        liveliness="manual_by_topic",
+    )
     stored = offered.to_rosbags()
     assert (stored.deadline.sec, stored.deadline.nsec) == (1, 500_000_000)
     assert (stored.lifespan.sec, stored.lifespan.nsec) == (9223372036, 854775807)
@@ -25,32 +32,38 @@ def test_offered_qos_reads_a_publisher_profile():
     assert offered.deadline_ns == 0
 
 
-@pytest.mark.parametrize("kwargs", [{"reliability": "sometimes"}, {"durability": "forever"}, {"depth": -1},
-                                    {"lifespan_ns": 2**63}])
+@pytest.mark.parametrize(
+    "kwargs", [{"reliability": "sometimes"}, {"durability": "forever"}, {"depth": -1}, {"lifespan_ns": 2**63}]
+)
 def test_offered_qos_rejects_invalid_policies(kwargs):
     with pytest.raises(BagError):
         OfferedQos(**kwargs)
 
 
-@pytest.mark.parametrize("offers, reliability, durability", [
-    ([RELIABLE, RELIABLE], ReliabilityPolicy.RELIABLE, DurabilityPolicy.VOLATILE),
-    ([RELIABLE, BEST_EFFORT], ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE),
-    ([LATCHED], ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL),
-    ([LATCHED, RELIABLE], ReliabilityPolicy.RELIABLE, DurabilityPolicy.VOLATILE),
-])
+@pytest.mark.parametrize(
+    "offers, reliability, durability",
+    [
+        ([RELIABLE, RELIABLE], ReliabilityPolicy.RELIABLE, DurabilityPolicy.VOLATILE),
+        ([RELIABLE, BEST_EFFORT], ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE),
+        ([LATCHED], ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL),
+        ([LATCHED, RELIABLE], ReliabilityPolicy.RELIABLE, DurabilityPolicy.VOLATILE),
+    ],
+)
 def test_recording_requests_what_every_publisher_serves(offers, reliability, durability):
     qos = recording_qos(offers, depth=100)
     assert (qos.reliability, qos.durability, qos.depth) == (reliability, durability, 100)
 
 
-@pytest.mark.parametrize("offers, reliability, durability", [
-    ([BEST_EFFORT], ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE),
-    ([LATCHED, LATCHED], ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL),
-    ([BEST_EFFORT, RELIABLE], ReliabilityPolicy.RELIABLE, DurabilityPolicy.VOLATILE),
-    ([], ReliabilityPolicy.RELIABLE, DurabilityPolicy.VOLATILE),
-])
+@pytest.mark.parametrize(
+    "offers, reliability, durability",
+    [
+        ([BEST_EFFORT], ReliabilityPolicy.BEST_EFFORT, DurabilityPolicy.VOLATILE),
+        ([LATCHED, LATCHED], ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL),
+        ([BEST_EFFORT, RELIABLE], ReliabilityPolicy.RELIABLE, DurabilityPolicy.VOLATILE),
+        ([], ReliabilityPolicy.RELIABLE, DurabilityPolicy.VOLATILE),
+    ],
+)
 def test_playback_offers_the_recorded_policies_only_when_publishers_agreed(offers, reliability, durability):
     qos = playback_qos(offers, depth=10)
     assert isinstance(qos, QoSProfile)
     assert (qos.reliability, qos.durability) == (reliability, durability)
-

@@ -1,10 +1,11 @@
 """Topic selection from robot descriptions and the threaded recorder component (no graph)."""
+
 import threading
 
 import pytest
+from bag_samples import T0, joint_state
 from rclpy.serialization import serialize_message
 
-from bag_samples import T0, joint_state
 from pi0_ros.bag import SUITE_TOPICS, BagError, BagReader, BagRecorder, OfferedQos, select_topics
 from pi0_ros.core.robot_description import load_robot_description
 from support.robots import robot_yaml
@@ -12,10 +13,21 @@ from support.robots import robot_yaml
 
 def test_aloha_topics_cover_cameras_joint_states_controllers_and_the_suite():
     topics = select_topics(load_robot_description(robot_yaml("aloha")), ["/tf"])
-    for expected in ("cam_high/image_raw", "cam_low/image_raw", "cam_left_wrist/image_raw", "joint_states",
-                     "left_arm_controller/joint_trajectory", "right_gripper_controller/commands",
-                     "action_chunk", "policy_status", "streamer_status", "execute_instruction/_action/feedback",
-                     "execute_instruction/_action/status", "/diagnostics", "/tf"):
+    for expected in (
+        "cam_high/image_raw",
+        "cam_low/image_raw",
+        "cam_left_wrist/image_raw",
+        "joint_states",
+        "left_arm_controller/joint_trajectory",
+        "right_gripper_controller/commands",
+        "action_chunk",
+        "policy_status",
+        "streamer_status",
+        "execute_instruction/_action/feedback",
+        "execute_instruction/_action/status",
+        "/diagnostics",
+        "/tf",
+    ):
         assert expected in topics
     assert len(topics) == len(set(topics))
 

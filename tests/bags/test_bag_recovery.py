@@ -5,17 +5,18 @@ closed; cut anywhere else, every complete record before the cut still holds
 its messages. The messages expected back are counted with the `mcap` library's
 stream reader, independently of the reader under test.
 """
+
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from bag_samples import SECOND, T0
 from mcap.exceptions import EndOfFile
 from mcap.records import Message
 from mcap.stream_reader import StreamReader
 from sensor_msgs.msg import Image, JointState
 
-from bag_samples import SECOND, T0
 from pi0_ros.bag import BagError, BagReader, BagWriter, PlaybackConfig, Player, play
 from pi0_ros.bag.interfaces import deserialize
 
@@ -29,8 +30,10 @@ def write_recording(path: Path, count: int = 100) -> list[tuple[str, int, object
     written = []
     with BagWriter(path) as bag:
         for index in range(count):
-            for topic, message in (("/camera/image_raw", image(index)),
-                                   ("/joint_states", JointState(name=["j"], position=[0.01 * index]))):
+            for topic, message in (
+                ("/camera/image_raw", image(index)),
+                ("/joint_states", JointState(name=["j"], position=[0.01 * index])),
+            ):
                 timestamp = T0 + index * SECOND // 30
                 bag.write(topic, message, timestamp)
                 written.append((topic, timestamp, message))
@@ -73,9 +76,11 @@ def test_a_recording_cut_short_is_read_up_to_the_cut(recording):
     assert sum(topic.message_count for topic in info.topics.values()) == expected
     assert [(m.topic, m.timestamp_ns, m.message) for m in read] == written[:expected]
     assert info.end_ns == written[expected - 1][1]
-    assert (f"is cut short (no MCAP footer; {truncated.unreadable_bytes} bytes after its last complete record "
-            f"cannot be read): read the {expected} messages before the cut, {len(written) - expected} of the "
-            f"{len(written)} messages metadata.yaml lists for it are lost") in str(truncated)
+    assert (
+        f"is cut short (no MCAP footer; {truncated.unreadable_bytes} bytes after its last complete record "
+        f"cannot be read): read the {expected} messages before the cut, {len(written) - expected} of the "
+        f"{len(written)} messages metadata.yaml lists for it are lost"
+    ) in str(truncated)
 
 
 def test_a_cut_recording_plays_what_it_holds(recording):
@@ -123,10 +128,13 @@ def test_an_intact_file_is_not_reported_as_truncated(recording):
         assert bag.info.message_count == len(written)
 
 
-@pytest.mark.parametrize("size, message", [
-    (0, "bag.mcap: the file is empty"),
-    (20, "bag.mcap: cut short inside its MCAP header: no message can be read"),
-])
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        (0, "bag.mcap: the file is empty"),
+        (20, "bag.mcap: cut short inside its MCAP header: no message can be read"),
+    ],
+)
 def test_a_file_cut_before_any_record_is_a_clear_error(recording, size, message, capsys):
     bag_path, file, _ = recording
     cut(file, size)
@@ -143,12 +151,18 @@ def test_bag_play_says_what_was_lost(recording):
     cut(file, file.stat().st_size // 2)
     expected = messages_before_the_cut(file)
     code = "import sys; from pi0_ros.bag.play import main; sys.exit(main())"
-    result = subprocess.run([sys.executable, "-c", code, str(bag_path), "--rate", "100", "--clock-hz", "0"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(bag_path), "--rate", "100", "--clock-hz", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    assert (f"bag_play: warning: {file} is cut short (no MCAP footer; " in result.stderr
-            and f"{len(written) - expected} of the {len(written)} messages metadata.yaml lists for it are lost"
-            in result.stderr)
+    assert (
+        f"bag_play: warning: {file} is cut short (no MCAP footer; " in result.stderr
+        and f"{len(written) - expected} of the {len(written)} messages metadata.yaml lists for it are lost"
+        in result.stderr
+    )
     assert f"bag_play: published {expected} messages" in result.stderr
 
 

@@ -6,6 +6,7 @@ from metadata.yaml's or is missing, split bags whose metadata.yaml starts after
 their first message. What Humble's and Jazzy's rosbag2 accept is checked with
 their metadata parsing rules (rosbag2_parsers.py).
 """
+
 import importlib.metadata
 import re
 import sqlite3
@@ -13,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bag_samples import sample_messages, write_sample_bag
 from mcap.reader import make_reader
+from rosbag2_bags import EXTENSIONS, INFINITE_BEFORE_GALACTIC, BagContents, profile, write_rosbag2_bag
+from rosbag2_parsers import BadConversion, parse_metadata, parse_metadata_file, parse_qos_string
 from rosbags.interfaces import QosReliability
 
-from bag_samples import sample_messages, write_sample_bag
 from pi0_ros.bag import BagReader, BagWriter, PlaybackConfig, Player
 from pi0_ros.bag.interfaces import deserialize
 from pi0_ros.bag.writer import ros_distro
-from rosbag2_bags import EXTENSIONS, INFINITE_BEFORE_GALACTIC, BagContents, profile, write_rosbag2_bag
-from rosbag2_parsers import BadConversion, parse_metadata, parse_metadata_file, parse_qos_string
 
 CAMERA = "/cam_high/image_raw"
 
@@ -29,13 +30,22 @@ CAMERA = "/cam_high/image_raw"
 def recording(storage_qos: str) -> BagContents:
     messages = sample_messages()
     topics = dict.fromkeys(topic for topic, _, _ in messages)
-    metadata_qos = {t: [profile(QosReliability.BEST_EFFORT if t == CAMERA else QosReliability.RELIABLE)]
-                    for t in topics}
+    metadata_qos = {
+        t: [profile(QosReliability.BEST_EFFORT if t == CAMERA else QosReliability.RELIABLE)] for t in topics
+    }
     stored = {
         # What Foxy-era rmw reported as infinite durations, against 0/0 in metadata.yaml (the talker test bags).
-        "infinite durations": {t: [q._replace(deadline=INFINITE_BEFORE_GALACTIC, lifespan=INFINITE_BEFORE_GALACTIC,
-                                              liveliness_lease_duration=INFINITE_BEFORE_GALACTIC)
-                                   for q in qos] for t, qos in metadata_qos.items()},
+        "infinite durations": {
+            t: [
+                q._replace(
+                    deadline=INFINITE_BEFORE_GALACTIC,
+                    lifespan=INFINITE_BEFORE_GALACTIC,
+                    liveliness_lease_duration=INFINITE_BEFORE_GALACTIC,
+                )
+                for q in qos
+            ]
+            for t, qos in metadata_qos.items()
+        },
         "none": dict.fromkeys(topics, []),
         "as in metadata.yaml": metadata_qos,
     }[storage_qos]
@@ -77,7 +87,11 @@ def test_a_split_bag_plays_on_from_a_start_time_after_its_first_message(tmp_path
     write_rosbag2_bag(tmp_path / "bag", recorded, storage, version=5, files=3, starting_time_ns=start)
     extension = EXTENSIONS[storage]
     assert sorted(p.name for p in (tmp_path / "bag").iterdir()) == [
-        f"bag_0.{extension}", f"bag_1.{extension}", f"bag_2.{extension}", "metadata.yaml"]
+        f"bag_0.{extension}",
+        f"bag_1.{extension}",
+        f"bag_2.{extension}",
+        "metadata.yaml",
+    ]
     with BagReader(tmp_path / "bag") as bag:
         assert bag.info.start_ns == start
         assert [(m.topic, m.timestamp_ns) for m in bag.messages()] == [(t, ts) for t, ts, _ in recorded.messages]
@@ -96,8 +110,10 @@ def stored_metadata(bag: Path, storage: str) -> tuple[dict, list[str]]:
             reader = make_reader(stream)
             (record,) = [m for m in reader.iter_metadata() if m.name == "rosbag2"]
             channels = reader.get_summary().channels.values()
-            return (yaml.safe_load(record.metadata["serialized_metadata"]),
-                    [c.metadata["offered_qos_profiles"] for c in channels])
+            return (
+                yaml.safe_load(record.metadata["serialized_metadata"]),
+                [c.metadata["offered_qos_profiles"] for c in channels],
+            )
     with sqlite3.connect(bag / "bag.db3") as db:
         (text,) = db.execute("SELECT metadata FROM metadata").fetchone()
         return yaml.safe_load(text), [q for (q,) in db.execute("SELECT offered_qos_profiles FROM topics")]

@@ -1,12 +1,13 @@
 """Plain writer and reader: bags written from in-memory messages read back intact (no graph)."""
+
 import sqlite3
 
 import pytest
 import yaml
+from bag_samples import SECOND, STREAMS, T0, action_chunk, sample_messages, write_sample_bag
 from rclpy.serialization import serialize_message
 from std_msgs.msg import String
 
-from bag_samples import SECOND, STREAMS, T0, action_chunk, sample_messages, write_sample_bag
 from pi0_msgs.msg import ActionChunk
 from pi0_ros.bag import BagError, BagReader, BagWriter, OfferedQos
 from pi0_ros.bag.definitions import DefinitionSource
@@ -109,8 +110,10 @@ def test_serialized_writes_and_topics_without_messages(tmp_path):
         bag.add_topic("/action_chunk", "pi0_msgs/msg/ActionChunk")
         bag.write_serialized("/action_chunk", serialize_message(action_chunk(3)), T0 + SECOND)
         summary_topics = bag.topics
-    assert summary_topics == {"/policy_status": "pi0_msgs/msg/PolicyStatus",
-                              "/action_chunk": "pi0_msgs/msg/ActionChunk"}
+    assert summary_topics == {
+        "/policy_status": "pi0_msgs/msg/PolicyStatus",
+        "/action_chunk": "pi0_msgs/msg/ActionChunk",
+    }
     with BagReader(tmp_path / "bag") as bag:
         assert bag.info.topics["/policy_status"].message_count == 0
         (message,) = bag.read()
@@ -140,10 +143,9 @@ def test_writer_misuse_is_a_bag_error(tmp_path):
 
 
 def test_a_failed_write_block_leaves_no_metadata(tmp_path):
-    with pytest.raises(RuntimeError):
-        with BagWriter(tmp_path / "bag") as bag:
-            bag.write("/a", String(data="x"), T0)
-            raise RuntimeError("generator failed")
+    with pytest.raises(RuntimeError), BagWriter(tmp_path / "bag") as bag:
+        bag.write("/a", String(data="x"), T0)
+        raise RuntimeError("generator failed")
     assert not (tmp_path / "bag" / "metadata.yaml").exists()
     with pytest.raises(BagError, match="no metadata.yaml"):
         BagReader(tmp_path / "bag")

@@ -4,11 +4,11 @@ No ROS graph. The bags record a small robot whose joints move linearly in time,
 so the recorded references are known exactly and every metric in the report
 can be recomputed here from the chunks the evaluator returns.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -27,8 +27,8 @@ from pi0_ros.bag import evaluate as evaluate_cli
 from pi0_ros.bag.definitions import DefinitionSource
 from pi0_ros.bag.evaluate import EvaluateConfig, Progress, evaluate_bag
 from pi0_ros.bag.evaluation import COMMANDS, JOINT_STATES, SCHEMA_VERSION, Selection
-from pi0_ros.policy.model_loader import ModelSettings, load_policy
 from pi0_ros.core.robot_description import load_robot_description
+from pi0_ros.policy.model_loader import ModelSettings, load_policy
 
 SECOND = 1_000_000_000
 T0 = 1_700_000_000 * SECOND
@@ -97,10 +97,17 @@ def robot_yaml(tmp_path) -> Path:
     return path
 
 
-def write_run(path: Path, storage: str = "mcap", duration_s: float = 2.0, camera_hz: float = 10.0,
-              instructions: tuple[tuple[float, str], ...] = ((0.0, "stack the blocks"),),
-              skip_topics: tuple[str, ...] = (), state_joints: tuple[str, ...] = JOINTS, gripper_values: int = 1,
-              definitions: Optional[DefinitionSource] = None) -> None:
+def write_run(
+    path: Path,
+    storage: str = "mcap",
+    duration_s: float = 2.0,
+    camera_hz: float = 10.0,
+    instructions: tuple[tuple[float, str], ...] = ((0.0, "stack the blocks"),),
+    skip_topics: tuple[str, ...] = (),
+    state_joints: tuple[str, ...] = JOINTS,
+    gripper_values: int = 1,
+    definitions: DefinitionSource | None = None,
+) -> None:
     """A run of testbot: cameras, joint states at 50 Hz, base odometry, commands of every controller, status."""
     messages: list[tuple[str, int, object]] = []
     for k in range(int(round(duration_s * camera_hz)) + 1):
@@ -110,28 +117,57 @@ def write_run(path: Path, storage: str = "mcap", duration_s: float = 2.0, camera
     for k in range(int(round(duration_s * 50)) + 1):
         t_ns = T0 + k * 20_000_000
         values = {name: float(v) for name, v in measured(np.array((t_ns - T0) / SECOND)).items()}
-        messages.append(("/joint_states", t_ns, JointState(header=header(t_ns), name=list(state_joints),
-                                                           position=[values[n] for n in state_joints])))
+        messages.append(
+            (
+                "/joint_states",
+                t_ns,
+                JointState(header=header(t_ns), name=list(state_joints), position=[values[n] for n in state_joints]),
+            )
+        )
         odometry = Odometry(header=header(t_ns))
         odometry.twist.twist.linear.x, odometry.twist.twist.angular.z = BASE_MEASURED
         messages.append(("/base_controller/odom", t_ns, odometry))
-        point = JointTrajectoryPoint(positions=[values["j1"] + ARM_OFFSET, values["j2"] + ARM_OFFSET],
-                                     time_from_start=Duration())
-        messages.append(("/arm_controller/joint_trajectory", t_ns,
-                         JointTrajectory(header=header(t_ns), joint_names=["j1", "j2"], points=[point])))
-        messages.append(("/gripper_controller/commands", t_ns,
-                         Float64MultiArray(data=[values["g"] + GRIPPER_OFFSET] * gripper_values)))
+        point = JointTrajectoryPoint(
+            positions=[values["j1"] + ARM_OFFSET, values["j2"] + ARM_OFFSET], time_from_start=Duration()
+        )
+        messages.append(
+            (
+                "/arm_controller/joint_trajectory",
+                t_ns,
+                JointTrajectory(header=header(t_ns), joint_names=["j1", "j2"], points=[point]),
+            )
+        )
+        messages.append(
+            (
+                "/gripper_controller/commands",
+                t_ns,
+                Float64MultiArray(data=[values["g"] + GRIPPER_OFFSET] * gripper_values),
+            )
+        )
         twist = Twist()
         twist.linear.x, twist.angular.z = BASE_COMMANDED
         messages.append(("/base_controller/cmd_vel", t_ns, TwistStamped(header=header(t_ns), twist=twist)))
     for at, instruction in instructions:
         t_ns = T0 + round(at * SECOND)
-        messages.append(("/policy_status", t_ns, PolicyStatus(header=header(t_ns), lifecycle_state="active",
-                                                              goal_active=True, goal_id="ab" * 16,
-                                                              instruction=instruction)))
+        messages.append(
+            (
+                "/policy_status",
+                t_ns,
+                PolicyStatus(
+                    header=header(t_ns),
+                    lifecycle_state="active",
+                    goal_active=True,
+                    goal_id="ab" * 16,
+                    instruction=instruction,
+                ),
+            )
+        )
     messages.sort(key=lambda m: m[1])
-    qos = {"/front/image_raw": [OfferedQos.sensor_data()], "/wrist/image_raw": [OfferedQos.sensor_data()],
-           "/policy_status": [OfferedQos.latched()]}
+    qos = {
+        "/front/image_raw": [OfferedQos.sensor_data()],
+        "/wrist/image_raw": [OfferedQos.sensor_data()],
+        "/policy_status": [OfferedQos.latched()],
+    }
     with BagWriter(path, storage=storage, definitions=definitions) as bag:
         for topic, t_ns, message in messages:
             if topic not in skip_topics:
@@ -141,11 +177,23 @@ def write_run(path: Path, storage: str = "mcap", duration_s: float = 2.0, camera
 HALF_SECOND_STRIDE = Selection(every=None, stride=0.5)
 
 
-def config(bag: Path, robot_yaml: Path, output: Path, seed: int = 3, instruction: Optional[str] = None,
-           selection: Selection = HALF_SECOND_STRIDE) -> EvaluateConfig:
-    return EvaluateConfig(bag=bag, description=load_robot_description(robot_yaml),
-                          model=ModelSettings(checkpoint="", device="cpu", dtype="float32", seed=seed),
-                          selection=selection, output=output, instruction=instruction, torch_threads=1)
+def config(
+    bag: Path,
+    robot_yaml: Path,
+    output: Path,
+    seed: int = 3,
+    instruction: str | None = None,
+    selection: Selection = HALF_SECOND_STRIDE,
+) -> EvaluateConfig:
+    return EvaluateConfig(
+        bag=bag,
+        description=load_robot_description(robot_yaml),
+        model=ModelSettings(checkpoint="", device="cpu", dtype="float32", seed=seed),
+        selection=selection,
+        output=output,
+        instruction=instruction,
+        torch_threads=1,
+    )
 
 
 def expected_errors(outcome, reference: str) -> dict[str, np.ndarray]:
@@ -176,7 +224,8 @@ def test_report_metrics_match_the_recorded_trajectory_and_commands(tmp_path, rob
     # compared to 1 us: seconds since the epoch in a float resolve about 0.24 us.
     assert document["selection"]["synchronized_observations"] == 21
     assert [c.stamp - T0 / SECOND for c in outcome.evaluation.chunks] == pytest.approx(
-        [0.005, 0.505, 1.005, 1.505, 2.005], abs=1e-6)
+        [0.005, 0.505, 1.005, 1.505, 2.005], abs=1e-6
+    )
     assert document["timing"]["chunks_per_s"] > 0 and document["timing"]["inference_ms"]["mean"] > 0
 
     for label in (JOINT_STATES, COMMANDS):
@@ -187,10 +236,13 @@ def test_report_metrics_match_the_recorded_trajectory_and_commands(tmp_path, rob
             assert stats["count"] == errors.size
             # That time resolution moves a linearly interpolated reference by well under 1e-6.
             assert stats["mae"] == pytest.approx(np.mean(np.abs(errors)), abs=1e-6)
-            assert stats["rmse"] == pytest.approx(np.sqrt(np.mean(errors ** 2)), abs=1e-6)
+            assert stats["rmse"] == pytest.approx(np.sqrt(np.mean(errors**2)), abs=1e-6)
         assert [c["step"] for c in section["at_horizon"]] == [5, 25, 49]
     assert document["references"][COMMANDS]["topics"] == [
-        "/arm_controller/joint_trajectory", "/gripper_controller/commands", "/base_controller/cmd_vel"]
+        "/arm_controller/joint_trajectory",
+        "/gripper_controller/commands",
+        "/base_controller/cmd_vel",
+    ]
     # Rows past the last joint state (2.0 s) have no reference: the last chunk has none at all, and
     # only the first three reach their last row (0.98 s ahead) inside the bag.
     counts = document["references"][JOINT_STATES]["per_step"]["count"]
@@ -207,8 +259,9 @@ def test_report_metrics_match_the_recorded_trajectory_and_commands(tmp_path, rob
 
 def test_a_chunk_is_the_policy_output_for_its_synchronized_observation_and_seeded_noise(tmp_path, robot_yaml):
     write_run(tmp_path / "bag")
-    first = evaluate_bag(config(tmp_path / "bag", robot_yaml, tmp_path / "a", selection=Selection(every=2,
-                                                                                                  max_chunks=2)))
+    first = evaluate_bag(
+        config(tmp_path / "bag", robot_yaml, tmp_path / "a", selection=Selection(every=2, max_chunks=2))
+    )
     chunks = first.evaluation.chunks
     assert [c.stamp - T0 / SECOND for c in chunks] == pytest.approx([0.005, 0.205], abs=1e-6)
 
@@ -221,14 +274,16 @@ def test_a_chunk_is_the_policy_output_for_its_synchronized_observation_and_seede
         # As on the live node, a set is used as soon as it is complete: its state is the joint sample
         # 5 ms before it (within joint_extrapolation_s), not yet one interpolated from the next sample.
         state = np.array([measured(np.array(0.1 * frame_index))[n] for n in JOINTS])
-        expected = policy.infer({"front": frame(frame_index, 0), "wrist": frame(frame_index, 1)}, state,
-                                "stack the blocks", noise=noise).actions
+        expected = policy.infer(
+            {"front": frame(frame_index, 0), "wrist": frame(frame_index, 1)}, state, "stack the blocks", noise=noise
+        ).actions
         np.testing.assert_allclose(chunk.actions, expected, atol=1e-9)
 
     again = evaluate_bag(config(tmp_path / "bag", robot_yaml, tmp_path / "b", selection=Selection(max_chunks=1)))
     np.testing.assert_array_equal(again.evaluation.chunks[0].actions, chunks[0].actions)
-    other_seed = evaluate_bag(config(tmp_path / "bag", robot_yaml, tmp_path / "c", seed=4,
-                                     selection=Selection(every=2, max_chunks=1)))
+    other_seed = evaluate_bag(
+        config(tmp_path / "bag", robot_yaml, tmp_path / "c", seed=4, selection=Selection(every=2, max_chunks=1))
+    )
     assert np.max(np.abs(other_seed.evaluation.chunks[0].actions - chunks[0].actions)) > 1e-3
 
 
@@ -239,13 +294,21 @@ def test_each_observation_gets_the_instruction_of_its_goal_unless_one_is_given(t
     assert [c.instruction for c in recorded.evaluation.chunks] == ["open the gripper", "close the gripper"]
     assert recorded.report["instructions"] == ["open the gripper", "close the gripper"]
     assert [row["instruction"] for row in recorded.report["chunks"]] == [0, 1]
-    given = evaluate_bag(config(tmp_path / "bag", robot_yaml, tmp_path / "b", instruction="wave",
-                                selection=Selection(every=None, stride=0.5, max_chunks=1)))
+    given = evaluate_bag(
+        config(
+            tmp_path / "bag",
+            robot_yaml,
+            tmp_path / "b",
+            instruction="wave",
+            selection=Selection(every=None, stride=0.5, max_chunks=1),
+        )
+    )
     assert given.report["instructions"] == ["wave"]
 
 
-def copy_bag(source: Path, target: Path, garble=lambda index, raw: False, extra=(),
-             definitions: Optional[DefinitionSource] = None) -> None:
+def copy_bag(
+    source: Path, target: Path, garble=lambda index, raw: False, extra=(), definitions: DefinitionSource | None = None
+) -> None:
     """Copies a bag, replacing the messages `garble` picks with bytes that are no CDR, and adding `extra`."""
     with BagReader(source) as reader, BagWriter(target, definitions=definitions) as bag:
         for topic, info in reader.info.topics.items():
@@ -253,16 +316,20 @@ def copy_bag(source: Path, target: Path, garble=lambda index, raw: False, extra=
         for topic, msgtype, _ in extra:
             bag.add_topic(topic, msgtype)
         for index, raw in enumerate(reader.messages()):
-            bag.write_serialized(raw.topic, b"\x00\x01\x00\x00\xff" if garble(index, raw) else raw.data,
-                                 raw.timestamp_ns)
+            bag.write_serialized(
+                raw.topic, b"\x00\x01\x00\x00\xff" if garble(index, raw) else raw.data, raw.timestamp_ns
+            )
         for topic, _, data in extra:
             bag.write_serialized(topic, data, T0)
 
 
 def test_messages_that_do_not_decode_are_skipped_and_counted(tmp_path, robot_yaml):
     write_run(tmp_path / "bag")
-    copy_bag(tmp_path / "bag", tmp_path / "damaged",
-             garble=lambda index, raw: raw.topic == "/front/image_raw" and raw.timestamp_ns // 100_000_000 % 3 == 0)
+    copy_bag(
+        tmp_path / "bag",
+        tmp_path / "damaged",
+        garble=lambda index, raw: raw.topic == "/front/image_raw" and raw.timestamp_ns // 100_000_000 % 3 == 0,
+    )
     outcome = evaluate_bag(config(tmp_path / "damaged", robot_yaml, tmp_path / "out"))
     skipped = outcome.report["bag"]["skipped_messages"]
     assert skipped == {"/front/image_raw": 7}  # frames 0, 3, ..., 18 of 21
@@ -271,8 +338,11 @@ def test_messages_that_do_not_decode_are_skipped_and_counted(tmp_path, robot_yam
 
 def test_commands_that_do_not_fit_their_controller_are_skipped_and_counted(tmp_path, robot_yaml):
     write_run(tmp_path / "bag", gripper_values=2)
-    outcome = evaluate_bag(config(tmp_path / "bag", robot_yaml, tmp_path / "out",
-                                  selection=Selection(every=None, stride=0.5, max_chunks=1)))
+    outcome = evaluate_bag(
+        config(
+            tmp_path / "bag", robot_yaml, tmp_path / "out", selection=Selection(every=None, stride=0.5, max_chunks=1)
+        )
+    )
     assert outcome.report["bag"]["skipped_messages"] == {"/gripper_controller/commands": 101}
     assert "g" not in outcome.report["references"][COMMANDS]["names"]
 
@@ -281,25 +351,51 @@ def test_topics_of_unknown_types_that_are_not_needed_do_not_matter(tmp_path, rob
     share = tmp_path / "share" / "fake_msgs"
     (share / "msg").mkdir(parents=True)
     (share / "msg" / "Thing.msg").write_text("int32 value\n")
-    definitions = DefinitionSource(share_directory=lambda package: str(share) if package == "fake_msgs"
-                                   else get_package_share_directory(package))
+    definitions = DefinitionSource(
+        share_directory=lambda package: str(share) if package == "fake_msgs" else get_package_share_directory(package)
+    )
     write_run(tmp_path / "bag")
-    copy_bag(tmp_path / "bag", tmp_path / "extended", definitions=definitions,
-             extra=[("/thing", "fake_msgs/msg/Thing", b"\x00\x01\x00\x00\x07\x00\x00\x00")])
-    outcome = evaluate_bag(config(tmp_path / "extended", robot_yaml, tmp_path / "out",
-                                  selection=Selection(every=None, stride=0.5, max_chunks=1)))
+    copy_bag(
+        tmp_path / "bag",
+        tmp_path / "extended",
+        definitions=definitions,
+        extra=[("/thing", "fake_msgs/msg/Thing", b"\x00\x01\x00\x00\x07\x00\x00\x00")],
+    )
+    outcome = evaluate_bag(
+        config(
+            tmp_path / "extended",
+            robot_yaml,
+            tmp_path / "out",
+            selection=Selection(every=None, stride=0.5, max_chunks=1),
+        )
+    )
     assert outcome.report["selection"]["evaluated_chunks"] == 1
 
 
 def test_command_line_writes_the_report_and_plots_and_prints_the_speed(tmp_path, robot_yaml, capsys):
     write_run(tmp_path / "run_01")
-    code = evaluate_cli.main([str(tmp_path / "run_01"), "--robot-description", str(robot_yaml), "--every", "10",
-                              "--seed", "1", "--torch-threads", "1"])
+    code = evaluate_cli.main(
+        [
+            str(tmp_path / "run_01"),
+            "--robot-description",
+            str(robot_yaml),
+            "--every",
+            "10",
+            "--seed",
+            "1",
+            "--torch-threads",
+            "1",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     directory = tmp_path / "run_01_evaluation"  # the default output, next to the bag
-    assert sorted(p.name for p in directory.iterdir()) == ["discontinuity.png", "horizon_error.png",
-                                                          "joints.png", "report.json"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "discontinuity.png",
+        "horizon_error.png",
+        "joints.png",
+        "report.json",
+    ]
     report = json.loads((directory / "report.json").read_text())
     assert report["selection"]["every"] == 10 and report["selection"]["evaluated_chunks"] == 3
     assert "chunks/s" in out.out and "vs recorded commands: MAE" in out.out and "hand-over jump" in out.out
@@ -356,12 +452,17 @@ def test_a_bag_without_instruction_needs_one(tmp_path, robot_yaml, capsys):
 
 
 def test_a_bag_without_a_synchronizable_observation_says_why_before_loading_the_model(
-        tmp_path, robot_yaml, capsys, monkeypatch):
+    tmp_path, robot_yaml, capsys, monkeypatch
+):
     write_run(tmp_path / "bag", state_joints=("j1", "j2"))
     monkeypatch.setattr(evaluate_cli, "load_policy", lambda *_: pytest.fail("the model was loaded"))
     code = evaluate_cli.main([str(tmp_path / "bag"), "--robot-description", str(robot_yaml)])
-    assert_cli_error(capsys, code, "has no synchronizable observation of /front/image_raw, /wrist/image_raw, "
-                                   "/joint_states: no joint state yet for g")
+    assert_cli_error(
+        capsys,
+        code,
+        "has no synchronizable observation of /front/image_raw, /wrist/image_raw, "
+        "/joint_states: no joint state yet for g",
+    )
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, robot_yaml, capsys):
@@ -370,8 +471,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, robot_yaml, capsys):
     assert_cli_error(capsys, code, "cannot read robot description")
     code = evaluate_cli.main([str(tmp_path / "bag"), "--robot-description", str(robot_yaml), "--every", "0"])
     assert_cli_error(capsys, code, "every must be an integer >= 1")
-    code = evaluate_cli.main([str(tmp_path / "bag"), "--robot-description", str(robot_yaml),
-                              "--checkpoint", str(tmp_path / "no_checkpoint")])
+    code = evaluate_cli.main(
+        [str(tmp_path / "bag"), "--robot-description", str(robot_yaml), "--checkpoint", str(tmp_path / "no_checkpoint")]
+    )
     assert_cli_error(capsys, code, "no_checkpoint")
     with pytest.raises(SystemExit):
         evaluate_cli.main([str(tmp_path / "bag"), "--robot-description", str(robot_yaml), "--device", "gpu"])

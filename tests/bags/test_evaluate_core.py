@@ -1,4 +1,5 @@
 """The offline evaluation core (pi0_ros.bag.evaluation) on hand-made chunks and references: no bag, no model."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,27 @@ import math
 import numpy as np
 import pytest
 
-from pi0_ros.bag.evaluation import (COMMANDS, JOINT_STATES, SCHEMA, SCHEMA_VERSION, EvaluationError,
-                                    EvaluationSettings, ObservationSelector, PredictedChunk, Reference, RunInfo,
-                                    Selection, Trajectory, checkpoint_row, evaluate, handover_jumps, report,
-                                    summary_lines, write_plots, write_report)
+from pi0_ros.bag.evaluation import (
+    COMMANDS,
+    JOINT_STATES,
+    SCHEMA,
+    SCHEMA_VERSION,
+    EvaluationError,
+    EvaluationSettings,
+    ObservationSelector,
+    PredictedChunk,
+    Reference,
+    RunInfo,
+    Selection,
+    Trajectory,
+    checkpoint_row,
+    evaluate,
+    handover_jumps,
+    report,
+    summary_lines,
+    write_plots,
+    write_report,
+)
 
 STEP = 0.1
 NAMES = ("a", "b")
@@ -27,9 +45,21 @@ def chunk(stamp: float, actions, instruction: str = "go") -> PredictedChunk:
 
 
 def run_info(**overrides) -> RunInfo:
-    values = dict(bag_path="/bags/run", bag_storage="mcap", bag_start_ns=0, bag_end_ns=2_000_000_000,
-                  bag_message_count=10, robot="bot", checkpoint="", device="cpu", dtype="float32", seed=0,
-                  selection=Selection(), synchronized_observations=3, wall_time_s=2.0)
+    values = dict(
+        bag_path="/bags/run",
+        bag_storage="mcap",
+        bag_start_ns=0,
+        bag_end_ns=2_000_000_000,
+        bag_message_count=10,
+        robot="bot",
+        checkpoint="",
+        device="cpu",
+        dtype="float32",
+        seed=0,
+        selection=Selection(),
+        synchronized_observations=3,
+        wall_time_s=2.0,
+    )
     values.update(overrides)
     return RunInfo(**values)
 
@@ -48,10 +78,17 @@ def test_trajectory_from_unordered_samples_keeps_the_last_of_equal_times():
     np.testing.assert_array_equal(trajectory.values, [1.0, 5.0])
 
 
-@pytest.mark.parametrize("times, values", [
-    ([0.0, 0.0], [1.0, 2.0]), ([1.0, 0.0], [1.0, 2.0]), ([0.0, 1.0], [1.0]), ([], []), ([0.0, math.nan], [1, 2]),
-    ([0.0, 1.0], [1.0, math.inf]),
-])
+@pytest.mark.parametrize(
+    "times, values",
+    [
+        ([0.0, 0.0], [1.0, 2.0]),
+        ([1.0, 0.0], [1.0, 2.0]),
+        ([0.0, 1.0], [1.0]),
+        ([], []),
+        ([0.0, math.nan], [1, 2]),
+        ([0.0, 1.0], [1.0, math.inf]),
+    ],
+)
 def test_trajectory_rejects_bad_samples(times, values):
     with pytest.raises(EvaluationError):
         Trajectory(np.array(times, dtype=float), np.array(values, dtype=float))
@@ -107,9 +144,11 @@ def test_rows_without_a_reference_are_left_out_and_reported_as_null():
 
 
 def test_handover_jumps_compare_the_new_first_row_with_the_previous_chunk_at_that_time():
-    chunks = [chunk(0.0, [[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]]),
-              chunk(0.15, [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]),  # previous at 0.15 s: [1.5, 3.0]
-              chunk(5.0, [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])]  # no overlap with the one before
+    chunks = [
+        chunk(0.0, [[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]]),
+        chunk(0.15, [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]),  # previous at 0.15 s: [1.5, 3.0]
+        chunk(5.0, [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]),
+    ]  # no overlap with the one before
     jumps, indices, skipped = handover_jumps(chunks, STEP)
     np.testing.assert_allclose(jumps, [[0.5, 1.0]])
     assert indices == (1,) and skipped == 1
@@ -123,12 +162,19 @@ def test_handover_jumps_compare_the_new_first_row_with_the_previous_chunk_at_tha
 
 def test_report_is_versioned_json_with_run_details_and_speed():
     chunks = [chunk(0.0, [[0.0, 0.0]], "open"), chunk(0.5, [[0.0, 0.0]], "close"), chunk(1.0, [[0.0, 0.0]], "open")]
-    document = report(evaluate(chunks, [], EvaluationSettings(NAMES, STEP)),
-                      run_info(selection=Selection(every=None, stride=0.5, max_chunks=3), skipped_messages={"/x": 2}))
+    document = report(
+        evaluate(chunks, [], EvaluationSettings(NAMES, STEP)),
+        run_info(selection=Selection(every=None, stride=0.5, max_chunks=3), skipped_messages={"/x": 2}),
+    )
     assert document["schema"] == SCHEMA and document["schema_version"] == SCHEMA_VERSION == 1
     assert document["bag"]["duration_s"] == 2.0 and document["bag"]["skipped_messages"] == {"/x": 2}
-    assert document["selection"] == {"every": None, "stride_s": 0.5, "max_chunks": 3,
-                                     "synchronized_observations": 3, "evaluated_chunks": 3}
+    assert document["selection"] == {
+        "every": None,
+        "stride_s": 0.5,
+        "max_chunks": 3,
+        "synchronized_observations": 3,
+        "evaluated_chunks": 3,
+    }
     assert document["timing"]["chunks_per_s"] == 1.5 and document["timing"]["inference_ms"]["mean"] == 10.0
     assert document["instructions"] == ["open", "close"]
     assert [row["instruction"] for row in document["chunks"]] == [0, 1, 0]
@@ -139,8 +185,10 @@ def test_report_is_versioned_json_with_run_details_and_speed():
 def test_summary_names_speed_errors_and_jumps():
     times = np.arange(0, 1.01, 0.1)
     references = [Reference(JOINT_STATES, ("/js",), {"a": line(times, 0.0), "b": line(times, 0.0)})]
-    document = report(evaluate([chunk(0.0, [[0.1, -0.1]] * 4), chunk(0.1, [[0.3, 0.3]] * 4)], references,
-                               SETTINGS), run_info(wall_time_s=4.0))
+    document = report(
+        evaluate([chunk(0.0, [[0.1, -0.1]] * 4), chunk(0.1, [[0.3, 0.3]] * 4)], references, SETTINGS),
+        run_info(wall_time_s=4.0),
+    )
     lines = summary_lines(document)
     assert lines[0].startswith("2 chunks from 3 synchronized observations in 4.0 s (0.50 chunks/s")
     assert lines[1].startswith("vs recorded joint_states: MAE 0.2000")
@@ -150,10 +198,13 @@ def test_summary_names_speed_errors_and_jumps():
 
 def test_write_report_and_plots(tmp_path):
     times = np.arange(0, 1.01, 0.1)
-    references = [Reference(JOINT_STATES, ("/js",), {"a": line(times, 1.0)}),
-                  Reference(COMMANDS, ("/cmd",), {"a": line(times, 1.0, 0.1), "b": line(times, 0.0)})]
-    evaluation = evaluate([chunk(0.1 * i, np.random.default_rng(i).normal(size=(5, 2))) for i in range(4)],
-                          references, SETTINGS)
+    references = [
+        Reference(JOINT_STATES, ("/js",), {"a": line(times, 1.0)}),
+        Reference(COMMANDS, ("/cmd",), {"a": line(times, 1.0, 0.1), "b": line(times, 0.0)}),
+    ]
+    evaluation = evaluate(
+        [chunk(0.1 * i, np.random.default_rng(i).normal(size=(5, 2))) for i in range(4)], references, SETTINGS
+    )
     write_report(report(evaluation, run_info()), tmp_path / "report.json")
     assert json.loads((tmp_path / "report.json").read_text())["schema_version"] == SCHEMA_VERSION
     paths = write_plots(evaluation, tmp_path)
@@ -184,10 +235,17 @@ def test_evaluate_rejects_inconsistent_inputs():
         evaluate([chunk(0.0, [[1.0, 2.0]])], [twice, twice], SETTINGS)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"action_names": ()}, {"action_names": ("a", "a")}, {"step": 0.0}, {"step": math.nan},
-    {"horizon_checkpoints": (-1.0,)}, {"max_reference_gap": 0.0},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"action_names": ()},
+        {"action_names": ("a", "a")},
+        {"step": 0.0},
+        {"step": math.nan},
+        {"horizon_checkpoints": (-1.0,)},
+        {"max_reference_gap": 0.0},
+    ],
+)
 def test_settings_are_validated(kwargs):
     values = {"action_names": NAMES, "step": STEP, **kwargs}
     with pytest.raises(EvaluationError):
@@ -201,10 +259,18 @@ def test_checkpoint_rows():
     assert checkpoint_row(0.03, 0.02, 50) == 1
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"every": None}, {"every": 2, "stride": 0.5}, {"every": 0}, {"every": None, "stride": -1.0},
-    {"max_chunks": 0}, {"every": 1.5}, {"every": True},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"every": None},
+        {"every": 2, "stride": 0.5},
+        {"every": 0},
+        {"every": None, "stride": -1.0},
+        {"max_chunks": 0},
+        {"every": 1.5},
+        {"every": True},
+    ],
+)
 def test_selection_is_validated(kwargs):
     with pytest.raises(EvaluationError):
         Selection(**kwargs)

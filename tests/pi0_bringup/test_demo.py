@@ -1,4 +1,5 @@
 """`make demo`'s main job end to end, with a quickly trained demo policy to keep it short."""
+
 import signal
 import subprocess
 import sys
@@ -14,40 +15,86 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return train_demo_policy(load_robot("aloha"), tmp_path_factory.mktemp("demo") / "ckpt",
-                             DemoTraining(steps=2, batch_size=2, demonstrations=4, image_size=(32, 24)),
-                             report=lambda line: None)
+    return train_demo_policy(
+        load_robot("aloha"),
+        tmp_path_factory.mktemp("demo") / "ckpt",
+        DemoTraining(steps=2, batch_size=2, demonstrations=4, image_size=(32, 24)),
+        report=lambda line: None,
+    )
 
 
 def test_demo_runs_goals_through_the_action_interface_and_writes_summary_and_plot(tmp_path, checkpoint):
     output = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "pi0_bringup.demo", "--robot", "aloha", "--checkpoint", str(checkpoint),
-         "--instruction", "raise the arms", "--instruction", "go home", "--duration", "2",
-         "--image-size", "96x72", "--output", str(output)],
-        capture_output=True, text=True, timeout=240)
+        [
+            sys.executable,
+            "-m",
+            "pi0_bringup.demo",
+            "--robot",
+            "aloha",
+            "--checkpoint",
+            str(checkpoint),
+            "--instruction",
+            "raise the arms",
+            "--instruction",
+            "go home",
+            "--duration",
+            "2",
+            "--image-size",
+            "96x72",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    summary = done.stdout[done.stdout.index("pi0_ros demo summary"):]
+    summary = done.stdout[done.stdout.index("pi0_ros demo summary") :]
     assert "'raise the arms': duration reached" in summary and "'go home': duration reached" in summary
     assert "rate" in summary and "jitter" in summary and "inference latency" in summary
     plot = output / "aloha_commands.png"
     assert plot.is_file() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {p.name for p in (output / "logs").iterdir()} == {
-        "pi0_sim_robot.log", "pi0_policy.log", "pi0_command_streamer.log"}
+        "pi0_sim_robot.log",
+        "pi0_policy.log",
+        "pi0_command_streamer.log",
+    }
 
 
 def test_demo_refuses_an_unknown_robot_clearly(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pi0_bringup.demo", "--robot", "r2d2", "--output", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "pi0_bringup.demo", "--robot", "r2d2", "--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "unknown robot 'r2d2'" in done.stderr
 
 
 def test_sigterm_stops_the_demo_and_its_nodes_at_once(tmp_path, checkpoint):
     demo = subprocess.Popen(
-        [sys.executable, "-m", "pi0_bringup.demo", "--robot", "aloha", "--checkpoint", str(checkpoint),
-         "--instruction", "raise the arms", "--duration", "60", "--image-size", "96x72",
-         "--output", str(tmp_path / "demo")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pi0_bringup.demo",
+            "--robot",
+            "aloha",
+            "--checkpoint",
+            str(checkpoint),
+            "--instruction",
+            "raise the arms",
+            "--duration",
+            "60",
+            "--image-size",
+            "96x72",
+            "--output",
+            str(tmp_path / "demo"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in demo.stdout:
             if "[demo] instruction:" in line:

@@ -1,9 +1,18 @@
 """The demo policy: synthetic demonstrations and a tiny pi0 trained on them, saved as a checkpoint."""
+
 import numpy as np
 import pytest
 
-from pi0_bringup.demo_policy import (DEMO_INSTRUCTIONS, DemoTraining, demo_checkpoint, demonstration_chunk,
-                                     goal_pose, make_demonstrations, model_space, train_demo_policy)
+from pi0_bringup.demo_policy import (
+    DEMO_INSTRUCTIONS,
+    DemoTraining,
+    demo_checkpoint,
+    demonstration_chunk,
+    goal_pose,
+    make_demonstrations,
+    model_space,
+    train_demo_policy,
+)
 from pi0_bringup.robots import load_robot
 from pi0_model.policy import Pi0Policy
 from pi0_ros.policy.model_loader import robot_io
@@ -65,6 +74,10 @@ def test_demo_checkpoint_is_cached_per_description_and_settings(tmp_path):
     stamp = (first / "model.safetensors").stat().st_mtime_ns
     again = demo_checkpoint(description, QUICK, report=lambda line: pytest.fail("trained twice"), cache=tmp_path)
     assert again == first and (again / "model.safetensors").stat().st_mtime_ns == stamp
-    other = demo_checkpoint(description, DemoTraining(steps=2, batch_size=2, demonstrations=6, image_size=(32, 24)),
-                            report=lambda line: None, cache=tmp_path)
+    other = demo_checkpoint(
+        description,
+        DemoTraining(steps=2, batch_size=2, demonstrations=6, image_size=(32, 24)),
+        report=lambda line: None,
+        cache=tmp_path,
+    )
     assert other != first

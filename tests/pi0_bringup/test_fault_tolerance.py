@@ -6,6 +6,7 @@ say why, the runner respawns the killed node (launch's `respawn`), and the graph
 serves the next goal. A soak of 300 goals (succeeding, cancelled, preempted)
 answers every request without growing memory or threads in any node.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,6 @@ import sys
 import threading
 import time
 import uuid
-from typing import Optional
 
 import numpy as np
 import pytest
@@ -44,10 +44,25 @@ class LiveGraph:
         self.description = load_robot("aloha")
         self.output: list[str] = []
         self.runner = subprocess.Popen(
-            [sys.executable, "-m", "pi0_bringup.run", "aloha", "--namespace", self.namespace, "--torch-threads", "1",
-             "--respawn-delay", str(RESPAWN_DELAY_S), "--streamer-priority", "0",
-             *(["--sim", "--sim-image-width", "96", "--sim-image-height", "72"] if sim else [])],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "pi0_bringup.run",
+                "aloha",
+                "--namespace",
+                self.namespace,
+                "--torch-threads",
+                "1",
+                "--respawn-delay",
+                str(RESPAWN_DELAY_S),
+                "--streamer-priority",
+                "0",
+                *(["--sim", "--sim-image-width", "96", "--sim-image-height", "72"] if sim else []),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         # Drained all along: a full pipe would block the nodes' logging.
         threading.Thread(target=lambda: self.output.extend(self.runner.stdout), daemon=True).start()
         self.client = GraphClient(self.description, self.namespace, context=self.graph.context, name="fault_test")
@@ -55,10 +70,11 @@ class LiveGraph:
         self.lock = threading.Lock()
         self.joint_states: list[tuple[float, list[float]]] = []
         if sim:
-            self.client.node.create_subscription(JointState, "joint_states", self._store_joint_state,
-                                                 qos_profile("reliable", 10))
+            self.client.node.create_subscription(
+                JointState, "joint_states", self._store_joint_state, qos_profile("reliable", 10)
+            )
 
-    def resting_pose(self, window: float) -> Optional[np.ndarray]:
+    def resting_pose(self, window: float) -> np.ndarray | None:
         """The joint positions when they did not change over the last `window` seconds, else None."""
         now = time.monotonic()
         with self.lock:
@@ -83,9 +99,10 @@ class LiveGraph:
 
     # -- processes -------------------------------------------------------------------
 
-    def pid(self, module: str) -> Optional[int]:
-        found = subprocess.run(["pgrep", "-f", f"{module} .*__ns:={self.namespace}"], capture_output=True,
-                               text=True).stdout.split()
+    def pid(self, module: str) -> int | None:
+        found = subprocess.run(
+            ["pgrep", "-f", f"{module} .*__ns:={self.namespace}"], capture_output=True, text=True
+        ).stdout.split()
         return int(found[0]) if found else None
 
     def kill(self, module: str) -> tuple[int, float]:
@@ -95,8 +112,9 @@ class LiveGraph:
         return pid, time.monotonic()
 
     def wait_respawned(self, module: str, old_pid: int) -> int:
-        return self.graph.wait_for(lambda: (pid := self.pid(module)) not in (None, old_pid) and pid,
-                                   timeout=30.0, what=f"{module} respawned")
+        return self.graph.wait_for(
+            lambda: (pid := self.pid(module)) not in (None, old_pid) and pid, timeout=30.0, what=f"{module} respawned"
+        )
 
     # -- goals -------------------------------------------------------------------------
 
@@ -114,17 +132,26 @@ class LiveGraph:
         try:
             return self.client.result(handle, timeout)
         except Exception as exc:  # the graph's own account of what happened, for the failure report
-            raise AssertionError(f"{exc}; policy: {self.client.policy_status}; streamer: {self.streamer_state()}; "
-                                 f"nodes said:\n{''.join(self.output)[-4000:]}") from exc
+            raise AssertionError(
+                f"{exc}; policy: {self.client.policy_status}; streamer: {self.streamer_state()}; "
+                f"nodes said:\n{''.join(self.output)[-4000:]}"
+            ) from exc
 
-    def streamer_state(self) -> Optional[StreamerStatus]:
+    def streamer_state(self) -> StreamerStatus | None:
         return self.client.streamer_status
 
     def wait_streaming(self, handle) -> None:
         """Waits until the streamer streams the goal of `handle` (not an earlier one)."""
         goal_id = bytes(handle.goal_id.uuid).hex()
-        self.client.wait_until(lambda: (s := self.streamer_state()) is not None and s.goal_id == goal_id
-                               and s.mode == StreamerStatus.MODE_STREAMING, 60.0, "the streamer to stream the goal")
+        self.client.wait_until(
+            lambda: (
+                (s := self.streamer_state()) is not None
+                and s.goal_id == goal_id
+                and s.mode == StreamerStatus.MODE_STREAMING
+            ),
+            60.0,
+            "the streamer to stream the goal",
+        )
         time.sleep(0.5)
 
     def commands_after(self, since: float) -> list[tuple[float, str, list[float]]]:
@@ -202,6 +229,7 @@ def test_policy_killed_mid_goal(sim_graph):
     def holding():
         state = graph.streamer_state()
         return state and state.mode != StreamerStatus.MODE_STREAMING and "policy node lost" in state.hold_reason
+
     graph.graph.wait_for(holding, timeout=5.0, what="the streamer holding because the policy is lost")
     # The streamer holds once no status came for status_timeout_s (0.5 s; the chunk in hand runs open-loop
     # until then) plus a margin for delivery to this process.
@@ -228,8 +256,9 @@ def test_streamer_killed_mid_goal(sim_graph):
     # Without commands the controllers finish the last trajectory (5 lookahead points, 0.1 s) and hold its
     # end; the simulated arm, which lags its setpoint under load, then comes to rest there and stays.
     last_command = {c: v for _, c, v in graph.commands_after(0.0)}
-    rest = graph.graph.wait_for(lambda: (pose := graph.resting_pose(window=0.3)) is not None and [pose],
-                                timeout=5.0, what="the arm at rest")[0]
+    rest = graph.graph.wait_for(
+        lambda: (pose := graph.resting_pose(window=0.3)) is not None and [pose], timeout=5.0, what="the arm at rest"
+    )[0]
     time.sleep(1.0)
     assert np.allclose(graph.resting_pose(window=1.0), rest, atol=1e-6), "the robot holds"
     for group in graph.description.joint_groups:
@@ -282,7 +311,8 @@ def test_a_sensor_stream_stops_mid_goal(sensor_graph, stream):
 
 def node_usage(pid: int) -> tuple[int, int]:
     """(resident memory in kB, threads) of a process."""
-    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status").read().splitlines())
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status.read().splitlines())
     return int(fields["VmRSS"].split()[0]), int(fields["Threads"])
 
 

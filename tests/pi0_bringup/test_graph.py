@@ -1,4 +1,5 @@
 """The node graph that the launch files and the runner share."""
+
 import ast
 from pathlib import Path
 
@@ -24,8 +25,9 @@ def test_graph_is_consistent_for_every_robot(robot):
     assert descriptions == {str(robot_description_path(robot))}, "every node reads the same description"
     assert all(n.parameters["use_sim_time"] is False for n in nodes.values())
     assert nodes["pi0_policy"].lifecycle and nodes["pi0_policy"].parameters["autostart"] is True
-    assert nodes["pi0_policy"].parameters["chunk_handover"] == nodes["pi0_command_streamer"].parameters[
-        "chunk_handover"], "policy and streamer agree on the hand-over (RTC needs both)"
+    assert (
+        nodes["pi0_policy"].parameters["chunk_handover"] == nodes["pi0_command_streamer"].parameters["chunk_handover"]
+    ), "policy and streamer agree on the hand-over (RTC needs both)"
     assert nodes["pi0_command_streamer"].parameters["realtime_priority"] == 10
     for node in nodes.values():
         assert node.module.startswith(node.package + ".")
@@ -104,8 +106,8 @@ def test_a_parameters_file_reaches_every_node_before_the_graph_values(tmp_path):
 def test_the_shipped_example_parameters_file_names_only_declared_parameters():
     import yaml
 
-    from pi0_ros.streamer.node import PARAMS as STREAMER_PARAMS
     from pi0_ros.policy.parameters import PARAMS as POLICY_PARAMS
+    from pi0_ros.streamer.node import PARAMS as STREAMER_PARAMS
 
     example = yaml.safe_load((LAUNCH_DIR.parent / "config" / "params" / "example.yaml").read_text())
     declared = {"/**/pi0_policy": POLICY_PARAMS, "/**/pi0_command_streamer": STREAMER_PARAMS}

@@ -4,6 +4,7 @@ A graph client (pi0_bringup.graph_client, as the demo and the benchmark use) sen
 the streamer's rate is checked at the source, the commands arriving on every controller
 topic against the limits; stopping the runner leaves no process behind.
 """
+
 import os
 import signal
 import subprocess
@@ -37,9 +38,25 @@ def test_runner_brings_up_the_graph_runs_a_goal_and_leaves_nothing_behind(robot,
     namespace = f"/t{uuid.uuid4().hex[:8]}"
     description = load_robot(robot)
     runner = subprocess.Popen(
-        [sys.executable, "-m", "pi0_bringup.run", robot, "--sim", "--namespace", namespace, "--torch-threads", "1",
-         "--sim-image-width", "96", "--sim-image-height", "72"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pi0_bringup.run",
+            robot,
+            "--sim",
+            "--namespace",
+            namespace,
+            "--torch-threads",
+            "1",
+            "--sim-image-width",
+            "96",
+            "--sim-image-height",
+            "72",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     client = GraphClient(description, namespace, context=ros_graph.context, name="runner_test")
     try:
         client.wait_until_ready(120.0, observations=True, streamer=True)
@@ -50,8 +67,11 @@ def test_runner_brings_up_the_graph_runs_a_goal_and_leaves_nothing_behind(robot,
         # tick-time measurement (the runtime benchmark measures jitter precisely).
         period = description.control_period
         assert 0.85 * 3.0 / period <= result.commands_sent <= 1.02 * 3.0 / period, result.commands_sent
-        streaming = [s.command_rate_hz for s in client.streamer_statuses()
-                     if s.mode == StreamerStatus.MODE_STREAMING and s.command_rate_hz > 0]
+        streaming = [
+            s.command_rate_hz
+            for s in client.streamer_statuses()
+            if s.mode == StreamerStatus.MODE_STREAMING and s.command_rate_hz > 0
+        ]
         assert streaming and abs(streaming[-1] * period - 1.0) < 0.05, streaming[-3:]
 
         limits = {n: description.joint(n) for n in description.joint_names}
@@ -63,7 +83,9 @@ def test_runner_brings_up_the_graph_runs_a_goal_and_leaves_nothing_behind(robot,
             values = np.array(samples)
             for column, joint in enumerate(group.joint_names):
                 limit = limits[joint]
-                assert np.all(values[:, column] >= limit.lower - 1e-9) and np.all(values[:, column] <= limit.upper + 1e-9)
+                assert np.all(values[:, column] >= limit.lower - 1e-9) and np.all(
+                    values[:, column] <= limit.upper + 1e-9
+                )
                 steps = np.abs(np.diff(values[:, column]))
                 assert np.all(steps <= limit.max_velocity * period + 1e-9), f"{joint} jumped"
         if description.base is not None:

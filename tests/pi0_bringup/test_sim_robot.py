@@ -1,4 +1,5 @@
 """The simulated robot's core: controller semantics, limits and base integration (no ROS graph)."""
+
 import math
 
 import numpy as np
@@ -10,8 +11,7 @@ from support.robots import robot_yaml
 
 DT = 0.02  # the descriptions' 50 Hz control rate
 
-LEFT_ARM = ("left_waist", "left_shoulder", "left_elbow", "left_forearm_roll", "left_wrist_angle",
-            "left_wrist_rotate")
+LEFT_ARM = ("left_waist", "left_shoulder", "left_elbow", "left_forearm_roll", "left_wrist_angle", "left_wrist_rotate")
 HOME = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])
 
 
@@ -118,8 +118,7 @@ def test_future_start_time_interpolates_from_receipt_to_first_point(aloha):
 def test_trajectory_ending_in_the_past_is_rejected_and_counted(aloha):
     robot = started(aloha, at=5.0)
     with pytest.raises(CommandRejected, match="ends in the past"):
-        robot.command_trajectory("left_arm_controller", LEFT_ARM, [point(1.0, *(HOME + 0.3))], start_time=3.0,
-                                 now=5.0)
+        robot.command_trajectory("left_arm_controller", LEFT_ARM, [point(1.0, *(HOME + 0.3))], start_time=3.0, now=5.0)
     assert robot.rejections == {"left_arm_controller": 1}
     run(robot, 5.0, 6.0)
     np.testing.assert_allclose(arm(robot), HOME)
@@ -157,15 +156,18 @@ def test_partial_goals_can_be_refused_like_the_real_default(aloha):
         robot.command_trajectory("left_arm_controller", ("left_waist",), [point(0.5, 0.4)], None, now=0.0)
 
 
-@pytest.mark.parametrize("names, points, reason", [
-    (("left_waist", "right_waist"), [point(0.5, 0.1, 0.1)], "unknown joint"),
-    (("left_waist", "left_waist"), [point(0.5, 0.1, 0.1)], "twice"),
-    ((), [point(0.5)], "empty joint names"),
-    (("left_waist",), [], "no points"),
-    (("left_waist", "left_elbow"), [point(0.5, 0.1)], "1 positions for 2"),
-    (("left_waist",), [point(0.5, math.nan)], "NaN"),
-    (("left_waist",), [TrajectoryPoint(0.5, (0.1,), (0.0, 0.0))], "2 velocities"),
-])
+@pytest.mark.parametrize(
+    "names, points, reason",
+    [
+        (("left_waist", "right_waist"), [point(0.5, 0.1, 0.1)], "unknown joint"),
+        (("left_waist", "left_waist"), [point(0.5, 0.1, 0.1)], "twice"),
+        ((), [point(0.5)], "empty joint names"),
+        (("left_waist",), [], "no points"),
+        (("left_waist", "left_elbow"), [point(0.5, 0.1)], "1 positions for 2"),
+        (("left_waist",), [point(0.5, math.nan)], "NaN"),
+        (("left_waist",), [TrajectoryPoint(0.5, (0.1,), (0.0, 0.0))], "2 velocities"),
+    ],
+)
 def test_malformed_trajectories_are_rejected_with_a_reason(aloha, names, points, reason):
     robot = started(aloha)
     with pytest.raises(CommandRejected, match=reason):
@@ -248,8 +250,9 @@ def test_forward_command_is_held_until_the_next(aloha):
     assert robot.state().position("left_gripper") == pytest.approx(0.9)
 
 
-@pytest.mark.parametrize("values, reason", [([0.1, 0.2], "size"), ([], "size"), ([math.nan], "NaN"),
-                                            ([math.inf], "NaN")])
+@pytest.mark.parametrize(
+    "values, reason", [([0.1, 0.2], "size"), ([], "size"), ([math.nan], "NaN"), ([math.inf], "NaN")]
+)
 def test_bad_forward_commands_are_rejected_and_the_last_is_held(aloha, values, reason):
     robot = started(aloha)
     robot.command_positions("left_gripper_controller", [0.9])

@@ -1,5 +1,6 @@
 """The simulated robot node on a real DDS graph: real controller messages in, joint states, odometry and
 images out at their rates; and the process exits cleanly on SIGINT/SIGTERM."""
+
 import os
 import signal
 import subprocess
@@ -19,17 +20,16 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pi0_bringup.sim_robot_node import SimRobotNode
-from pi0_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
-from pi0_ros.ros.parameters import ParameterError
 from pi0_ros.core.robot_description import load_robot_description
 from pi0_ros.ros.conversions import qos_profile, seconds_to_stamp
+from pi0_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
+from pi0_ros.ros.parameters import ParameterError
 from support.node_process import assert_clean_prompt_exit, stop_like_launch
 from support.robots import robot_yaml
 
 pytestmark = pytest.mark.ros
 
-LEFT_ARM = ("left_waist", "left_shoulder", "left_elbow", "left_forearm_roll", "left_wrist_angle",
-            "left_wrist_rotate")
+LEFT_ARM = ("left_waist", "left_shoulder", "left_elbow", "left_forearm_roll", "left_wrist_angle", "left_wrist_rotate")
 WIDTH, HEIGHT = 64, 48
 
 
@@ -45,6 +45,7 @@ class Recorder:
         def store(message):
             with self.lock:
                 self.messages.setdefault(topic, []).append((time.monotonic(), message))
+
         self.node.create_subscription(message_type, topic, store, qos)
 
     def count(self, topic, since=0.0):
@@ -58,10 +59,17 @@ class Recorder:
 
 
 def start_sim(ros_graph, robot_name, **parameters):
-    overrides = {"robot_description": str(robot_yaml(robot_name)), "image_width": WIDTH, "image_height": HEIGHT,
-                 **parameters}
-    return ros_graph.add(SimRobotNode(
-        context=ros_graph.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]))
+    overrides = {
+        "robot_description": str(robot_yaml(robot_name)),
+        "image_width": WIDTH,
+        "image_height": HEIGHT,
+        **parameters,
+    }
+    return ros_graph.add(
+        SimRobotNode(
+            context=ros_graph.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]
+        )
+    )
 
 
 def observe(ros_graph, robot_name, raw_images=True):
@@ -115,17 +123,34 @@ def test_aloha_publishes_at_its_rates_and_follows_real_controller_messages(ros_g
     peer = ros_graph.node("aloha_commander")
     trajectory_publisher = peer.create_publisher(JointTrajectory, "left_arm_controller/joint_trajectory", 10)
     gripper_publisher = peer.create_publisher(Float64MultiArray, "right_gripper_controller/commands", 10)
-    ros_graph.wait_for(lambda: trajectory_publisher.get_subscription_count()
-                       and gripper_publisher.get_subscription_count(), what="the sim's controller subscriptions")
+    ros_graph.wait_for(
+        lambda: trajectory_publisher.get_subscription_count() and gripper_publisher.get_subscription_count(),
+        what="the sim's controller subscriptions",
+    )
     # Reordered joint names, stamp 0 ("start now").
-    goal = {"left_wrist_rotate": 0.8, "left_waist": 0.3, "left_elbow": 1.0, "left_shoulder": -0.8,
-            "left_forearm_roll": 0.1, "left_wrist_angle": -0.1}
-    trajectory_publisher.publish(JointTrajectory(joint_names=list(goal), points=[
-        JointTrajectoryPoint(positions=list(goal.values()), time_from_start=Duration(nanosec=300_000_000))]))
+    goal = {
+        "left_wrist_rotate": 0.8,
+        "left_waist": 0.3,
+        "left_elbow": 1.0,
+        "left_shoulder": -0.8,
+        "left_forearm_roll": 0.1,
+        "left_wrist_angle": -0.1,
+    }
+    trajectory_publisher.publish(
+        JointTrajectory(
+            joint_names=list(goal),
+            points=[JointTrajectoryPoint(positions=list(goal.values()), time_from_start=Duration(nanosec=300_000_000))],
+        )
+    )
     gripper_publisher.publish(Float64MultiArray(data=[0.9]))
-    ros_graph.wait_for(lambda: all(abs(joint_position(recorder, n) - v) < 1e-6 for n, v in goal.items())
-                       and abs(joint_position(recorder, "right_gripper") - 0.9) < 1e-6,
-                       timeout=5.0, what="the joints reaching the commanded positions")
+    ros_graph.wait_for(
+        lambda: (
+            all(abs(joint_position(recorder, n) - v) < 1e-6 for n, v in goal.items())
+            and abs(joint_position(recorder, "right_gripper") - 0.9) < 1e-6
+        ),
+        timeout=5.0,
+        what="the joints reaching the commanded positions",
+    )
     time.sleep(0.1)
     wrist_after = image_msg_to_rgb(recorder.last("cam_left_wrist/image_raw"))
     assert np.mean(np.any(wrist_before != wrist_after, axis=2)) > 0.1, "the wrist camera view follows the arm"
@@ -157,8 +182,13 @@ def test_mobile_aloha_base_follows_twist_stamped_and_stops_on_timeout(ros_graph)
     assert moving.twist.twist.linear.x > 0.2 and moving.twist.twist.angular.z > 0.2
     assert moving.pose.pose.position.x > 0.05 and moving.pose.pose.orientation.z > 0.02
     # Timeout (0.3 s) plus deceleration (0.4 m/s at 1 m/s^2): stopped well within a second.
-    ros_graph.wait_for(lambda: recorder.last(odometry).twist.twist.linear.x == 0.0
-                       and recorder.last(odometry).twist.twist.angular.z == 0.0, timeout=2.0, what="the base stopping")
+    ros_graph.wait_for(
+        lambda: (
+            recorder.last(odometry).twist.twist.linear.x == 0.0 and recorder.last(odometry).twist.twist.angular.z == 0.0
+        ),
+        timeout=2.0,
+        what="the base stopping",
+    )
     high_after = image_msg_to_rgb(recorder.last("cam_high/image_raw"))
     assert np.mean(np.any(high_before != high_after, axis=2)) > 0.05, "base motion pans the body camera"
 
@@ -171,9 +201,17 @@ def test_unstamped_base_takes_twist_on_cmd_vel_unstamped(ros_graph, tmp_path):
     description_file.write_text(text)
     recorder = Recorder(ros_graph.node("unstamped_observer"))
     recorder.subscribe(Odometry, "base_controller/odom", qos_profile("reliable", 10))
-    ros_graph.add(SimRobotNode(context=ros_graph.context, parameter_overrides=[
-        Parameter("robot_description", value=str(description_file)), Parameter("camera_rate_hz", value=1.0),
-        Parameter("image_width", value=16), Parameter("image_height", value=16)]))
+    ros_graph.add(
+        SimRobotNode(
+            context=ros_graph.context,
+            parameter_overrides=[
+                Parameter("robot_description", value=str(description_file)),
+                Parameter("camera_rate_hz", value=1.0),
+                Parameter("image_width", value=16),
+                Parameter("image_height", value=16),
+            ],
+        )
+    )
     publisher = ros_graph.node("unstamped_commander").create_publisher(Twist, "base_controller/cmd_vel_unstamped", 10)
     ros_graph.wait_for(lambda: publisher.get_subscription_count(), what="the sim's unstamped base subscription")
     command = Twist()
@@ -182,8 +220,10 @@ def test_unstamped_base_takes_twist_on_cmd_vel_unstamped(ros_graph, tmp_path):
         publisher.publish(command)
         time.sleep(0.02)
     odometry = "base_controller/odom"
-    ros_graph.wait_for(lambda: recorder.last(odometry) is not None
-                       and recorder.last(odometry).pose.pose.position.x > 0.02, what="the base moving forward")
+    ros_graph.wait_for(
+        lambda: recorder.last(odometry) is not None and recorder.last(odometry).pose.pose.position.x > 0.02,
+        what="the base moving forward",
+    )
 
 
 def test_compressed_images_override_publishes_on_image_transport_topics(ros_graph):
@@ -223,18 +263,40 @@ def test_process_exits_cleanly_and_at_once_on_ctrl_c_under_launch(ros_graph):
     _, recorder = observe(ros_graph, "aloha", raw_images=False)
     for first in (signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
         process = subprocess.Popen(
-            [sys.executable, "-m", "pi0_bringup.sim_robot_node", "--ros-args",
-             "-p", f"robot_description:={robot_yaml('aloha')}", "-p", "image_width:=32", "-p", "image_height:=24"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+            [
+                sys.executable,
+                "-m",
+                "pi0_bringup.sim_robot_node",
+                "--ros-args",
+                "-p",
+                f"robot_description:={robot_yaml('aloha')}",
+                "-p",
+                "image_width:=32",
+                "-p",
+                "image_height:=24",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ),
+        )
         started = time.monotonic()
-        ros_graph.wait_for(lambda: recorder.count("joint_states", since=started) > 5 or process.poll() is not None,
-                           timeout=20.0, what="joint states from the sim process")
+        ros_graph.wait_for(
+            lambda: recorder.count("joint_states", since=started) > 5 or process.poll() is not None,
+            timeout=20.0,
+            what="joint states from the sim process",
+        )
         assert process.poll() is None, process.communicate()[0]
         assert_clean_prompt_exit(stop_like_launch(process, first))
 
 
 def test_process_reports_a_missing_description_without_a_traceback():
-    result = subprocess.run([sys.executable, "-m", "pi0_bringup.sim_robot_node"], capture_output=True, text=True,
-                            timeout=20.0, env=dict(os.environ))
+    result = subprocess.run(
+        [sys.executable, "-m", "pi0_bringup.sim_robot_node"],
+        capture_output=True,
+        text=True,
+        timeout=20.0,
+        env=dict(os.environ),
+    )
     assert result.returncode == 2
     assert "robot_description" in result.stderr and "Traceback" not in result.stderr

@@ -1,4 +1,5 @@
 """Synthetic camera images: every camera renders, views follow the robot's state, rendering is deterministic."""
+
 import numpy as np
 import pytest
 
@@ -7,8 +8,7 @@ from pi0_bringup.sim_robot import SimRobot, TrajectoryPoint
 from pi0_ros.core.robot_description import load_robot_description
 from support.robots import ROBOT_NAMES, robot_yaml
 
-LEFT_ARM = ("left_waist", "left_shoulder", "left_elbow", "left_forearm_roll", "left_wrist_angle",
-            "left_wrist_rotate")
+LEFT_ARM = ("left_waist", "left_shoulder", "left_elbow", "left_forearm_roll", "left_wrist_angle", "left_wrist_rotate")
 RED_BLOCK = (210, 40, 40)
 
 
@@ -30,8 +30,9 @@ def settled(robot_name, command=None, seconds=2.0):
 def move_left_arm(offsets):
     home = np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0])
     goal = tuple(float(v) for v in home + np.array(offsets))
-    return lambda robot: robot.command_trajectory("left_arm_controller", LEFT_ARM, [TrajectoryPoint(1.0, goal)],
-                                                  None, now=0.0)
+    return lambda robot: robot.command_trajectory(
+        "left_arm_controller", LEFT_ARM, [TrajectoryPoint(1.0, goal)], None, now=0.0
+    )
 
 
 def changed_fraction(a, b):
@@ -88,8 +89,13 @@ def test_a_wrist_camera_follows_its_own_arm_only():
 
 def test_the_gripper_opening_shows_in_the_wrist_camera():
     renderer = SceneRenderer(description("aloha"), 128, 96)
-    images = [renderer.render("cam_right_wrist", settled(
-        "aloha", lambda robot, v=v: robot.command_positions("right_gripper_controller", [v]))) for v in (0.0, 1.0)]
+    images = [
+        renderer.render(
+            "cam_right_wrist",
+            settled("aloha", lambda robot, v=v: robot.command_positions("right_gripper_controller", [v])),
+        )
+        for v in (0.0, 1.0)
+    ]
     assert changed_fraction(*images) > 0.01
 
 

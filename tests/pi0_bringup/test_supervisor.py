@@ -1,4 +1,5 @@
 """The process supervisor that the runner, the demo, the runtime benchmark and the tests share."""
+
 import os
 import signal
 import subprocess
@@ -10,11 +11,13 @@ import pytest
 from pi0_bringup.graph import NodeSpec
 from pi0_bringup.supervisor import GraphProcesses, NodeProcess, ProcessExitedError, stop_processes
 
-STUBBORN = ("import signal, sys, time\n"
-            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(60)\n")
+STUBBORN = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(60)\n"
+)
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
@@ -36,16 +39,22 @@ def test_stop_processes_escalates_to_sigkill(tmp_path):
 
 
 def test_a_child_that_exited_reports_its_last_output(tmp_path):
-    child = NodeProcess("failing", [sys.executable, "-c", "import sys; sys.exit('bad parameter: x')"],
-                        os.environ, tmp_path)
+    child = NodeProcess(
+        "failing", [sys.executable, "-c", "import sys; sys.exit('bad parameter: x')"], os.environ, tmp_path
+    )
     child.wait(30.0)
     with pytest.raises(ProcessExitedError, match=r"failing exited early with code 1(.|\n)*bad parameter: x"):
         child.check_running()
 
 
 def test_stdout_apart_keeps_the_result_out_of_the_log(tmp_path):
-    child = NodeProcess("result", [sys.executable, "-c", "import sys; print('[1, 2]'); print('warn', file=sys.stderr)"],
-                        os.environ, tmp_path, stdout_apart=True)
+    child = NodeProcess(
+        "result",
+        [sys.executable, "-c", "import sys; print('[1, 2]'); print('warn', file=sys.stderr)"],
+        os.environ,
+        tmp_path,
+        stdout_apart=True,
+    )
     assert child.wait(30.0) and child.returncode == 0
     assert child.stdout_text().strip() == "[1, 2]"
     assert "warn" in (tmp_path / "result.log").read_text()
@@ -82,7 +91,8 @@ def _cmdline(pid: int) -> str:
 
 def _alive(pid: int) -> bool:
     try:
-        status = open(f"/proc/{pid}/status").read()
+        with open(f"/proc/{pid}/status") as file:
+            status = file.read()
     except OSError:
         return False
     return "\nState:\tZ" not in status

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_pi0 import ALOHA_CAMERAS, make_tiny_model
+
 from pi0_model.config import Pi0Config
 from pi0_model.model import Pi0Model
 from pi0_model.policy import Pi0Policy, RobotIO
 from pi0_model.tokenizer import PromptTokenizer, tiny_tokenizer
-from tiny_pi0 import ALOHA_CAMERAS, make_tiny_model
 
 
 @pytest.fixture(scope="session")

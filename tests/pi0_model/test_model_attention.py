@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-from pi0_model.model import ModelInputs, time_embedding
 from tiny_pi0 import make_inputs
 
 from pi0_model import attention
+from pi0_model.model import ModelInputs, time_embedding
 
 
 def full_sequence_mask(prefix_valid: torch.Tensor, horizon: int) -> torch.Tensor:

@@ -5,6 +5,10 @@ import pickle
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tiny_pi0 import make_inputs, make_tiny_model
+
 from pi0_model.checkpoint import (
     EMBEDDING_KEY,
     TIED_EMBEDDING_KEY,
@@ -17,9 +21,6 @@ from pi0_model.checkpoint import (
 from pi0_model.config import GEMMA_2B, GEMMA_300M, Pi0Config
 from pi0_model.errors import CheckpointError
 from pi0_model.flow_matching import sample_actions
-from safetensors import safe_open
-from safetensors.torch import save_file
-from tiny_pi0 import make_inputs, make_tiny_model
 
 
 def sample(model, config, seed: int = 0) -> torch.Tensor:
@@ -119,7 +120,7 @@ def shard_checkpoint(directory, model, second_shard: str):
     save_checkpoint(model, directory)
     weights = directory / "model.safetensors"
     with safe_open(str(weights), "pt") as file:
-        tensors = {key: file.get_tensor(key) for key in file.keys()}
+        tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 - safetensors' handle is no dict
     weights.unlink()
     keys = sorted(tensors)
     first, second = keys[: len(keys) // 2], keys[len(keys) // 2 :]

@@ -1,6 +1,7 @@
 """Config dataclasses: the published pi0 sizes, the tiny variant, and validation errors."""
 
 import pytest
+
 from pi0_model.config import CAMERA_SLOTS, GEMMA_2B, GEMMA_300M, GemmaConfig, Pi0Config, VisionConfig, gemma_variant
 from pi0_model.errors import ConfigError
 

@@ -2,8 +2,9 @@
 
 import pytest
 import torch
-from pi0_model.flow_matching import euler_denoise, flow_matching_loss, sample_actions, sample_time
 from tiny_pi0 import make_inputs, make_tiny_model
+
+from pi0_model.flow_matching import euler_denoise, flow_matching_loss, sample_actions, sample_time
 
 
 def test_time_follows_scaled_beta_1_5_1():

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from tiny_pi0 import ALOHA_CAMERAS, aloha_state, camera_frames, make_inputs, make_tiny_model
+
 from pi0_model.flow_matching import sample_actions
 from pi0_model.policy import Pi0Policy, RobotIO, RtcGuidance
-from tiny_pi0 import ALOHA_CAMERAS, aloha_state, camera_frames, make_inputs, make_tiny_model
 
 pytestmark = pytest.mark.gpu
 

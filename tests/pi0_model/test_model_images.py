@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from pi0_model.errors import ConfigError, Pi0InputError
 from pi0_model.images import images_by_slot, prepare_images, resize_with_pad, to_model_range, validate_camera_slots
 
@@ -54,8 +55,9 @@ def test_slots_are_sent_in_pi0_order_and_a_missing_camera_is_a_masked_black_fram
 
 def test_only_the_robots_slots_are_sent(rng):
     slots = {"top": "base_0_rgb", "wrist": "right_wrist_0_rgb"}
-    pixels, masks = prepare_images(images_by_slot({"top": np.zeros((10, 10, 3), np.uint8)}, slots),
-                                   slots.values(), 224, torch.device("cpu"))
+    pixels, masks = prepare_images(
+        images_by_slot({"top": np.zeros((10, 10, 3), np.uint8)}, slots), slots.values(), 224, torch.device("cpu")
+    )
     assert pixels.shape == (1, 2, 3, 224, 224) and masks.tolist() == [[True, False]]
 
 

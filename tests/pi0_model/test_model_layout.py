@@ -7,6 +7,7 @@ architecture (REFERENCE.md section 1, LeRobot `modeling_pi0.py`, openpi's
 
 import pytest
 import torch
+
 from pi0_model.checkpoint import checkpoint_state_dict
 from pi0_model.config import Pi0Config
 from pi0_model.model import Pi0Model, keeps_fp32, set_precision

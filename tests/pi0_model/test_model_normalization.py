@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from pi0_model.errors import CheckpointError
 from pi0_model.normalization import Normalization, NormStats, find_normalization, load_normalization
-from safetensors.torch import save_file
 
 
 def random_stats(rng, dim: int) -> NormStats:

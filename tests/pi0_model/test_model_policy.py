@@ -3,14 +3,15 @@
 import threading
 
 import numpy as np
-import torch
 import pytest
+import torch
+from tiny_pi0 import ALOHA_CAMERAS, aloha_state, camera_frames
+
 from pi0_model.checkpoint import save_checkpoint
 from pi0_model.errors import CheckpointError, ConfigError, Pi0InputError
 from pi0_model.normalization import Normalization, NormStats
 from pi0_model.policy import Inference, Pi0Policy, RobotIO, RtcGuidance
 from pi0_model.tokenizer import tiny_sentencepiece_model
-from tiny_pi0 import ALOHA_CAMERAS, aloha_state, camera_frames
 
 INSTRUCTION = "fold the towel"
 
@@ -249,6 +250,7 @@ def test_torch_compiled_policy_matches_eager(aloha_io, rng):
     one_camera = dict(kwargs, images={name: kwargs["images"][name] for name in list(kwargs["images"])[:1]})
     with torch._dynamo.config.patch(error_on_recompile=True):
         np.testing.assert_allclose(
-            compiled.infer(**one_camera, noise=noise).actions, eager.infer(**one_camera, noise=noise).actions,
+            compiled.infer(**one_camera, noise=noise).actions,
+            eager.infer(**one_camera, noise=noise).actions,
             atol=1e-4,
         )

@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
-from pi0_model.flow_matching import PrefixGuidance, cached_velocity, euler_denoise, guidance_weight, rtc_weights
 from tiny_pi0 import make_inputs
+
+from pi0_model.flow_matching import PrefixGuidance, cached_velocity, euler_denoise, guidance_weight, rtc_weights
 
 
 def test_linear_mask_matches_the_reference_example():

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+
 from pi0_model.errors import CheckpointError, Pi0InputError
 from pi0_model.tokenizer import find_tokenizer, load_tokenizer, tiny_sentencepiece_model, tiny_tokenizer
-from tokenizers import Tokenizer, models, pre_tokenizers
 
 
 def test_pi0_prompt_format(tokenizer):

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+
 from pi0_model.errors import ConfigError
 from pi0_model.transforms import (
     AlohaAdaptation,

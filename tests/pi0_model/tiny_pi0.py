@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from pi0_model.config import Pi0Config
 from pi0_model.model import ModelInputs, Pi0Model, build_model, initialize_weights_
 

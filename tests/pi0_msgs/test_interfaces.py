@@ -1,4 +1,5 @@
 """The generated pi0_msgs types exist and work over a real DDS graph."""
+
 import threading
 
 import pytest

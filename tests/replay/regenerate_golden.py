@@ -6,6 +6,7 @@ Run it after a deliberate change of what the scenario produces (the tiny model,
 its sampling, the simulator's rendering, the policy node or the streamer), then
 review the diff of the fixture and commit it together with that change.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,10 @@ def main() -> int:
         scenario.record_sim_bag(bag)
         scene = scenario.read_scene(bag)
         if scene.distinct_images != len(scene.image_sha256) or scene.distinct_joint_states != 1:
-            print("error: the simulated robot did not stay still while recording; golden values need a static "
-                  "scene", file=sys.stderr)
+            print(
+                "error: the simulated robot did not stay still while recording; golden values need a static scene",
+                file=sys.stderr,
+            )
             return 1
         outcome = scenario.replay_through_policy(bag)
     document = scenario.golden_document(outcome, scene)

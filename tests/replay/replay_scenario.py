@@ -17,6 +17,7 @@ golden values. When a chunk reaches the streamer and when the streamer ticks
 depend on scheduling, so its commands are not stored; the test checks each
 one against the chunks received, evaluated at the command's own stamp.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,9 +25,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import rclpy
@@ -43,11 +44,11 @@ from pi0_msgs.msg import ActionChunk
 from pi0_ros.bag import BagReader, PlaybackConfig, PlaybackStats, Player
 from pi0_ros.bag.play import PlayNode
 from pi0_ros.bag.record import RecordConfig, RecordNode
-from pi0_ros.streamer.node import CommandStreamerNode
-from pi0_ros.ros.image_conversion import image_msg_to_rgb
-from pi0_ros.policy.node import PolicyNode
 from pi0_ros.core.robot_description import RobotDescription, load_robot_description
+from pi0_ros.policy.node import PolicyNode
 from pi0_ros.ros.conversions import duration_to_seconds, qos_profile, stamp_to_seconds
+from pi0_ros.ros.image_conversion import image_msg_to_rgb
+from pi0_ros.streamer.node import CommandStreamerNode
 from support.robots import robot_yaml
 from support.ros_graph import RosGraph
 
@@ -98,10 +99,17 @@ def record_sim_bag(path: Path, seconds: float = RECORD_SECONDS) -> None:
     executor = SingleThreadedExecutor(context=context)
     nodes: list[Node] = []
     try:
-        nodes.append(SimRobotNode(context=context, parameter_overrides=[
-            Parameter("robot_description", value=str(robot_yaml(ROBOT))),
-            Parameter("image_width", value=IMAGE_WIDTH), Parameter("image_height", value=IMAGE_HEIGHT),
-            Parameter("camera_rate_hz", value=CAMERA_RATE_HZ)]))
+        nodes.append(
+            SimRobotNode(
+                context=context,
+                parameter_overrides=[
+                    Parameter("robot_description", value=str(robot_yaml(ROBOT))),
+                    Parameter("image_width", value=IMAGE_WIDTH),
+                    Parameter("image_height", value=IMAGE_HEIGHT),
+                    Parameter("camera_rate_hz", value=CAMERA_RATE_HZ),
+                ],
+            )
+        )
         recorder = RecordNode(RecordConfig(output=path, topics=topics, status_period=0.0), context=context)
         nodes.append(recorder)
         for node in nodes:
@@ -144,14 +152,19 @@ def read_scene(bag: Path) -> Scene:
     with BagReader(bag) as reader:
         for message in reader.read():
             if message.topic in cameras:
-                digests[cameras[message.topic]].add(hashlib.sha256(image_msg_to_rgb(message.message).tobytes()).hexdigest())
+                digests[cameras[message.topic]].add(
+                    hashlib.sha256(image_msg_to_rgb(message.message).tobytes()).hexdigest()
+                )
                 stamps.append(stamp_to_seconds(message.message.header.stamp))
             else:
                 states.add(tuple(zip(message.message.name, message.message.position)))
-    return Scene(joint_positions=dict(next(iter(states))),
-                 image_sha256={name: sorted(found)[0] for name, found in digests.items()},
-                 distinct_images=sum(len(found) for found in digests.values()),
-                 distinct_joint_states=len(states), image_stamps=tuple(sorted(set(stamps))))
+    return Scene(
+        joint_positions=dict(next(iter(states))),
+        image_sha256={name: sorted(found)[0] for name, found in digests.items()},
+        distinct_images=sum(len(found) for found in digests.values()),
+        distinct_joint_states=len(states),
+        image_stamps=tuple(sorted(set(stamps))),
+    )
 
 
 # -- replay -----------------------------------------------------------------------------------------------------
@@ -170,8 +183,13 @@ class _Collector:
     controller command, plus the chunks, in arrival order."""
 
     def __init__(self, graph: RosGraph, robot: RobotDescription) -> None:
-        self.client = GraphClient(robot, context=graph.context, name="replay_observer",
-                                  command_qos=qos_profile("reliable", 1000), keep_messages=True)
+        self.client = GraphClient(
+            robot,
+            context=graph.context,
+            name="replay_observer",
+            command_qos=qos_profile("reliable", 1000),
+            keep_messages=True,
+        )
         self.lock = threading.Lock()
         self.chunks: list[ActionChunk] = []
         self.client.node.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos_profile("reliable", 50))
@@ -179,8 +197,10 @@ class _Collector:
 
     def publishers_found(self) -> bool:
         """Every controller topic has a publisher (the streamer's)."""
-        return all(self.client.node.count_publishers(self.client.node.resolve_topic_name(c.topic)) > 0
-                   for c in self.client.controllers)
+        return all(
+            self.client.node.count_publishers(self.client.node.resolve_topic_name(c.topic)) > 0
+            for c in self.client.controllers
+        )
 
     def counts(self) -> tuple[int, int]:
         """(chunks, commands of the first controller) received so far."""
@@ -201,23 +221,38 @@ def start_nodes(graph: RosGraph, seed: int) -> None:
     """The policy node (configured and active) and the streamer, both on sim time."""
     sim_time = Parameter("use_sim_time", value=True)
     description_path = Parameter("robot_description", value=str(robot_yaml(ROBOT)))
-    policy = graph.add(PolicyNode(context=graph.context, parameter_overrides=[
-        description_path, sim_time, Parameter("seed", value=seed),
-        Parameter("warmup_iterations", value=WARMUP_ITERATIONS), Parameter("torch_threads", value=1),
-        # After a stall of this busy process, /clock (one light callback) catches up before the queued
-        # images are decoded: bag time can jump past the default 0.5 s freshness limits for a moment.
-        Parameter("max_observation_age_s", value=2.0), Parameter("stale_observation_timeout_s", value=5.0),
-        # A goal sent as the replay starts waits for the first observation; this busy process may take a while.
-        Parameter("goal_start_timeout_s", value=20.0)]))
+    policy = graph.add(
+        PolicyNode(
+            context=graph.context,
+            parameter_overrides=[
+                description_path,
+                sim_time,
+                Parameter("seed", value=seed),
+                Parameter("warmup_iterations", value=WARMUP_ITERATIONS),
+                Parameter("torch_threads", value=1),
+                # After a stall of this busy process, /clock (one light callback) catches up before the queued
+                # images are decoded: bag time can jump past the default 0.5 s freshness limits for a moment.
+                Parameter("max_observation_age_s", value=2.0),
+                Parameter("stale_observation_timeout_s", value=5.0),
+                # A goal sent as the replay starts waits for the first observation; this busy process may take a while.
+                Parameter("goal_start_timeout_s", value=20.0),
+            ],
+        )
+    )
     assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS, policy._health
     assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
     # A deeper command queue than the default 1, so the observer never misses a command.
-    graph.add(CommandStreamerNode(context=graph.context, parameter_overrides=[
-        description_path, sim_time, Parameter("command_qos_depth", value=10)]))
+    graph.add(
+        CommandStreamerNode(
+            context=graph.context,
+            parameter_overrides=[description_path, sim_time, Parameter("command_qos_depth", value=10)],
+        )
+    )
 
 
-def replay_through_policy(bag: Path, seed: int = SEED, instruction: str = INSTRUCTION,
-                          timeout: float = 60.0) -> ReplayOutcome:
+def replay_through_policy(
+    bag: Path, seed: int = SEED, instruction: str = INSTRUCTION, timeout: float = 60.0
+) -> ReplayOutcome:
     """Replays `bag` with /clock into the live policy node and streamer and runs one goal.
 
     The goal is canceled once GOLDEN_CHUNKS chunks and STREAMED_TICKS further commands arrived, so the
@@ -225,8 +260,8 @@ def replay_through_policy(bag: Path, seed: int = SEED, instruction: str = INSTRU
     """
     graph = RosGraph()
     stop = threading.Event()
-    player_thread: Optional[threading.Thread] = None
-    collector: Optional[_Collector] = None
+    player_thread: threading.Thread | None = None
+    collector: _Collector | None = None
     try:
         start_nodes(graph, seed)
         collector = _Collector(graph, description())
@@ -255,8 +290,9 @@ def replay_through_policy(bag: Path, seed: int = SEED, instruction: str = INSTRU
         graph.shutdown()
 
 
-def _run_goal(graph: RosGraph, collector: _Collector, instruction: str, player_thread: threading.Thread,
-              timeout: float) -> ExecuteInstruction.Result:
+def _run_goal(
+    graph: RosGraph, collector: _Collector, instruction: str, player_thread: threading.Thread, timeout: float
+) -> ExecuteInstruction.Result:
     # One goal: the policy node accepts it at once and starts it when the streamer and an observation
     # are ready (within goal_start_timeout_s, see start_nodes).
     handle = collector.client.send_goal(instruction)
@@ -294,17 +330,30 @@ def golden_document(outcome: ReplayOutcome, scene: Scene) -> dict:
     chunks = sorted(outcome.chunks, key=lambda c: c.sequence)[:GOLDEN_CHUNKS]
     return {
         "about": "Golden values of tests/replay/test_golden_replay.py (see replay_scenario.py). "
-                 f"Regenerate with: {REGENERATE}",
+        f"Regenerate with: {REGENERATE}",
         "format": FIXTURE_FORMAT,
-        "scenario": {"robot": ROBOT, "seed": SEED, "instruction": INSTRUCTION, "chunks": GOLDEN_CHUNKS,
-                     "image_width": IMAGE_WIDTH, "image_height": IMAGE_HEIGHT, "camera_rate_hz": CAMERA_RATE_HZ,
-                     "warmup_iterations": WARMUP_ITERATIONS},
+        "scenario": {
+            "robot": ROBOT,
+            "seed": SEED,
+            "instruction": INSTRUCTION,
+            "chunks": GOLDEN_CHUNKS,
+            "image_width": IMAGE_WIDTH,
+            "image_height": IMAGE_HEIGHT,
+            "camera_rate_hz": CAMERA_RATE_HZ,
+            "warmup_iterations": WARMUP_ITERATIONS,
+        },
         "tolerances": {"chunk_actions": CHUNK_TOLERANCE},
         "scene": {"joint_positions": scene.joint_positions, "image_sha256": scene.image_sha256},
-        "chunks": [{"sequence": c.sequence, "names": list(c.names),
-                    "step_period_s": duration_to_seconds(c.step_period),
-                    # 1e-8 rounding is far inside the tolerance.
-                    "actions": np.round(chunk_actions(c), 8).tolist()} for c in chunks],
+        "chunks": [
+            {
+                "sequence": c.sequence,
+                "names": list(c.names),
+                "step_period_s": duration_to_seconds(c.step_period),
+                # 1e-8 rounding is far inside the tolerance.
+                "actions": np.round(chunk_actions(c), 8).tolist(),
+            }
+            for c in chunks
+        ],
     }
 
 

@@ -34,13 +34,30 @@ Regenerate the golden file after a deliberate change:
 
     scripts/with_env.sh python tests/replay/regenerate_golden.py
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pytest
+from replay_scenario import (
+    CHUNK_TOLERANCE,
+    GOLDEN_CHUNKS,
+    INSTRUCTION,
+    REGENERATE,
+    SEED,
+    WARMUP_ITERATIONS,
+    ReplayOutcome,
+    Scene,
+    chunk_actions,
+    command_positions,
+    description,
+    load_golden,
+    read_scene,
+    record_sim_bag,
+    replay_through_policy,
+)
 from trajectory_msgs.msg import JointTrajectory
 
 from pi0_msgs.action import ExecuteInstruction
@@ -48,9 +65,6 @@ from pi0_ros.bag.evaluate import EvaluateConfig, evaluate_bag
 from pi0_ros.bag.evaluation import Selection
 from pi0_ros.policy.model_loader import ModelSettings
 from pi0_ros.ros.conversions import duration_to_seconds, stamp_to_seconds
-from replay_scenario import (CHUNK_TOLERANCE, GOLDEN_CHUNKS, INSTRUCTION, REGENERATE, SEED, WARMUP_ITERATIONS,
-                             ReplayOutcome, Scene, chunk_actions, command_positions, description, load_golden,
-                             read_scene, record_sim_bag, replay_through_policy)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -95,7 +109,8 @@ def test_the_recorded_scene_is_static_and_the_golden_one(scene, golden):
     assert scene.distinct_images == len(scene.image_sha256), "the simulated cameras changed while recording"
     assert scene.joint_positions == golden["scene"]["joint_positions"], REGENERATE_HINT
     assert scene.image_sha256 == golden["scene"]["image_sha256"], (
-        f"the simulator renders the scene differently now; {REGENERATE_HINT}")
+        f"the simulator renders the scene differently now; {REGENERATE_HINT}"
+    )
 
 
 def test_the_goal_ran_until_canceled(replay):
@@ -119,7 +134,8 @@ def test_chunks_are_the_golden_chunks_stamped_with_recorded_observation_times(re
     for chunk, expected in zip(chunks, golden_chunks(golden)):
         difference = np.max(np.abs(chunk_actions(chunk) - expected))
         assert difference <= CHUNK_TOLERANCE, (
-            f"chunk {chunk.sequence} differs from the golden one by {difference:.2e}; {REGENERATE_HINT}")
+            f"chunk {chunk.sequence} differs from the golden one by {difference:.2e}; {REGENERATE_HINT}"
+        )
 
 
 def is_set_time(stamp: float, image_stamps: tuple[float, ...]) -> bool:
@@ -130,7 +146,7 @@ def is_set_time(stamp: float, image_stamps: tuple[float, ...]) -> bool:
     return bool(np.any(pairs & (np.abs(middles - stamp) < 1e-6)))
 
 
-def chunk_target(actions: np.ndarray, stamp: float, t: float) -> Optional[np.ndarray]:
+def chunk_target(actions: np.ndarray, stamp: float, t: float) -> np.ndarray | None:
     """The chunk's action at time t (linear between rows), or None past its last row (ARCHITECTURE.md)."""
     if t > stamp + (actions.shape[0] - 1) * STEP + 1e-9:
         return None
@@ -142,8 +158,9 @@ def chunk_target(actions: np.ndarray, stamp: float, t: float) -> Optional[np.nda
     return (1 - fraction) * actions[row] + fraction * actions[row + 1]
 
 
-def limited(target: np.ndarray, previous: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-            step: np.ndarray) -> np.ndarray:
+def limited(
+    target: np.ndarray, previous: np.ndarray, lower: np.ndarray, upper: np.ndarray, step: np.ndarray
+) -> np.ndarray:
     """At most one tick of velocity from `previous`, within the position limits."""
     return np.clip(previous + np.clip(np.clip(target, lower, upper) - previous, -step, step), lower, upper)
 
@@ -166,14 +183,15 @@ def ticks(replay: ReplayOutcome, arm: str, gripper: str) -> list[tuple[float, np
 
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_streamer_holds_the_recorded_pose_then_commands_the_chunks_at_each_tick(replay, golden, side):
-    group_joints = [j for g in ROBOT.joint_groups if g.name in (f"{side}_arm", f"{side}_gripper")
-                    for j in g.joints]
+    group_joints = [j for g in ROBOT.joint_groups if g.name in (f"{side}_arm", f"{side}_gripper") for j in g.joints]
     columns = [ROBOT.policy.actions.index(j.name) for j in group_joints]
     lower, upper = np.array([j.lower for j in group_joints]), np.array([j.upper for j in group_joints])
     step = np.array([j.max_velocity * CONTROL_PERIOD for j in group_joints])
     home = np.array([golden["scene"]["joint_positions"][j.name] for j in group_joints])
-    chunks = [(stamp_to_seconds(c.header.stamp), chunk_actions(c)[:, columns])
-              for c in sorted(replay.chunks, key=lambda c: c.sequence)]
+    chunks = [
+        (stamp_to_seconds(c.header.stamp), chunk_actions(c)[:, columns])
+        for c in sorted(replay.chunks, key=lambda c: c.sequence)
+    ]
 
     commands = ticks(replay, f"{side}_arm_controller", f"{side}_gripper_controller")
     # Ticks before the first chunk arrived (there may be none) hold the recorded pose exactly.
@@ -184,18 +202,27 @@ def test_streamer_holds_the_recorded_pose_then_commands_the_chunks_at_each_tick(
     for t, points in commands[holding:]:
         if np.allclose(points, previous, rtol=0.0, atol=1e-12):
             continue  # holding after the goal ended
-        error, index = min((oracle_error(chunks[i], t, points, previous, lower, upper, step), i)
-                           for i in range(active, len(chunks)))
+        error, index = min(
+            (oracle_error(chunks[i], t, points, previous, lower, upper, step), i) for i in range(active, len(chunks))
+        )
         assert error <= ORACLE_TOLERANCE, (
             f"{side} command {t - chunks[0][0]:+.3f} s after the first chunk's observation is no chunk's "
-            f"(closest: chunk {index + 1}, off by {error:.2e})")
+            f"(closest: chunk {index + 1}, off by {error:.2e})"
+        )
         active, previous, streamed = index, points[0], streamed + 1
     assert streamed >= 5, "the streamer sent commands from the chunks"
     assert active >= GOLDEN_CHUNKS - 1, "later chunks took over"
 
 
-def oracle_error(chunk: tuple[float, np.ndarray], t: float, points: np.ndarray, previous: np.ndarray,
-                 lower: np.ndarray, upper: np.ndarray, step: np.ndarray) -> float:
+def oracle_error(
+    chunk: tuple[float, np.ndarray],
+    t: float,
+    points: np.ndarray,
+    previous: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    step: np.ndarray,
+) -> float:
     """How far a tick's points are from `chunk` sampled at the tick and its lookahead, limited from `previous`."""
     stamp, actions = chunk
     target = chunk_target(actions, stamp, t)
@@ -219,14 +246,18 @@ def test_commands_stay_finite_within_limits_and_one_tick_apart(replay, controlle
     messages = replay.commands[controller]
     assert messages, f"no command from {controller}"
     for message in messages:
-        points = np.array([p.positions for p in message.points]) if isinstance(message, JointTrajectory) \
+        points = (
+            np.array([p.positions for p in message.points])
+            if isinstance(message, JointTrajectory)
             else np.array([message.data])
+        )
         assert np.all(np.isfinite(points)) and np.all(points >= lower) and np.all(points <= upper)
         # The lookahead points are limited one after the other, like consecutive ticks.
         assert np.all(np.abs(np.diff(points, axis=0)) <= step + 1e-9)
         if isinstance(message, JointTrajectory):
             assert [duration_to_seconds(p.time_from_start) for p in message.points] == pytest.approx(
-                [k * CONTROL_PERIOD for k in range(len(message.points))])
+                [k * CONTROL_PERIOD for k in range(len(message.points))]
+            )
     now = np.array([command_positions(m) for m in messages])
     assert np.all(np.abs(np.diff(now, axis=0)) <= step + 1e-9)
 
@@ -243,13 +274,21 @@ def test_commands_run_at_the_control_rate_in_bag_time(replay):
     assert np.median(gaps) < 2 * CONTROL_PERIOD
 
 
-def evaluate_offline(bag: Path, output: Path, seed: int = SEED, instruction: str = INSTRUCTION,
-                     chunks: int = GOLDEN_CHUNKS) -> list[np.ndarray]:
+def evaluate_offline(
+    bag: Path, output: Path, seed: int = SEED, instruction: str = INSTRUCTION, chunks: int = GOLDEN_CHUNKS
+) -> list[np.ndarray]:
     """The evaluator's chunks that line up with the live ones: those after the draws the warm-up took."""
-    outcome = evaluate_bag(EvaluateConfig(
-        bag=bag, description=ROBOT, model=ModelSettings(checkpoint="", device="cpu", dtype="float32", seed=seed),
-        selection=Selection(every=1, max_chunks=WARMUP_ITERATIONS + chunks), output=output,
-        instruction=instruction, torch_threads=1))
+    outcome = evaluate_bag(
+        EvaluateConfig(
+            bag=bag,
+            description=ROBOT,
+            model=ModelSettings(checkpoint="", device="cpu", dtype="float32", seed=seed),
+            selection=Selection(every=1, max_chunks=WARMUP_ITERATIONS + chunks),
+            output=output,
+            instruction=instruction,
+            torch_threads=1,
+        )
+    )
     return [c.actions for c in outcome.evaluation.chunks[WARMUP_ITERATIONS:]]
 
 

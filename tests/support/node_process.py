@@ -1,4 +1,5 @@
 """Stopping a node's process the way `ros2 launch` does on Ctrl-C, and timing it."""
+
 from __future__ import annotations
 
 import signal
@@ -17,8 +18,9 @@ class Stopped:
     output: str
 
 
-def stop_like_launch(process: subprocess.Popen, first: signal.Signals = signal.SIGINT, gap: float = 0.05,
-                     timeout: float = 20.0) -> Stopped:
+def stop_like_launch(
+    process: subprocess.Popen, first: signal.Signals = signal.SIGINT, gap: float = 0.05, timeout: float = 20.0
+) -> Stopped:
     """Sends `first`, then SIGINT `gap` s later, as a node under `ros2 launch` may get them (Ctrl-C reaches the
     whole process group, launch may send its own, a person presses Ctrl-C again). `process` must pipe its
     output as text."""

@@ -1,4 +1,5 @@
 """Paths of the robot descriptions shipped in pi0_bringup (source tree, no install needed)."""
+
 from pathlib import Path
 
 ROBOTS_DIR = Path(__file__).resolve().parents[2] / "pi0_bringup" / "config" / "robots"

@@ -4,11 +4,13 @@ One SingleThreadedExecutor per node mirrors deployment (one node per process,
 each main() spinning it single-threaded) as closely as a single test process
 allows: nodes sharing one executor delay each other's timers.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor

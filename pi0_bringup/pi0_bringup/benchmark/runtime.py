@@ -45,6 +45,7 @@ best-effort subscriptions for commands and chunks, so that it never makes a
 publisher wait for it. Jitter on a shared machine is only meaningful next to
 the bare loop's: the report gives the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,9 +58,10 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -67,24 +69,42 @@ from ament_index_python.packages import PackageNotFoundError, get_package_share_
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
-from pi0_msgs.action import ExecuteInstruction
-from pi0_msgs.msg import ActionChunk, StreamerStatus
-from pi0_bringup.benchmark.support import (ChunkGaps, ChunkLatency, ChunkSample, CommandSample, CommandTiming,
-                                           CpuUsage, StatusSample, Summary, bare_loop_command, chunk_gaps,
-                                           chunk_latency, command_timing, cpu_snapshot, cpu_usage, first_commands,
-                                           parse_bare_loop_output, summarize)
+from pi0_bringup.benchmark.support import (
+    ChunkGaps,
+    ChunkLatency,
+    ChunkSample,
+    CommandSample,
+    CommandTiming,
+    CpuUsage,
+    StatusSample,
+    Summary,
+    bare_loop_command,
+    chunk_gaps,
+    chunk_latency,
+    command_timing,
+    cpu_snapshot,
+    cpu_usage,
+    first_commands,
+    parse_bare_loop_output,
+    summarize,
+)
 from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
 from pi0_bringup.graph_client import GoalRejectedError, GraphClient, GraphClientError
-from pi0_bringup.supervisor import (GraphProcesses, NodeProcess, ProcessExitedError, isolate_ros_domain,
-                                    stop_processes)
+from pi0_bringup.supervisor import GraphProcesses, NodeProcess, ProcessExitedError, isolate_ros_domain, stop_processes
+from pi0_msgs.action import ExecuteInstruction
+from pi0_msgs.msg import ActionChunk, StreamerStatus
 from pi0_ros.core.chunk import Handover
-from pi0_ros.ros.image_conversion import (compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_compressed_msg,
-                                          rgb_to_image_msg)
-from pi0_ros.policy.observation_source import state_joint_topics
-from pi0_ros.policy.observation_sync import ObservationSynchronizer, SyncConfig
 from pi0_ros.core.rate_monitor import RateStats, rate_stats
 from pi0_ros.core.robot_description import ControllerSpec, DescriptionError, RobotDescription, load_robot_description
+from pi0_ros.policy.observation_source import state_joint_topics
+from pi0_ros.policy.observation_sync import ObservationSynchronizer, SyncConfig
 from pi0_ros.ros.conversions import duration_to_seconds, qos_profile, stamp_to_seconds
+from pi0_ros.ros.image_conversion import (
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    rgb_to_compressed_msg,
+    rgb_to_image_msg,
+)
 
 JITTER_TARGET_MS = 2.0
 RATE_TOLERANCE_PCT = 0.5
@@ -113,10 +133,11 @@ class BenchmarkConfig:
     camera_rate_hz: float
     domain_id: int
     startup_timeout: float  # s allowed for each start-up step (process start, configure, first chunk)
-    json_path: Optional[str]
+    json_path: str | None
 
 
 # -- results ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class StreamerReport:
@@ -133,7 +154,7 @@ class InferenceReport:
     chunks: int  # chunks received in the window
     chunks_missed: int  # sequence numbers in the window that never reached this (best-effort) observer
     rate_hz: float  # chunks per second
-    obs_to_chunk_ready_ms: Optional[Summary]  # per chunk, as the policy node stamps it
+    obs_to_chunk_ready_ms: Summary | None  # per chunk, as the policy node stamps it
     model_mean_ms: float  # pi0 forward time per chunk over the whole goal (goal result)
     model_p95_ms: float
     model_max_ms: float
@@ -168,12 +189,12 @@ class BenchmarkResult:
     commands: tuple[CommandTiming, ...]
     streamer: StreamerReport
     baseline: RateStats  # bare loop, same window
-    jitter_ratio: Optional[float]  # streamer tick p99 / bare-loop p99
+    jitter_ratio: float | None  # streamer tick p99 / bare-loop p99
     gaps: ChunkGaps
     latency: ChunkLatency
     inference: InferenceReport
     sync_cost: SyncCost
-    cpu: Optional[CpuUsage]  # during the window
+    cpu: CpuUsage | None  # during the window
     targets: tuple[TargetCheck, ...]
 
     @property
@@ -191,7 +212,7 @@ class BenchmarkRecording:
     goal_id: str
     window_start: float
     window_end: float
-    cpu: Optional[CpuUsage]
+    cpu: CpuUsage | None
 
 
 @dataclass(frozen=True)
@@ -202,6 +223,7 @@ class GoalTiming:
 
 
 # -- the graph -------------------------------------------------------------------------------------
+
 
 def timed_controllers(description: RobotDescription) -> tuple[ControllerSpec, ...]:
     """The controllers whose commands are timed: one per interface kind (they share message construction
@@ -215,12 +237,20 @@ def timed_controllers(description: RobotDescription) -> tuple[ControllerSpec, ..
 def benchmark_graph(config: BenchmarkConfig, description: RobotDescription) -> tuple[NodeSpec, ...]:
     """The launch files' graph (pi0_bringup.graph.node_graph) with the simulated robot, the tiny model
     and autostart; no respawn, since a node that dies fails the measurement."""
-    options = GraphOptions(robot=config.description_path, sim=True, chunk_handover=config.handover,
-                           torch_threads=config.torch_threads, streamer_priority=config.streamer_priority,
-                           sim_image_size=(config.image_width, config.image_height), respawn_delay=0)
+    options = GraphOptions(
+        robot=config.description_path,
+        sim=True,
+        chunk_handover=config.handover,
+        torch_threads=config.torch_threads,
+        streamer_priority=config.streamer_priority,
+        sim_image_size=(config.image_width, config.image_height),
+        respawn_delay=0,
+    )
     camera_rate = {"camera_rate_hz": float(config.camera_rate_hz)}
-    return tuple(dataclasses.replace(spec, parameters={**spec.parameters, **camera_rate}) if spec.name == SIM_NODE
-                 else spec for spec in node_graph(options, description))
+    return tuple(
+        dataclasses.replace(spec, parameters={**spec.parameters, **camera_rate}) if spec.name == SIM_NODE else spec
+        for spec in node_graph(options, description)
+    )
 
 
 class Graph:
@@ -238,17 +268,21 @@ class Graph:
         self.log_dir = log_dir
         self.processes = GraphProcesses(benchmark_graph(config, description), log_dir=log_dir)
         self.helpers: list[NodeProcess] = []
-        self.client: Optional[GraphClient] = None
+        self.client: GraphClient | None = None
         self.chunks: list[ChunkSample] = []
 
-    def __enter__(self) -> "Graph":
+    def __enter__(self) -> Graph:
         try:
             self.processes.start()
-            self.client = GraphClient(self.description, name="pi0_benchmark",
-                                      controllers=timed_controllers(self.description),
-                                      command_qos=qos_profile("best_effort", 100))
-            self.client.node.create_subscription(ActionChunk, "action_chunk", self._on_chunk,
-                                                 qos_profile("best_effort", 100))
+            self.client = GraphClient(
+                self.description,
+                name="pi0_benchmark",
+                controllers=timed_controllers(self.description),
+                command_qos=qos_profile("best_effort", 100),
+            )
+            self.client.node.create_subscription(
+                ActionChunk, "action_chunk", self._on_chunk, qos_profile("best_effort", 100)
+            )
         except BaseException:
             self.close()
             raise
@@ -264,25 +298,44 @@ class Graph:
             self.client.close()
 
     def _on_chunk(self, message: ActionChunk, info: dict) -> None:
-        self.chunks.append(ChunkSample(
-            goal_id=message.goal_id, sequence=message.sequence, stamp=stamp_to_seconds(message.header.stamp),
-            step=duration_to_seconds(message.step_period), horizon=message.horizon,
-            ready_latency_ms=message.inference_latency_ms, received=info["received_timestamp"] * 1e-9))
+        self.chunks.append(
+            ChunkSample(
+                goal_id=message.goal_id,
+                sequence=message.sequence,
+                stamp=stamp_to_seconds(message.header.stamp),
+                step=duration_to_seconds(message.step_period),
+                horizon=message.horizon,
+                ready_latency_ms=message.inference_latency_ms,
+                received=info["received_timestamp"] * 1e-9,
+            )
+        )
 
     def node(self, name: str) -> NodeProcess:
         return self.processes.processes[name]
 
     def statuses(self) -> list[StatusSample]:
-        return [StatusSample(
-            stamp=stamp_to_seconds(m.header.stamp), mode=m.mode, hold_reason=m.hold_reason, goal_id=m.goal_id,
-            commands_sent=m.commands_sent, jitter_p99_ms=m.jitter_p99_ms, command_rate_hz=m.command_rate_hz)
-            for m in self.client.streamer_statuses()]
+        return [
+            StatusSample(
+                stamp=stamp_to_seconds(m.header.stamp),
+                mode=m.mode,
+                hold_reason=m.hold_reason,
+                goal_id=m.goal_id,
+                commands_sent=m.commands_sent,
+                jitter_p99_ms=m.jitter_p99_ms,
+                command_rate_hz=m.command_rate_hz,
+            )
+            for m in self.client.streamer_statuses()
+        ]
 
     def commands(self) -> dict[str, tuple[CommandSample, ...]]:
         """Topic -> the commands received on it."""
-        return {c.topic: tuple(CommandSample(stamp=r.stamp, published=r.published, received=r.delivered,
-                                             sequence=r.sequence) for r in self.client.commands.all(c.name))
-                for c in self.client.controllers}
+        return {
+            c.topic: tuple(
+                CommandSample(stamp=r.stamp, published=r.published, received=r.delivered, sequence=r.sequence)
+                for r in self.client.commands.all(c.name)
+            )
+            for c in self.client.controllers
+        }
 
     def wait_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         try:
@@ -315,8 +368,9 @@ def start_goal(graph: Graph) -> Any:
     try:
         return graph.client.send_goal(INSTRUCTION, timeout=graph.config.startup_timeout, processes=graph.processes)
     except GoalRejectedError as exc:
-        raise BenchmarkError(f"pi0_policy rejected the goal: {exc}{graph.node(POLICY_NODE).describe_output()}") \
-            from None
+        raise BenchmarkError(
+            f"pi0_policy rejected the goal: {exc}{graph.node(POLICY_NODE).describe_output()}"
+        ) from None
     except GraphClientError as exc:
         raise BenchmarkError(str(exc)) from None
 
@@ -327,10 +381,13 @@ def finish_goal(graph: Graph, handle: Any) -> GoalTiming:
     graph.result_of(handle.cancel_goal_async(), 10.0, "the goal cancel response")
     result = graph.result_of(result_future, 15.0, "the goal result").result
     if result.end_reason != ExecuteInstruction.Result.END_REASON_CANCELED:
-        raise BenchmarkError(f"the instruction goal ended before the measurement did (end reason "
-                             f"{result.end_reason}: {result.message}){graph.node(POLICY_NODE).describe_output()}")
-    return GoalTiming(result.inference_latency_mean_ms, result.inference_latency_p95_ms,
-                      result.inference_latency_max_ms)
+        raise BenchmarkError(
+            f"the instruction goal ended before the measurement did (end reason "
+            f"{result.end_reason}: {result.message}){graph.node(POLICY_NODE).describe_output()}"
+        )
+    return GoalTiming(
+        result.inference_latency_mean_ms, result.inference_latency_p95_ms, result.inference_latency_max_ms
+    )
 
 
 def record(graph: Graph) -> tuple[BenchmarkRecording, list[float], GoalTiming]:
@@ -339,12 +396,20 @@ def record(graph: Graph) -> tuple[BenchmarkRecording, list[float], GoalTiming]:
     wait_for_active_policy(graph)
     progress("pi0_policy active; sending the instruction goal")
     handle = start_goal(graph)
-    graph.wait_until(lambda: any(s.mode == STREAMING_MODE for s in graph.client.streamer_statuses()),
-                     config.startup_timeout, "the command streamer to stream")
+    graph.wait_until(
+        lambda: any(s.mode == STREAMING_MODE for s in graph.client.streamer_statuses()),
+        config.startup_timeout,
+        "the command streamer to stream",
+    )
     start = time.time() + config.warmup
     progress(f"streaming; settling {config.warmup:.1f} s, then recording {config.duration:.1f} s")
-    baseline = NodeProcess("bare_loop", bare_loop_command(graph.description.control_period, start, config.duration),
-                           os.environ, graph.log_dir, stdout_apart=True)
+    baseline = NodeProcess(
+        "bare_loop",
+        bare_loop_command(graph.description.control_period, start, config.duration),
+        os.environ,
+        graph.log_dir,
+        stdout_apart=True,
+    )
     graph.helpers.append(baseline)
     pids = {name: process.pid for name, process in graph.processes.processes.items()}
     pids["benchmark"] = os.getpid()
@@ -354,23 +419,31 @@ def record(graph: Graph) -> tuple[BenchmarkRecording, list[float], GoalTiming]:
     after = cpu_snapshot(pids)
     graph.wait_until(lambda: not baseline.running, 10.0, "the bare-loop baseline to finish")
     if baseline.returncode != 0:
-        raise ProcessExitedError(f"the bare-loop baseline failed with code {baseline.returncode}"
-                                 f"{baseline.describe_output()}")
+        raise ProcessExitedError(
+            f"the bare-loop baseline failed with code {baseline.returncode}{baseline.describe_output()}"
+        )
     timing = finish_goal(graph, handle)
     recording = BenchmarkRecording(
-        commands=graph.commands(), chunks=tuple(graph.chunks), statuses=tuple(graph.statuses()),
-        goal_id=bytes(handle.goal_id.uuid).hex(), window_start=start, window_end=start + config.duration,
-        cpu=cpu_usage(before, after))
+        commands=graph.commands(),
+        chunks=tuple(graph.chunks),
+        statuses=tuple(graph.statuses()),
+        goal_id=bytes(handle.goal_id.uuid).hex(),
+        window_start=start,
+        window_end=start + config.duration,
+        cpu=cpu_usage(before, after),
+    )
     return recording, parse_bare_loop_output(baseline.stdout_text()), timing
 
 
 # -- synchronizer microbenchmark -------------------------------------------------------------------
 
+
 def synthetic_frame(width: int, height: int) -> np.ndarray:
     """A smooth colour pattern: realistic for JPEG, and content does not matter for raw images."""
     y, x = np.mgrid[0:height, 0:width]
-    return np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) % 256],
-                    axis=-1).astype(np.uint8)
+    return np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) % 256], axis=-1).astype(
+        np.uint8
+    )
 
 
 def _timed(samples: list[float], call: Callable[..., Any], *args: Any) -> Any:
@@ -409,7 +482,7 @@ def measure_sync_cost(description: RobotDescription, width: int, height: int, ca
     serialized = serialize_message(rgb_to_compressed_msg(frame) if compressed else rgb_to_image_msg(frame))
     joint_states = _joint_state_messages(description, topics)
     times: dict[str, list[float]] = {k: [] for k in ("deserialize", "decode", "add_image", "add_joint", "latest")}
-    newest: Optional[float] = None
+    newest: float | None = None
     for t, kind in _sensor_events(camera_rate_hz, description.control_period, time.time()):
         if kind == "joints":
             for topic, message in joint_states.items():
@@ -423,23 +496,35 @@ def measure_sync_cost(description: RobotDescription, width: int, height: int, ca
         if result.ok:
             newest = result.observation.stamp
     return SyncCost(
-        camera_format="jpeg" if compressed else "rgb8", deserialize_image_us=summarize(times["deserialize"]),
-        decode_image_us=summarize(times["decode"]), add_image_us=summarize(times["add_image"]),
-        add_joint_state_us=summarize(times["add_joint"]), latest_us=summarize(times["latest"]))
+        camera_format="jpeg" if compressed else "rgb8",
+        deserialize_image_us=summarize(times["deserialize"]),
+        decode_image_us=summarize(times["decode"]),
+        add_image_us=summarize(times["add_image"]),
+        add_joint_state_us=summarize(times["add_joint"]),
+        latest_us=summarize(times["latest"]),
+    )
 
 
 # -- analysis --------------------------------------------------------------------------------------
+
 
 def _in_window(samples: Sequence[Any], time_of: Callable[[Any], float], recording: BenchmarkRecording) -> list[Any]:
     return [s for s in samples if recording.window_start <= time_of(s) <= recording.window_end]
 
 
-def analyze(config: BenchmarkConfig, description: RobotDescription, recording: BenchmarkRecording,
-            baseline_ticks: list[float], goal: GoalTiming, sync_cost: SyncCost) -> BenchmarkResult:
+def analyze(
+    config: BenchmarkConfig,
+    description: RobotDescription,
+    recording: BenchmarkRecording,
+    baseline_ticks: list[float],
+    goal: GoalTiming,
+    sync_cost: SyncCost,
+) -> BenchmarkResult:
     period = description.control_period
     window = recording.window_end - recording.window_start
-    commands = {topic: _in_window(samples, lambda s: s.tick_time, recording)
-                for topic, samples in recording.commands.items()}
+    commands = {
+        topic: _in_window(samples, lambda s: s.tick_time, recording) for topic, samples in recording.commands.items()
+    }
     controllers = timed_controllers(description)
     timings = tuple(command_timing(c.topic, c.interface, commands[c.topic], period) for c in controllers)
     primary = next((t for t in timings if t.stamped), timings[0])
@@ -451,14 +536,29 @@ def analyze(config: BenchmarkConfig, description: RobotDescription, recording: B
     baseline = rate_stats(baseline_ticks, period)
     gaps = chunk_gaps(commands[primary.topic], statuses, recording.goal_id, primary)
     result = BenchmarkResult(
-        config=config, cpus=os.cpu_count() or 0, window_s=window, nominal_rate_hz=1.0 / period, commands=timings,
-        streamer=streamer_report(statuses), baseline=baseline,
+        config=config,
+        cpus=os.cpu_count() or 0,
+        window_s=window,
+        nominal_rate_hz=1.0 / period,
+        commands=timings,
+        streamer=streamer_report(statuses),
+        baseline=baseline,
         jitter_ratio=primary.tick.jitter_p99_ms / baseline.jitter_p99_ms if baseline.jitter_p99_ms > 0 else None,
-        gaps=gaps, latency=chunk_latency(chunks, firsts),
-        inference=InferenceReport(len(chunks), _missed(c.sequence for c in chunks), len(chunks) / window,
-                                  summarize(c.ready_latency_ms for c in chunks),
-                                  goal.model_mean_ms, goal.model_p95_ms, goal.model_max_ms),
-        sync_cost=sync_cost, cpu=recording.cpu, targets=())
+        gaps=gaps,
+        latency=chunk_latency(chunks, firsts),
+        inference=InferenceReport(
+            len(chunks),
+            _missed(c.sequence for c in chunks),
+            len(chunks) / window,
+            summarize(c.ready_latency_ms for c in chunks),
+            goal.model_mean_ms,
+            goal.model_p95_ms,
+            goal.model_max_ms,
+        ),
+        sync_cost=sync_cost,
+        cpu=recording.cpu,
+        targets=(),
+    )
     return dataclasses.replace(result, targets=check_targets(result, primary))
 
 
@@ -471,8 +571,9 @@ def streamer_report(statuses: Sequence[StatusSample]) -> StreamerReport:
     if not statuses:
         return StreamerReport(0, 0.0, 0.0, 0.0)
     last = max(statuses, key=lambda s: s.stamp)
-    return StreamerReport(len(statuses), last.jitter_p99_ms, max(s.jitter_p99_ms for s in statuses),
-                          last.command_rate_hz)
+    return StreamerReport(
+        len(statuses), last.jitter_p99_ms, max(s.jitter_p99_ms for s in statuses), last.command_rate_hz
+    )
 
 
 def check_targets(result: BenchmarkResult, primary: CommandTiming) -> tuple[TargetCheck, ...]:
@@ -484,29 +585,42 @@ def check_targets(result: BenchmarkResult, primary: CommandTiming) -> tuple[Targ
     gaps = result.gaps
     hold = "n/a" if gaps.hold_ticks is None else str(gaps.hold_ticks)
     return (
-        TargetCheck("command rate", f"{nominal:.1f} Hz ±{RATE_TOLERANCE_PCT} %",
-                    f"{worst_rate.rate_hz:.3f} Hz ({worst_rate.rate_error_pct:+.2f} %)",
-                    primary.messages > 1 and abs(worst_rate.rate_error_pct) <= RATE_TOLERANCE_PCT),
-        TargetCheck("p99 jitter, streamer tick", f"< {JITTER_TARGET_MS:.0f} ms",
-                    f"{primary.tick.jitter_p99_ms:.2f} ms ({baseline})",
-                    0 < primary.tick.count and primary.tick.jitter_p99_ms < JITTER_TARGET_MS),
-        TargetCheck("p99 jitter, received", f"< {JITTER_TARGET_MS:.0f} ms",
-                    f"{primary.received.jitter_p99_ms:.2f} ms",
-                    0 < primary.received.count and primary.received.jitter_p99_ms < JITTER_TARGET_MS),
-        TargetCheck("no gap between chunks", "0 hold/skipped/lost",
-                    f"{hold} hold ticks, {gaps.holding_statuses} HOLDING statuses, "
-                    f"{gaps.skipped_ticks} skipped, {gaps.lost_messages} lost",
-                    gaps.none and gaps.hold_ticks is not None),
+        TargetCheck(
+            "command rate",
+            f"{nominal:.1f} Hz ±{RATE_TOLERANCE_PCT} %",
+            f"{worst_rate.rate_hz:.3f} Hz ({worst_rate.rate_error_pct:+.2f} %)",
+            primary.messages > 1 and abs(worst_rate.rate_error_pct) <= RATE_TOLERANCE_PCT,
+        ),
+        TargetCheck(
+            "p99 jitter, streamer tick",
+            f"< {JITTER_TARGET_MS:.0f} ms",
+            f"{primary.tick.jitter_p99_ms:.2f} ms ({baseline})",
+            primary.tick.count > 0 and primary.tick.jitter_p99_ms < JITTER_TARGET_MS,
+        ),
+        TargetCheck(
+            "p99 jitter, received",
+            f"< {JITTER_TARGET_MS:.0f} ms",
+            f"{primary.received.jitter_p99_ms:.2f} ms",
+            primary.received.count > 0 and primary.received.jitter_p99_ms < JITTER_TARGET_MS,
+        ),
+        TargetCheck(
+            "no gap between chunks",
+            "0 hold/skipped/lost",
+            f"{hold} hold ticks, {gaps.holding_statuses} HOLDING statuses, "
+            f"{gaps.skipped_ticks} skipped, {gaps.lost_messages} lost",
+            gaps.none and gaps.hold_ticks is not None,
+        ),
     )
 
 
 # -- report ----------------------------------------------------------------------------------------
 
+
 def _jitter(stats: RateStats) -> str:
     return f"{stats.jitter_p50_ms:7.3f} {stats.jitter_p99_ms:7.3f} {stats.jitter_max_ms:7.2f}"
 
 
-def _summary(summary: Optional[Summary], digits: int = 1) -> str:
+def _summary(summary: Summary | None, digits: int = 1) -> str:
     if summary is None:
         return f"{'-':>8} {'-':>8} {'-':>8} {0:>5}"
     return f"{summary.p50:8.{digits}f} {summary.p95:8.{digits}f} {summary.max:8.{digits}f} {summary.count:5d}"
@@ -517,7 +631,7 @@ def format_report(result: BenchmarkResult) -> str:
     lines = [
         f"pi0_ros runtime benchmark: {config.robot}, {config.image_width}x{config.image_height} images, "
         f"{config.handover} hand-over, tiny model on {config.torch_threads} torch thread(s), {result.cpus} CPUs, "
-        f"streamer {'SCHED_FIFO ' + str(config.streamer_priority) if config.streamer_priority else 'normal scheduling'}",
+        "streamer " + (f"SCHED_FIFO {config.streamer_priority}" if config.streamer_priority else "normal scheduling"),
         f"window {result.window_s:.1f} s after {config.warmup:.1f} s of streaming, "
         f"nominal {result.nominal_rate_hz:.1f} Hz, ROS_DOMAIN_ID {config.domain_id}",
         "",
@@ -529,8 +643,9 @@ def format_report(result: BenchmarkResult) -> str:
         points += [("published (DDS source time)", timing.published), ("received (DDS reception)", timing.received)]
         for label, stats in points:
             deviation = (stats.rate_hz / result.nominal_rate_hz - 1) * 100
-            lines.append(f"    {label:40} {stats.rate_hz:8.3f} {deviation:+7.2f}  {'':7}{_jitter(stats)} "
-                         f"{stats.count + 1:6d}")
+            lines.append(
+                f"    {label:40} {stats.rate_hz:8.3f} {deviation:+7.2f}  {'':7}{_jitter(stats)} {stats.count + 1:6d}"
+            )
     lines += [
         f"  {'bare loop, same window (noise floor)':42} {result.baseline.rate_hz:8.3f} {'':7}  {'':7}"
         f"{_jitter(result.baseline)} {result.baseline.count + 1:6d}",
@@ -543,12 +658,14 @@ def format_report(result: BenchmarkResult) -> str:
     return "\n".join(lines)
 
 
-def _cpu_line(cpu: Optional[CpuUsage]) -> str:
+def _cpu_line(cpu: CpuUsage | None) -> str:
     if cpu is None:
         return "  CPU usage: not available on this platform"
     processes = ", ".join(f"{name} {pct:.0f} %" for name, pct in cpu.process_pct.items())
-    return (f"  CPU in the window: machine {cpu.machine_busy_pct:.0f} % busy (steal {cpu.steal_pct:.1f} %); "
-            f"per process (% of one core): {processes}")
+    return (
+        f"  CPU in the window: machine {cpu.machine_busy_pct:.0f} % busy (steal {cpu.steal_pct:.1f} %); "
+        f"per process (% of one core): {processes}"
+    )
 
 
 def _latency_lines(result: BenchmarkResult) -> list[str]:
@@ -567,13 +684,16 @@ def _latency_lines(result: BenchmarkResult) -> list[str]:
 
 
 def _sync_lines(cost: SyncCost) -> list[str]:
-    rows = [("deserialize camera message (rclpy)", cost.deserialize_image_us),
-            (f"decode {cost.camera_format} to RGB", cost.decode_image_us),
-            ("ObservationSynchronizer.add_image", cost.add_image_us),
-            ("ObservationSynchronizer.add_joint_state", cost.add_joint_state_us),
-            ("ObservationSynchronizer.latest", cost.latest_us)]
+    rows = [
+        ("deserialize camera message (rclpy)", cost.deserialize_image_us),
+        (f"decode {cost.camera_format} to RGB", cost.decode_image_us),
+        ("ObservationSynchronizer.add_image", cost.add_image_us),
+        ("ObservationSynchronizer.add_joint_state", cost.add_joint_state_us),
+        ("ObservationSynchronizer.latest", cost.latest_us),
+    ]
     return [f"{'synchronizer cost per message, us':44} {'p50':>8} {'p95':>8} {'max':>8} {'n':>5}"] + [
-        f"  {label:42} {_summary(summary)}" for label, summary in rows]
+        f"  {label:42} {_summary(summary)}" for label, summary in rows
+    ]
 
 
 def _target_lines(result: BenchmarkResult) -> list[str]:
@@ -581,8 +701,10 @@ def _target_lines(result: BenchmarkResult) -> list[str]:
     for check in result.targets:
         lines.append(f"  {check.name:28} {check.target:22} {check.measured:60} {'PASS' if check.passed else 'MISS'}")
     if result.baseline.jitter_p99_ms >= JITTER_TARGET_MS:
-        lines.append(f"  note: the machine's own noise floor (bare loop p99 {result.baseline.jitter_p99_ms:.2f} ms) "
-                     f"is above the {JITTER_TARGET_MS:.0f} ms target in this run")
+        lines.append(
+            f"  note: the machine's own noise floor (bare loop p99 {result.baseline.jitter_p99_ms:.2f} ms) "
+            f"is above the {JITTER_TARGET_MS:.0f} ms target in this run"
+        )
     return lines
 
 
@@ -593,6 +715,7 @@ def result_json(result: BenchmarkResult) -> str:
 
 
 # -- command line ----------------------------------------------------------------------------------
+
 
 def progress(text: str) -> None:
     print(f"[benchmark_runtime] {text}", file=sys.stderr, flush=True)
@@ -630,27 +753,48 @@ def _positive(text: str) -> float:
     return value
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="benchmark_runtime",
         description="Run the pi0 node graph (simulated robot, tiny model, command streamer) and measure "
-                    "command rate, jitter, chunk gaps, latencies, inference rate and synchronizer cost.")
+        "command rate, jitter, chunk gaps, latencies, inference rate and synchronizer cost.",
+    )
     parser.add_argument("--robot", default="aloha", help="robot name in pi0_bringup or a description YAML path")
     parser.add_argument("--duration", type=_positive, default=20.0, help="seconds recorded (default 20)")
-    parser.add_argument("--image-size", type=_image_size, default=(224, 224), metavar="WxH",
-                        help="rendered camera size (default 224x224)")
-    parser.add_argument("--handover", default="splice", choices=[h.value for h in Handover],
-                        help="chunk hand-over of the streamer (default splice)")
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=(224, 224),
+        metavar="WxH",
+        help="rendered camera size (default 224x224)",
+    )
+    parser.add_argument(
+        "--handover",
+        default="splice",
+        choices=[h.value for h in Handover],
+        help="chunk hand-over of the streamer (default splice)",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of streaming before recording (default 3)")
-    parser.add_argument("--torch-threads", type=int, default=1,
-                        help="model threads of the policy node (default 1: one core left for the rest)")
-    parser.add_argument("--streamer-priority", type=int, default=10, choices=range(0, 100), metavar="0-99",
-                        help="SCHED_FIFO priority of the streamer (its realtime_priority parameter; default 10 as "
-                             "in the launch files); 0 = normal scheduling")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="model threads of the policy node (default 1: one core left for the rest)",
+    )
+    parser.add_argument(
+        "--streamer-priority",
+        type=int,
+        default=10,
+        choices=range(0, 100),
+        metavar="0-99",
+        help="SCHED_FIFO priority of the streamer (its realtime_priority parameter; default 10 as "
+        "in the launch files); 0 = normal scheduling",
+    )
     parser.add_argument("--camera-rate", type=_positive, default=30.0, help="camera rate in Hz (default 30)")
-    parser.add_argument("--startup-timeout", type=_positive, default=120.0,
-                        help="seconds allowed for each start-up step (default 120)")
+    parser.add_argument(
+        "--startup-timeout", type=_positive, default=120.0, help="seconds allowed for each start-up step (default 120)"
+    )
     args = parser.parse_args(argv)
     if args.warmup < 0 or args.torch_threads < 1:
         parser.error("--warmup must not be negative and --torch-threads must be at least 1")
@@ -660,11 +804,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def make_config(args: argparse.Namespace) -> BenchmarkConfig:
     domain = os.environ.get("ROS_DOMAIN_ID") or str(random.SystemRandom().randint(1, 101))
     return BenchmarkConfig(
-        robot=args.robot, description_path=str(resolve_robot(args.robot)), duration=args.duration,
-        image_width=args.image_size[0], image_height=args.image_size[1], handover=args.handover,
-        warmup=args.warmup, torch_threads=args.torch_threads, streamer_priority=args.streamer_priority,
+        robot=args.robot,
+        description_path=str(resolve_robot(args.robot)),
+        duration=args.duration,
+        image_width=args.image_size[0],
+        image_height=args.image_size[1],
+        handover=args.handover,
+        warmup=args.warmup,
+        torch_threads=args.torch_threads,
+        streamer_priority=args.streamer_priority,
         camera_rate_hz=args.camera_rate,
-        domain_id=int(domain), startup_timeout=args.startup_timeout, json_path=args.json)
+        domain_id=int(domain),
+        startup_timeout=args.startup_timeout,
+        json_path=args.json,
+    )
 
 
 def isolate_ros_traffic(config: BenchmarkConfig, log_dir: Path) -> None:
@@ -677,8 +830,7 @@ def isolate_ros_traffic(config: BenchmarkConfig, log_dir: Path) -> None:
 def run_benchmark(config: BenchmarkConfig, log_dir: Path) -> BenchmarkResult:
     description = load_robot_description(config.description_path)
     isolate_ros_traffic(config, log_dir)
-    progress(f"starting sim_robot, policy and command_streamer on ROS_DOMAIN_ID {config.domain_id} "
-             f"(logs in {log_dir})")
+    progress(f"starting sim_robot, policy and command_streamer on ROS_DOMAIN_ID {config.domain_id} (logs in {log_dir})")
     with Graph(config, description, log_dir) as graph:
         recording, baseline_ticks, goal = record(graph)
     progress("graph stopped; timing the observation synchronizer")
@@ -692,7 +844,7 @@ def _interrupt_on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(rclpy.utilities.remove_ros_args(sys.argv)[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     log_dir = Path(tempfile.mkdtemp(prefix="pi0_benchmark_"))

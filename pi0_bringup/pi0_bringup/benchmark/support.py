@@ -10,25 +10,26 @@ stamps, DDS source and reception timestamps all use it), so stamps written in
 one process compare with receptions in another. The bare loop uses the
 monotonic clock; only its intervals are used.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from pi0_bringup.supervisor import ProcessExitedError
-from pi0_ros.streamer.chunk_schedule import ChunkScheduler
 from pi0_ros.core.chunk import Handover, TimedChunk
 from pi0_ros.core.rate_monitor import RateStats, rate_stats
-
+from pi0_ros.streamer.chunk_schedule import ChunkScheduler
 
 # -- bare-loop baseline ----------------------------------------------------------------------------
+
 
 def bare_loop(period: float, start_at: float, duration: float) -> list[float]:
     """Wake-up times (monotonic s) of a plain absolute-deadline loop: the machine's noise floor.
@@ -54,8 +55,15 @@ def bare_loop(period: float, start_at: float, duration: float) -> list[float]:
 
 
 def bare_loop_command(period: float, start_at: float, duration: float) -> list[str]:
-    return [sys.executable, "-m", "pi0_bringup.benchmark.support", "bare-loop", repr(period), repr(start_at),
-            repr(duration)]
+    return [
+        sys.executable,
+        "-m",
+        "pi0_bringup.benchmark.support",
+        "bare-loop",
+        repr(period),
+        repr(start_at),
+        repr(duration),
+    ]
 
 
 def parse_bare_loop_output(text: str) -> list[float]:
@@ -66,6 +74,7 @@ def parse_bare_loop_output(text: str) -> list[float]:
 
 
 # -- CPU usage ----------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CpuSnapshot:
@@ -83,7 +92,7 @@ class CpuUsage:
     process_pct: Mapping[str, float]  # process -> % of one core
 
 
-def cpu_snapshot(pids: Mapping[str, int]) -> Optional[CpuSnapshot]:
+def cpu_snapshot(pids: Mapping[str, int]) -> CpuSnapshot | None:
     """None where /proc is not available (not Linux)."""
     try:
         machine = tuple(int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:])
@@ -101,7 +110,7 @@ def _process_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime, stime
 
 
-def cpu_usage(before: Optional[CpuSnapshot], after: Optional[CpuSnapshot]) -> Optional[CpuUsage]:
+def cpu_usage(before: CpuSnapshot | None, after: CpuSnapshot | None) -> CpuUsage | None:
     if before is None or after is None or after.wall <= before.wall:
         return None
     delta = [b - a for a, b in zip(before.machine, after.machine)]
@@ -110,16 +119,22 @@ def cpu_usage(before: Optional[CpuSnapshot], after: Optional[CpuSnapshot]) -> Op
     ticks_per_s = os.sysconf("SC_CLK_TCK")
     elapsed = after.wall - before.wall
     return CpuUsage(
-        machine_busy_pct=100.0 * (total - idle) / total, steal_pct=100.0 * delta[7] / total,
-        process_pct={name: 100.0 * (after.processes[name] - ticks) / ticks_per_s / elapsed
-                     for name, ticks in before.processes.items() if name in after.processes})
+        machine_busy_pct=100.0 * (total - idle) / total,
+        steal_pct=100.0 * delta[7] / total,
+        process_pct={
+            name: 100.0 * (after.processes[name] - ticks) / ticks_per_s / elapsed
+            for name, ticks in before.processes.items()
+            if name in after.processes
+        },
+    )
 
 
 # -- records ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CommandSample:
-    stamp: Optional[float]  # header stamp = the streamer's tick time; None for unstamped messages
+    stamp: float | None  # header stamp = the streamer's tick time; None for unstamped messages
     published: float  # DDS source timestamp (after the message was built)
     received: float  # DDS reception timestamp in the benchmark process
     sequence: int  # publication sequence number of the streamer's publisher
@@ -153,6 +168,7 @@ class StatusSample:
 
 # -- statistics ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Summary:
     count: int
@@ -162,7 +178,7 @@ class Summary:
     max: float
 
 
-def summarize(values: Iterable[float]) -> Optional[Summary]:
+def summarize(values: Iterable[float]) -> Summary | None:
     data = np.fromiter(values, dtype=np.float64)
     if data.size == 0:
         return None
@@ -194,12 +210,18 @@ def command_timing(topic: str, interface: str, samples: Sequence[CommandSample],
     sequences = np.array([s.sequence for s in samples], dtype=np.int64)
     lost = int(np.sum(np.maximum(np.diff(sequences) - 1, 0))) if sequences.size > 1 else 0
     return CommandTiming(
-        topic=topic, interface=interface, messages=len(samples), rate_hz=tick.rate_hz,
+        topic=topic,
+        interface=interface,
+        messages=len(samples),
+        rate_hz=tick.rate_hz,
         rate_error_pct=(tick.rate_hz * period - 1.0) * 100.0 if tick.count else 0.0,
-        tick=tick, published=rate_stats([s.published for s in samples], period),
+        tick=tick,
+        published=rate_stats([s.published for s in samples], period),
         received=rate_stats(sorted(s.received for s in samples), period),
         stamped=bool(samples) and all(s.stamp is not None for s in samples),
-        skipped_ticks=_skipped_ticks(ticks, sequences, period), lost_messages=lost)
+        skipped_ticks=_skipped_ticks(ticks, sequences, period),
+        lost_messages=lost,
+    )
 
 
 def _skipped_ticks(ticks: Sequence[float], sequences: np.ndarray, period: float, edge: int = 10) -> int:
@@ -227,7 +249,7 @@ def _skipped_ticks(ticks: Sequence[float], sequences: np.ndarray, period: float,
 class ChunkGaps:
     """Evidence of ticks without a chunk to execute."""
 
-    hold_ticks: Optional[int]  # ticks published as a hold (not streaming); None when not measurable
+    hold_ticks: int | None  # ticks published as a hold (not streaming); None when not measurable
     holding_statuses: int  # streamer_status messages in HOLDING mode
     hold_reasons: tuple[str, ...]  # distinct hold reasons the streamer reported
     skipped_ticks: int  # control periods without any command (from the stamped topic)
@@ -241,17 +263,20 @@ class ChunkGaps:
 HOLDING_MODE = 1  # pi0_msgs/StreamerStatus.MODE_HOLDING
 
 
-def chunk_gaps(commands: Sequence[CommandSample], statuses: Sequence[StatusSample], goal_id: str,
-               timing: CommandTiming) -> ChunkGaps:
+def chunk_gaps(
+    commands: Sequence[CommandSample], statuses: Sequence[StatusSample], goal_id: str, timing: CommandTiming
+) -> ChunkGaps:
     holding = [s for s in statuses if s.mode == HOLDING_MODE]
     return ChunkGaps(
         hold_ticks=hold_ticks(commands, statuses, goal_id),
         holding_statuses=len(holding),
         hold_reasons=tuple(dict.fromkeys(s.hold_reason for s in holding)),
-        skipped_ticks=timing.skipped_ticks, lost_messages=timing.lost_messages)
+        skipped_ticks=timing.skipped_ticks,
+        lost_messages=timing.lost_messages,
+    )
 
 
-def hold_ticks(commands: Sequence[CommandSample], statuses: Sequence[StatusSample], goal_id: str) -> Optional[int]:
+def hold_ticks(commands: Sequence[CommandSample], statuses: Sequence[StatusSample], goal_id: str) -> int | None:
     """Ticks the streamer published between its first and last status of the goal, minus its streaming ticks.
 
     The streamer counts streaming ticks in commands_sent and stamps its status after every tick
@@ -276,14 +301,15 @@ class ChunkLatency:
     """Observation-to-command latency of the chunks received in the window (ms)."""
 
     chunks: int  # chunks whose first command was found
-    obs_to_chunk_ready: Optional[Summary]  # t_obs -> chunk ready in the policy node (its report)
-    obs_to_chunk_received: Optional[Summary]  # t_obs -> chunk received by the benchmark (DDS)
-    obs_to_first_command_tick: Optional[Summary]  # t_obs -> tick time of the first command from the chunk
-    obs_to_first_command_received: Optional[Summary]  # t_obs -> that command received by the benchmark
+    obs_to_chunk_ready: Summary | None  # t_obs -> chunk ready in the policy node (its report)
+    obs_to_chunk_received: Summary | None  # t_obs -> chunk received by the benchmark (DDS)
+    obs_to_first_command_tick: Summary | None  # t_obs -> tick time of the first command from the chunk
+    obs_to_first_command_received: Summary | None  # t_obs -> that command received by the benchmark
 
 
-def first_commands(chunks: Sequence[ChunkSample], ticks: Sequence[CommandSample], handover: Handover,
-                   blend_duration: float) -> dict[int, CommandSample]:
+def first_commands(
+    chunks: Sequence[ChunkSample], ticks: Sequence[CommandSample], handover: Handover, blend_duration: float
+) -> dict[int, CommandSample]:
     """The first command each chunk produced, by replaying the streamer's scheduler.
 
     Chunks are offered at their reception time in the benchmark process, a proxy for their
@@ -298,8 +324,10 @@ def first_commands(chunks: Sequence[ChunkSample], ticks: Sequence[CommandSample]
     for tick in sorted((t for t in ticks if t.stamp is not None), key=lambda t: t.stamp):
         while index < len(pending) and pending[index].received <= tick.stamp:
             chunk = pending[index]
-            scheduler.offer(TimedChunk(chunk.goal_id, chunk.sequence, chunk.stamp, chunk.step,
-                                       np.zeros((chunk.horizon, 1))), chunk.received)
+            scheduler.offer(
+                TimedChunk(chunk.goal_id, chunk.sequence, chunk.stamp, chunk.step, np.zeros((chunk.horizon, 1))),
+                chunk.received,
+            )
             index += 1
         sequence = scheduler.target(tick.stamp).chunk_sequence
         if sequence and sequence not in found:
@@ -314,13 +342,16 @@ def chunk_latency(chunks: Sequence[ChunkSample], firsts: Mapping[int, CommandSam
         obs_to_chunk_ready=summarize(c.ready_latency_ms for c in chunks),
         obs_to_chunk_received=summarize((c.received - c.stamp) * 1e3 for c in chunks),
         obs_to_first_command_tick=summarize((t.stamp - c.stamp) * 1e3 for c, t in attributed),
-        obs_to_first_command_received=summarize((t.received - c.stamp) * 1e3 for c, t in attributed))
+        obs_to_first_command_received=summarize((t.received - c.stamp) * 1e3 for c, t in attributed),
+    )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 4 or args[0] != "bare-loop":
-        print("usage: python -m pi0_bringup.benchmark.support bare-loop PERIOD_S START_AT_S DURATION_S", file=sys.stderr)
+        print(
+            "usage: python -m pi0_bringup.benchmark.support bare-loop PERIOD_S START_AT_S DURATION_S", file=sys.stderr
+        )
         return 2
     print(json.dumps(bare_loop(float(args[1]), float(args[2]), float(args[3]))))
     return 0

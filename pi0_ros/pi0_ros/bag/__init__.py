@@ -11,6 +11,7 @@ The nodes behind the ``bag_record`` and ``bag_play`` commands live in
 :mod:`pi0_ros.bag.record` and :mod:`pi0_ros.bag.play`. Every failure is a
 :class:`BagError`.
 """
+
 from pi0_ros.bag.errors import BagError
 from pi0_ros.bag.player import (
     PlaybackConfig,

@@ -1,14 +1,15 @@
 """What bag_record and bag_play share on the command line: ROS arguments, stop signals, errors."""
+
 from __future__ import annotations
 
 import signal
 import sys
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Optional, Sequence
 
 
-def split_argv(prog: str, argv: Optional[Sequence[str]]) -> tuple[list[str], list[str]]:
+def split_argv(prog: str, argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
     """(argv for rclpy.init: only the --ros-args sections, the tool's own arguments).
 
     rclpy.init must not see the tool's own arguments: rcl would take a bare

@@ -8,12 +8,13 @@ LocalMessageDefinitionSource finds them, so bags written by these tools carry
 what ``ros2 bag record`` writes and tools that decode from the stored
 definitions (Foxglove, rosbags, the MCAP libraries) can read them.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 from ament_index_python.packages import (
     PackageNotFoundError,
@@ -26,10 +27,25 @@ from pi0_ros.bag.interfaces import TypeName, parse_type_name
 
 SEPARATOR = "=" * 80
 
-_PRIMITIVES = frozenset({
-    "bool", "byte", "char", "float32", "float64", "int8", "uint8", "int16", "uint16",
-    "int32", "uint32", "int64", "uint64", "string", "wstring",
-})
+_PRIMITIVES = frozenset(
+    {
+        "bool",
+        "byte",
+        "char",
+        "float32",
+        "float64",
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "string",
+        "wstring",
+    }
+)
 # Messages rosidl derives from an .action file; the rest of its derived types are services.
 _ACTION_PARTS = ("Goal", "Result", "Feedback")
 
@@ -87,8 +103,7 @@ class DefinitionSource:
         action, _, part = type_name.name.partition("_")
         if part == "FeedbackMessage":
             # The message on <action>/_action/feedback, as rosidl generates it.
-            return (f"unique_identifier_msgs/UUID goal_id\n"
-                    f"{type_name.package}/{action}_Feedback feedback\n")
+            return f"unique_identifier_msgs/UUID goal_id\n{type_name.package}/{action}_Feedback feedback\n"
         if part not in _ACTION_PARTS:
             raise BagError(f"no message definition for '{type_name}': not a message derived from an action")
         sections = _split_sections(self._read(type_name, f"action/{action}.action"))
@@ -107,10 +122,12 @@ class DefinitionSource:
         try:
             return Path(self._share_directory(type_name.package))
         except (PackageNotFoundError, LookupError, ValueError):
-            raise BagError(f"no message definition for '{type_name}': package '{type_name.package}' "
-                           "is not installed or not sourced") from None
+            raise BagError(
+                f"no message definition for '{type_name}': package '{type_name.package}' "
+                "is not installed or not sourced"
+            ) from None
 
-    def _installed_hash(self, msgtype: str) -> Optional[str]:
+    def _installed_hash(self, msgtype: str) -> str | None:
         # rosidl (Iron and newer) installs <Type>.json next to each interface with the
         # hashes of the type and everything derived from it; Humble has none.
         type_name = parse_type_name(msgtype)

@@ -17,6 +17,7 @@ Times are header stamps, as the policy node uses them (the bag's receive time
 when a stamp is zero); the synchronizer's "now" is the newest stamp read so
 far, so bags whose receive times are offset from their stamps still match.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,25 +25,20 @@ import itertools
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (
     Any,
-    Callable,
-    Iterable,
-    Iterator,
-    Mapping,
-    Optional,
-    Sequence,
     TextIO,
 )
 
 import numpy as np
 import torch
+
 from pi0_model.errors import Pi0Error
 from pi0_model.options import DEVICE_FORMS, DTYPE_NAMES, device_problem
 from pi0_model.policy import Pi0Policy
-
 from pi0_ros.bag.cli import report_error
 from pi0_ros.bag.errors import BagError
 from pi0_ros.bag.evaluation import (
@@ -104,7 +100,7 @@ class EvaluateConfig:
     model: ModelSettings  # its seed also seeds the sampling noise of every chunk
     selection: Selection
     output: Path  # directory for the report and plots; created when missing
-    instruction: Optional[str] = None  # None: the instructions recorded on policy_status
+    instruction: str | None = None  # None: the instructions recorded on policy_status
     namespace: str = ""  # namespace the robot's relative topics were recorded under
     sync_limits: SyncLimits = SyncLimits()  # the policy node's defaults
     torch_threads: int = 0  # CPU threads for torch; 0 leaves torch's default
@@ -123,8 +119,8 @@ class BagTopics:
     cameras: Mapping[str, CameraSpec]  # policy cameras
     joint_states: Mapping[str, str]  # bag topic -> the description's joint-state topic (synchronizer stream)
     commands: Mapping[str, ControllerSpec]  # controllers whose topic the bag holds
-    odometry: Optional[str]
-    policy_status: Optional[str]
+    odometry: str | None
+    policy_status: str | None
 
     @property
     def observed(self) -> tuple[str, ...]:
@@ -150,6 +146,7 @@ class BagTopics:
 
 def plan_topics(reader: BagReader, description: RobotDescription, namespace: str = "") -> BagTopics:
     """Finds the description's topics in the bag; BagError for missing observation topics and any wrong type."""
+
     def name(topic: str) -> str:
         return _absolute(topic, namespace)
 
@@ -160,13 +157,18 @@ def plan_topics(reader: BagReader, description: RobotDescription, namespace: str
     odometry = name(description.base.odometry_topic) if description.base is not None else None
     status = name(POLICY_STATUS_TOPIC)
     topics = BagTopics(
-        cameras=cameras, joint_states=joint_states,
+        cameras=cameras,
+        joint_states=joint_states,
         commands={name(c.topic): c for c in description.controllers if name(c.topic) in present},
-        odometry=odometry if odometry in present else None, policy_status=status if status in present else None)
+        odometry=odometry if odometry in present else None,
+        policy_status=status if status in present else None,
+    )
     for topic, msgtype in topics.expected_types().items():
         if present[topic].msgtype != msgtype:
-            raise BagError(f"{reader.path}: topic {topic} holds {present[topic].msgtype}, expected {msgtype} "
-                           f"for robot '{description.name}'")
+            raise BagError(
+                f"{reader.path}: topic {topic} holds {present[topic].msgtype}, expected {msgtype} "
+                f"for robot '{description.name}'"
+            )
     reader.require_known_types(topics.recorded)
     return topics
 
@@ -237,8 +239,9 @@ class _RecordingBuilder:
             self._measured.add(_stamp(message.header, bag_time_ns), message.name, message.position)
         elif topic == self._topics.odometry:
             twist = message.twist.twist
-            self._measured.add(_stamp(message.header, bag_time_ns), BASE_ACTION_NAMES,
-                               (twist.linear.x, twist.angular.z))
+            self._measured.add(
+                _stamp(message.header, bag_time_ns), BASE_ACTION_NAMES, (twist.linear.x, twist.angular.z)
+            )
         elif topic == self._topics.policy_status:
             if message.goal_active and message.instruction.strip():
                 self._instructions.append((_stamp(message.header, bag_time_ns), message.instruction.strip()))
@@ -247,13 +250,17 @@ class _RecordingBuilder:
 
     def build(self, skipped: Mapping[str, int]) -> Recording:
         topics = self._topics
-        references = [Reference(JOINT_STATES, tuple(t for t in (*topics.joint_states, topics.odometry) if t),
-                                self._measured.trajectories())]
+        references = [
+            Reference(
+                JOINT_STATES,
+                tuple(t for t in (*topics.joint_states, topics.odometry) if t),
+                self._measured.trajectories(),
+            )
+        ]
         commanded = self._commanded.trajectories()
         if commanded:
             references.append(Reference(COMMANDS, tuple(topics.commands), commanded))
-        return Recording(tuple(references), tuple(sorted(self._instructions, key=lambda item: item[0])),
-                         dict(skipped))
+        return Recording(tuple(references), tuple(sorted(self._instructions, key=lambda item: item[0])), dict(skipped))
 
     def _add_command(self, controller: ControllerSpec, message: Any, bag_time_ns: int) -> None:
         """Point 0 of a trajectory, the values of a position command, or the base twist, by action name."""
@@ -261,11 +268,9 @@ class _RecordingBuilder:
             if message.points:
                 point = message.points[0]
                 offset = point.time_from_start.sec + point.time_from_start.nanosec / _NS
-                self._commanded.add(_stamp(message.header, bag_time_ns) + offset, message.joint_names,
-                                    point.positions)
+                self._commanded.add(_stamp(message.header, bag_time_ns) + offset, message.joint_names, point.positions)
         elif controller.interface == "forward_position":
-            joints = next(g.joint_names for g in self._description.joint_groups
-                          if g.controller.name == controller.name)
+            joints = next(g.joint_names for g in self._description.joint_groups if g.controller.name == controller.name)
             # Float64MultiArray has no header: its receive time is all there is.
             self._commanded.add(bag_time_ns / _NS, joints, message.data)
         else:
@@ -288,7 +293,7 @@ def read_recording(reader: BagReader, topics: BagTopics, description: RobotDescr
     return builder.build(skipped)
 
 
-def instruction_lookup(recorded: Sequence[tuple[float, str]], fixed: Optional[str]) -> Callable[[float], str]:
+def instruction_lookup(recorded: Sequence[tuple[float, str]], fixed: str | None) -> Callable[[float], str]:
     """The instruction for an observation time: `fixed`, else the one of the goal active last before it.
 
     Observations before the first goal get the first recorded instruction.
@@ -296,13 +301,15 @@ def instruction_lookup(recorded: Sequence[tuple[float, str]], fixed: Optional[st
     if fixed is not None:
         return lambda stamp: fixed
     if not recorded:
-        raise BagError("the bag records no instruction (no policy_status with an active goal): "
-                       "give one with --instruction")
+        raise BagError(
+            "the bag records no instruction (no policy_status with an active goal): give one with --instruction"
+        )
     times = np.array([t for t, _ in recorded])
 
     def lookup(stamp: float) -> str:
         index = max(0, int(np.searchsorted(times, stamp, side="right")) - 1)
         return recorded[index][1]
+
     return lookup
 
 
@@ -318,22 +325,23 @@ class BagObservations:
     counts messages that did not decode.
     """
 
-    def __init__(self, reader: BagReader, topics: BagTopics, description: RobotDescription,
-                 limits: SyncLimits) -> None:
+    def __init__(self, reader: BagReader, topics: BagTopics, description: RobotDescription, limits: SyncLimits) -> None:
         self._reader = reader
         self.topics = topics
-        self.synchronizer = ObservationSynchronizer(SyncConfig(
-            camera_names=tuple(c.name for c in topics.cameras.values()),
-            joint_names=description.policy.state,
-            joint_streams=tuple(topics.joint_states.values()),
-            limits=limits,
-        ))
+        self.synchronizer = ObservationSynchronizer(
+            SyncConfig(
+                camera_names=tuple(c.name for c in topics.cameras.values()),
+                joint_names=description.policy.state,
+                joint_streams=tuple(topics.joint_states.values()),
+                limits=limits,
+            )
+        )
         self.last_reason = "the bag holds no camera or joint-state message"
         self.skipped: dict[str, int] = {}
 
-    def __iter__(self) -> Iterator[tuple[int, Optional[SyncedObservation]]]:
-        newest: Optional[float] = None
-        previous: Optional[float] = None
+    def __iter__(self) -> Iterator[tuple[int, SyncedObservation | None]]:
+        newest: float | None = None
+        previous: float | None = None
         for raw in self._reader.messages(self.topics.observed):
             try:
                 message = deserialize(raw.msgtype, raw.data)
@@ -409,9 +417,11 @@ class Progress:
         done = min(1.0, max(0.0, (bag_time_ns - self._start_ns) / self._span_ns))
         filled = int(round(done * self._width))
         rate = chunks / elapsed if elapsed > 0 else 0.0
-        return (f"[{'#' * filled}{'.' * (self._width - filled)}] {done:4.0%}  "
-                f"{(bag_time_ns - self._start_ns) / _NS:.1f}/{self._span_ns / _NS:.1f} s of bag  "
-                f"{chunks} chunks  {rate:.2f} chunks/s")
+        return (
+            f"[{'#' * filled}{'.' * (self._width - filled)}] {done:4.0%}  "
+            f"{(bag_time_ns - self._start_ns) / _NS:.1f}/{self._span_ns / _NS:.1f} s of bag  "
+            f"{chunks} chunks  {rate:.2f} chunks/s"
+        )
 
     def finish(self) -> None:
         if self._interactive:
@@ -423,11 +433,16 @@ class Progress:
         self._stream.flush()
 
 
-ObservationStream = Iterable[tuple[int, Optional[SyncedObservation]]]  # (bag time ns, observation or None)
+ObservationStream = Iterable[tuple[int, SyncedObservation | None]]  # (bag time ns, observation or None)
 
 
-def predict_chunks(observations: ObservationStream, predictor: ChunkPredictor, selector: ObservationSelector,
-                   instruction_at: Callable[[float], str], progress: Optional[Progress]) -> list[PredictedChunk]:
+def predict_chunks(
+    observations: ObservationStream,
+    predictor: ChunkPredictor,
+    selector: ObservationSelector,
+    instruction_at: Callable[[float], str],
+    progress: Progress | None,
+) -> list[PredictedChunk]:
     chunks: list[PredictedChunk] = []
     for bag_time_ns, observation in observations:
         if observation is not None and selector.take(observation.stamp):
@@ -446,7 +461,7 @@ class Outcome:
     files: tuple[Path, ...]  # report and plots
 
 
-def evaluate_bag(config: EvaluateConfig, progress_stream: Optional[TextIO] = None) -> Outcome:
+def evaluate_bag(config: EvaluateConfig, progress_stream: TextIO | None = None) -> Outcome:
     """Runs the policy over the bag and writes report.json and the plots into config.output."""
     began = time.perf_counter()
     with BagReader(config.bag) as reader:
@@ -458,27 +473,50 @@ def evaluate_bag(config: EvaluateConfig, progress_stream: Optional[TextIO] = Non
         observations = BagObservations(reader, topics, config.description, config.sync_limits)
         selector = ObservationSelector(config.selection)
         chunks = _run_policy(config, observations, selector, instruction_at, reader.info, progress_stream)
-    evaluation = evaluate(chunks, recording.references,
-                          EvaluationSettings(config.description.policy.actions, config.description.action_period))
+    evaluation = evaluate(
+        chunks,
+        recording.references,
+        EvaluationSettings(config.description.policy.actions, config.description.action_period),
+    )
     skipped = Counter(recording.skipped) + Counter(observations.skipped)
-    document = report(evaluation, RunInfo(
-        bag_path=str(config.bag), bag_storage=reader.info.storage, bag_start_ns=reader.info.start_ns,
-        bag_end_ns=reader.info.end_ns, bag_message_count=reader.info.message_count, robot=config.description.name,
-        checkpoint=config.model.checkpoint, device=config.model.device, dtype=config.model.dtype,
-        seed=config.model.seed, selection=config.selection, synchronized_observations=selector.seen,
-        wall_time_s=time.perf_counter() - began, skipped_messages=dict(skipped)))
+    document = report(
+        evaluation,
+        RunInfo(
+            bag_path=str(config.bag),
+            bag_storage=reader.info.storage,
+            bag_start_ns=reader.info.start_ns,
+            bag_end_ns=reader.info.end_ns,
+            bag_message_count=reader.info.message_count,
+            robot=config.description.name,
+            checkpoint=config.model.checkpoint,
+            device=config.model.device,
+            dtype=config.model.dtype,
+            seed=config.model.seed,
+            selection=config.selection,
+            synchronized_observations=selector.seen,
+            wall_time_s=time.perf_counter() - began,
+            skipped_messages=dict(skipped),
+        ),
+    )
     return Outcome(evaluation, document, _write_outputs(evaluation, document, config.output))
 
 
-def _run_policy(config: EvaluateConfig, observations: BagObservations, selector: ObservationSelector,
-                instruction_at: Callable[[float], str], info: BagInfo,
-                progress_stream: Optional[TextIO]) -> list[PredictedChunk]:
+def _run_policy(
+    config: EvaluateConfig,
+    observations: BagObservations,
+    selector: ObservationSelector,
+    instruction_at: Callable[[float], str],
+    info: BagInfo,
+    progress_stream: TextIO | None,
+) -> list[PredictedChunk]:
     stream = iter(observations)
     # Find the first observation before loading the model, which can take a while for a real checkpoint.
     first = next((item for item in stream if item[1] is not None), None)
     if first is None:
-        raise BagError(f"{config.bag} has no synchronizable observation of "
-                       f"{', '.join(observations.topics.observed)}: {observations.last_reason}")
+        raise BagError(
+            f"{config.bag} has no synchronizable observation of "
+            f"{', '.join(observations.topics.observed)}: {observations.last_reason}"
+        )
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     predictor = ChunkPredictor(load_policy(config.description, config.model), config.model.seed)
@@ -502,27 +540,38 @@ def _write_outputs(evaluation: Evaluation, document: Mapping[str, Any], director
 # -- command line ---------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Run pi0 over a bag's observations and compare its action chunks with the recorded "
-                               "joint trajectory and controller commands (JSON report and PNG plots).")
+        prog=PROG,
+        description="Run pi0 over a bag's observations and compare its action chunks with the recorded "
+        "joint trajectory and controller commands (JSON report and PNG plots).",
+    )
     parser.add_argument("bag", type=Path, help="bag directory (or a single .mcap / .db3 file)")
     parser.add_argument("--robot-description", type=Path, required=True, help="the robot's description YAML")
     parser.add_argument("--checkpoint", default="", help="pi0 checkpoint directory (default: the tiny random model)")
     parser.add_argument("--device", default=ModelSettings.device, type=_device, help=f"torch device: {DEVICE_FORMS}")
     parser.add_argument("--dtype", default=ModelSettings.dtype, choices=DTYPE_NAMES)
-    parser.add_argument("--seed", type=int, default=ModelSettings.seed,
-                        help="seed of the sampling noise (and of the tiny model)")
-    parser.add_argument("--torch-threads", type=int, default=0,
-                        help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)")
+    parser.add_argument(
+        "--seed", type=int, default=ModelSettings.seed, help="seed of the sampling noise (and of the tiny model)"
+    )
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (default: torch's choice; 1 is often fastest on a busy machine)",
+    )
     parser.add_argument("--instruction", help="instruction for every observation (default: the recorded ones)")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--every", type=int, help="evaluate every N-th synchronized observation (default: 1)")
     choice.add_argument("--stride", type=float, help="evaluate one observation per S seconds at most")
     parser.add_argument("--max-chunks", type=int, help="stop after N chunks")
     parser.add_argument("--namespace", default="", help="namespace the robot's topics were recorded under")
-    parser.add_argument("--output", "-o", type=Path,
-                        help="directory for report.json and the plots (default: <bag>_evaluation next to the bag)")
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        help="directory for report.json and the plots (default: <bag>_evaluation next to the bag)",
+    )
     return parser.parse_args(argv)
 
 
@@ -539,14 +588,19 @@ def config_from_args(args: argparse.Namespace) -> EvaluateConfig:
     selection = Selection(every=every, stride=args.stride, max_chunks=args.max_chunks)
     bag = args.bag
     output = args.output or bag.parent / f"{bag.name if bag.is_dir() else bag.stem}_evaluation"
-    return EvaluateConfig(bag=bag, description=description,
-                          model=ModelSettings(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype,
-                                              seed=args.seed),
-                          selection=selection, output=output, instruction=args.instruction,
-                          namespace=args.namespace, torch_threads=args.torch_threads)
+    return EvaluateConfig(
+        bag=bag,
+        description=description,
+        model=ModelSettings(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype, seed=args.seed),
+        selection=selection,
+        output=output,
+        instruction=args.instruction,
+        namespace=args.namespace,
+        torch_threads=args.torch_threads,
+    )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         outcome = evaluate_bag(config_from_args(args), progress_stream=sys.stderr)

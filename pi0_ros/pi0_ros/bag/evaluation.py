@@ -21,13 +21,15 @@ only while the previous chunk still covers that time.
 The JSON report is versioned by ``schema_version`` (``SCHEMA_VERSION``) and
 documented in docs/bags.md.
 """
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -69,10 +71,14 @@ class Trajectory:
     values: np.ndarray  # float64 [N]
 
     def __post_init__(self) -> None:
-        _require(self.times.ndim == 1 and self.times.shape == self.values.shape and self.times.size > 0,
-                 f"a trajectory needs matching 1-D times and values, got {self.times.shape} and {self.values.shape}")
-        _require(bool(np.all(np.isfinite(self.times)) and np.all(np.isfinite(self.values))),
-                 "trajectory times and values must be finite")
+        _require(
+            self.times.ndim == 1 and self.times.shape == self.values.shape and self.times.size > 0,
+            f"a trajectory needs matching 1-D times and values, got {self.times.shape} and {self.values.shape}",
+        )
+        _require(
+            bool(np.all(np.isfinite(self.times)) and np.all(np.isfinite(self.values))),
+            "trajectory times and values must be finite",
+        )
         _require(bool(np.all(np.diff(self.times) > 0)), "trajectory times must strictly increase")
 
     @classmethod
@@ -103,8 +109,9 @@ class Reference:
 
     def sample(self, names: Sequence[str], times: np.ndarray, max_gap: float) -> np.ndarray:
         """[len(times), len(names)] values; NaN for names this reference does not record."""
-        columns = [self.series[n].sample(times, max_gap) if n in self.series else np.full(times.shape, np.nan)
-                   for n in names]
+        columns = [
+            self.series[n].sample(times, max_gap) if n in self.series else np.full(times.shape, np.nan) for n in names
+        ]
         return np.stack(columns, axis=-1)
 
 
@@ -117,13 +124,15 @@ class PredictedChunk:
 
     def __post_init__(self) -> None:
         _require(math.isfinite(self.stamp), f"chunk stamp must be finite, got {self.stamp}")
-        _require(self.actions.ndim == 2 and self.actions.shape[0] >= 1,
-                 f"chunk actions must be [horizon >= 1, action_dim], got {self.actions.shape}")
+        _require(
+            self.actions.ndim == 2 and self.actions.shape[0] >= 1,
+            f"chunk actions must be [horizon >= 1, action_dim], got {self.actions.shape}",
+        )
 
     def row_times(self, step: float) -> np.ndarray:
         return self.stamp + step * np.arange(self.actions.shape[0])
 
-    def at(self, t: float, step: float) -> Optional[np.ndarray]:
+    def at(self, t: float, step: float) -> np.ndarray | None:
         """The chunk's action for time t (linear between rows); None outside [stamp, last row]."""
         position = (t - self.stamp) / step
         if position < 0 or position > self.actions.shape[0] - 1 + 1e-9:
@@ -139,31 +148,43 @@ class EvaluationSettings:
     max_reference_gap: float = 0.2  # s; a reference is missing across longer gaps between its samples
 
     def __post_init__(self) -> None:
-        _require(len(self.action_names) > 0 and len(set(self.action_names)) == len(self.action_names),
-                 f"action names must be unique and not empty, got {self.action_names}")
+        _require(
+            len(self.action_names) > 0 and len(set(self.action_names)) == len(self.action_names),
+            f"action names must be unique and not empty, got {self.action_names}",
+        )
         _require(math.isfinite(self.step) and self.step > 0, f"step must be positive seconds, got {self.step}")
-        _require(all(math.isfinite(h) and h >= 0 for h in self.horizon_checkpoints),
-                 f"horizon checkpoints must be seconds >= 0, got {self.horizon_checkpoints}")
-        _require(math.isfinite(self.max_reference_gap) and self.max_reference_gap > 0,
-                 f"max_reference_gap must be positive seconds, got {self.max_reference_gap}")
+        _require(
+            all(math.isfinite(h) and h >= 0 for h in self.horizon_checkpoints),
+            f"horizon checkpoints must be seconds >= 0, got {self.horizon_checkpoints}",
+        )
+        _require(
+            math.isfinite(self.max_reference_gap) and self.max_reference_gap > 0,
+            f"max_reference_gap must be positive seconds, got {self.max_reference_gap}",
+        )
 
 
 @dataclass(frozen=True)
 class Selection:
     """Which synchronized observations get a chunk: every N-th one, or one per stride of seconds."""
 
-    every: Optional[int] = 1
-    stride: Optional[float] = None  # s between evaluated observations (at least)
-    max_chunks: Optional[int] = None  # stop after this many chunks
+    every: int | None = 1
+    stride: float | None = None  # s between evaluated observations (at least)
+    max_chunks: int | None = None  # stop after this many chunks
 
     def __post_init__(self) -> None:
         _require((self.every is None) != (self.stride is None), "choose either every N observations or a stride")
-        _require(self.every is None or (_is_int(self.every) and self.every >= 1),
-                 f"every must be an integer >= 1, got {self.every!r}")
-        _require(self.stride is None or (math.isfinite(self.stride) and self.stride > 0),
-                 f"stride must be positive seconds, got {self.stride!r}")
-        _require(self.max_chunks is None or (_is_int(self.max_chunks) and self.max_chunks >= 1),
-                 f"max_chunks must be an integer >= 1, got {self.max_chunks!r}")
+        _require(
+            self.every is None or (_is_int(self.every) and self.every >= 1),
+            f"every must be an integer >= 1, got {self.every!r}",
+        )
+        _require(
+            self.stride is None or (math.isfinite(self.stride) and self.stride > 0),
+            f"stride must be positive seconds, got {self.stride!r}",
+        )
+        _require(
+            self.max_chunks is None or (_is_int(self.max_chunks) and self.max_chunks >= 1),
+            f"max_chunks must be an integer >= 1, got {self.max_chunks!r}",
+        )
 
 
 class ObservationSelector:
@@ -173,7 +194,7 @@ class ObservationSelector:
         self.selection = selection
         self.seen = 0  # synchronized observations offered
         self.taken = 0
-        self._last_taken: Optional[float] = None
+        self._last_taken: float | None = None
 
     @property
     def done(self) -> bool:
@@ -208,16 +229,19 @@ class Evaluation:
     skipped_handovers: int  # consecutive chunks that did not overlap in time
 
 
-def evaluate(chunks: Sequence[PredictedChunk], references: Sequence[Reference],
-             settings: EvaluationSettings) -> Evaluation:
+def evaluate(
+    chunks: Sequence[PredictedChunk], references: Sequence[Reference], settings: EvaluationSettings
+) -> Evaluation:
     """Errors of every chunk against every reference, and the jumps at each hand-over."""
     _require(len(chunks) > 0, "no chunks to evaluate")
     labels = [r.label for r in references]
     _require(len(set(labels)) == len(labels), f"reference labels must be unique, got {labels}")
     width = len(settings.action_names)
     for chunk in chunks:
-        _require(chunk.actions.ndim == 2 and chunk.actions.shape[1] == width,
-                 f"chunk actions must be [horizon, {width}], got {chunk.actions.shape}")
+        _require(
+            chunk.actions.ndim == 2 and chunk.actions.shape[1] == width,
+            f"chunk actions must be [horizon, {width}], got {chunk.actions.shape}",
+        )
     errors = {r.label: np.stack([chunk_errors(c, r, settings) for c in chunks]) for r in references}
     jumps, jump_chunks, skipped = handover_jumps(chunks, settings.step)
     return Evaluation(settings, tuple(chunks), tuple(references), errors, jumps, jump_chunks, skipped)
@@ -274,24 +298,36 @@ def report(evaluation: Evaluation, run: RunInfo) -> dict[str, Any]:
     document = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
-        "bag": {"path": run.bag_path, "storage": run.bag_storage, "start_ns": run.bag_start_ns,
-                "end_ns": run.bag_end_ns, "duration_s": (run.bag_end_ns - run.bag_start_ns) / 1e9,
-                "message_count": run.bag_message_count, "skipped_messages": dict(run.skipped_messages)},
+        "bag": {
+            "path": run.bag_path,
+            "storage": run.bag_storage,
+            "start_ns": run.bag_start_ns,
+            "end_ns": run.bag_end_ns,
+            "duration_s": (run.bag_end_ns - run.bag_start_ns) / 1e9,
+            "message_count": run.bag_message_count,
+            "skipped_messages": dict(run.skipped_messages),
+        },
         "robot": run.robot,
         "model": {"checkpoint": run.checkpoint, "device": run.device, "dtype": run.dtype, "seed": run.seed},
         "action_names": list(settings.action_names),
         "step_s": settings.step,
         "horizon": int(evaluation.chunks[0].actions.shape[0]),
         "instructions": list(dict.fromkeys(c.instruction for c in evaluation.chunks)),
-        "selection": {"every": run.selection.every, "stride_s": run.selection.stride,
-                      "max_chunks": run.selection.max_chunks,
-                      "synchronized_observations": run.synchronized_observations,
-                      "evaluated_chunks": len(evaluation.chunks)},
-        "timing": {"wall_s": run.wall_time_s,
-                   "chunks_per_s": len(evaluation.chunks) / run.wall_time_s if run.wall_time_s > 0 else None,
-                   "inference_ms": _distribution(latencies)},
-        "references": {r.label: _reference_section(r, evaluation.errors[r.label], settings)
-                       for r in evaluation.references},
+        "selection": {
+            "every": run.selection.every,
+            "stride_s": run.selection.stride,
+            "max_chunks": run.selection.max_chunks,
+            "synchronized_observations": run.synchronized_observations,
+            "evaluated_chunks": len(evaluation.chunks),
+        },
+        "timing": {
+            "wall_s": run.wall_time_s,
+            "chunks_per_s": len(evaluation.chunks) / run.wall_time_s if run.wall_time_s > 0 else None,
+            "inference_ms": _distribution(latencies),
+        },
+        "references": {
+            r.label: _reference_section(r, evaluation.errors[r.label], settings) for r in evaluation.references
+        },
         "discontinuity": _discontinuity_section(evaluation),
         "chunks": _chunk_rows(evaluation),
     }
@@ -312,8 +348,12 @@ def _reference_section(reference: Reference, errors: np.ndarray, settings: Evalu
         "names": [n for n in names if n in reference.series],
         "overall": _error_stats(errors),
         "per_joint": per_joint,
-        "per_step": {"time_s": (steps * settings.step).tolist(), "mae": [s["mae"] for s in per_step],
-                     "rmse": [s["rmse"] for s in per_step], "count": [s["count"] for s in per_step]},
+        "per_step": {
+            "time_s": (steps * settings.step).tolist(),
+            "mae": [s["mae"] for s in per_step],
+            "rmse": [s["rmse"] for s in per_step],
+            "count": [s["count"] for s in per_step],
+        },
         "at_horizon": [_checkpoint(errors, reference, settings, h) for h in settings.horizon_checkpoints],
     }
 
@@ -323,37 +363,53 @@ def checkpoint_row(horizon_s: float, step: float, horizon: int) -> int:
     return min(int(math.floor(horizon_s / step + 1e-9)), horizon - 1)
 
 
-def _checkpoint(errors: np.ndarray, reference: Reference, settings: EvaluationSettings,
-                horizon_s: float) -> dict[str, Any]:
+def _checkpoint(
+    errors: np.ndarray, reference: Reference, settings: EvaluationSettings, horizon_s: float
+) -> dict[str, Any]:
     row = checkpoint_row(horizon_s, settings.step, errors.shape[1])
-    stats = {name: _error_stats(errors[:, row, j]) for j, name in enumerate(settings.action_names)
-             if name in reference.series}
-    return {"horizon_s": horizon_s, "step": row, "time_s": row * settings.step,
-            "mae": {n: s["mae"] for n, s in stats.items()}, "rmse": {n: s["rmse"] for n, s in stats.items()},
-            "count": {n: s["count"] for n, s in stats.items()}}
+    stats = {
+        name: _error_stats(errors[:, row, j])
+        for j, name in enumerate(settings.action_names)
+        if name in reference.series
+    }
+    return {
+        "horizon_s": horizon_s,
+        "step": row,
+        "time_s": row * settings.step,
+        "mae": {n: s["mae"] for n, s in stats.items()},
+        "rmse": {n: s["rmse"] for n, s in stats.items()},
+        "count": {n: s["count"] for n, s in stats.items()},
+    }
 
 
 def _error_stats(errors: np.ndarray) -> dict[str, Any]:
     valid = errors[np.isfinite(errors)]
     if valid.size == 0:
         return {"mae": None, "rmse": None, "count": 0}
-    return {"mae": float(np.mean(np.abs(valid))), "rmse": float(np.sqrt(np.mean(valid ** 2))),
-            "count": int(valid.size)}
+    return {"mae": float(np.mean(np.abs(valid))), "rmse": float(np.sqrt(np.mean(valid**2))), "count": int(valid.size)}
 
 
 def _discontinuity_section(evaluation: Evaluation) -> dict[str, Any]:
     jumps = evaluation.jumps
     per_joint = {name: _distribution(jumps[:, j]) for j, name in enumerate(evaluation.settings.action_names)}
     largest = jumps.max(axis=1) if jumps.size else np.empty(0)
-    return {"handovers": int(jumps.shape[0]), "without_overlap": evaluation.skipped_handovers,
-            "max_over_joints": _distribution(largest), "per_joint": per_joint}
+    return {
+        "handovers": int(jumps.shape[0]),
+        "without_overlap": evaluation.skipped_handovers,
+        "max_over_joints": _distribution(largest),
+        "per_joint": per_joint,
+    }
 
 
 def _distribution(values: np.ndarray) -> dict[str, Any]:
     if values.size == 0:
         return {"mean": None, "p50": None, "p95": None, "max": None}
-    return {"mean": float(np.mean(values)), "p50": float(np.percentile(values, 50)),
-            "p95": float(np.percentile(values, 95)), "max": float(np.max(values))}
+    return {
+        "mean": float(np.mean(values)),
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "max": float(np.max(values)),
+    }
 
 
 def _chunk_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
@@ -361,8 +417,12 @@ def _chunk_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     jump_of = dict(zip(evaluation.jump_chunks, evaluation.jumps.max(axis=1) if evaluation.jumps.size else []))
     rows = []
     for index, chunk in enumerate(evaluation.chunks):
-        row: dict[str, Any] = {"index": index, "stamp_s": chunk.stamp, "inference_ms": chunk.inference_ms,
-                               "instruction": instructions.index(chunk.instruction)}
+        row: dict[str, Any] = {
+            "index": index,
+            "stamp_s": chunk.stamp,
+            "inference_ms": chunk.inference_ms,
+            "instruction": instructions.index(chunk.instruction),
+        }
         for label, errors in evaluation.errors.items():
             row[f"{label}_mae"] = _error_stats(errors[index])["mae"]
         row["jump_max"] = float(jump_of[index]) if index in jump_of else None
@@ -389,8 +449,9 @@ def _json_ready(value: Any) -> Any:
 def write_plots(evaluation: Evaluation, directory: Path) -> list[Path]:
     """PNG plots: each joint's predicted chunks over its recorded trajectory, error vs horizon, jump histogram."""
     paths = [directory / PLOT_FILES[key] for key in ("joints", "horizon", "discontinuity")]
-    for figure, path in zip((_joints_figure(evaluation), _horizon_figure(evaluation),
-                             _discontinuity_figure(evaluation)), paths):
+    for figure, path in zip(
+        (_joints_figure(evaluation), _horizon_figure(evaluation), _discontinuity_figure(evaluation)), paths
+    ):
         FigureCanvasAgg(figure).print_png(str(path))
     return paths
 
@@ -403,23 +464,29 @@ def _joints_figure(evaluation: Evaluation) -> Figure:
     height = 2.0 * rows + 0.8
     figure = Figure(figsize=(7 * columns, height))
     # Fixed margins: constrained layout would cost more than drawing the data.
-    figure.subplots_adjust(left=0.06, right=0.98, top=1 - 0.35 / height, bottom=0.75 / height, hspace=0.45,
-                           wspace=0.15)
+    figure.subplots_adjust(left=0.06, right=0.98, top=1 - 0.35 / height, bottom=0.75 / height, hspace=0.45, wspace=0.15)
     axes = figure.subplots(rows, columns, squeeze=False, sharex=True).ravel()
-    plotted = evaluation.chunks[::max(1, math.ceil(len(evaluation.chunks) / _MAX_PLOTTED_CHUNKS))]
+    plotted = evaluation.chunks[:: max(1, math.ceil(len(evaluation.chunks) / _MAX_PLOTTED_CHUNKS))]
     t0 = evaluation.chunks[0].stamp
     for j, (axis, name) in enumerate(zip(axes, names)):
         for reference, style in zip(evaluation.references, ("-", "--")):
             series = reference.series.get(name)
             if series is not None:
-                axis.plot(series.times - t0, series.values, style, color="black", linewidth=1.0,
-                          label=f"recorded {reference.label}")
+                axis.plot(
+                    series.times - t0,
+                    series.values,
+                    style,
+                    color="black",
+                    linewidth=1.0,
+                    label=f"recorded {reference.label}",
+                )
         lines = [np.column_stack((c.row_times(settings.step) - t0, c.actions[:, j])) for c in plotted]
-        axis.add_collection(LineCollection(lines, colors="tab:orange", linewidths=0.8, alpha=0.5,
-                                           label="predicted chunks"))
+        axis.add_collection(
+            LineCollection(lines, colors="tab:orange", linewidths=0.8, alpha=0.5, label="predicted chunks")
+        )
         axis.autoscale_view()
         axis.set_title(name, fontsize=9)
-    for axis in axes[len(names):]:
+    for axis in axes[len(names) :]:
         axis.set_visible(False)
     axes[0].legend(fontsize=7, loc="best")
     figure.supxlabel(f"time since the first observation (s); {len(plotted)} of {len(evaluation.chunks)} chunks")
@@ -435,7 +502,7 @@ def _horizon_figure(evaluation: Evaluation) -> Figure:
         stats = [_error_stats(errors[:, k, :]) for k in range(errors.shape[1])]
         mae = np.array([np.nan if s["mae"] is None else s["mae"] for s in stats])
         rmse = np.array([np.nan if s["rmse"] is None else s["rmse"] for s in stats])
-        line, = axis.plot(times, mae, label=f"MAE vs {label}")
+        (line,) = axis.plot(times, mae, label=f"MAE vs {label}")
         axis.plot(times, rmse, "--", color=line.get_color(), label=f"RMSE vs {label}")
     axis.set_xlabel("horizon (s after the observation)")
     axis.set_ylabel("error, averaged over joints")
@@ -453,8 +520,7 @@ def _discontinuity_figure(evaluation: Evaluation) -> Figure:
     if largest.size:
         axis.hist(largest, bins=min(50, max(5, largest.size // 4)), color="tab:blue")
     else:
-        axis.text(0.5, 0.5, "no overlapping consecutive chunks", ha="center", va="center",
-                  transform=axis.transAxes)
+        axis.text(0.5, 0.5, "no overlapping consecutive chunks", ha="center", va="center", transform=axis.transAxes)
     axis.set_xlabel("largest jump over the joints at a hand-over")
     axis.set_ylabel("hand-overs")
     axis.set_title(f"chunk-to-chunk discontinuity ({largest.size} hand-overs)")
@@ -465,26 +531,33 @@ def summary_lines(document: Mapping[str, Any]) -> list[str]:
     """A few human-readable lines from a report: speed, errors per reference, hand-over jumps."""
     timing, selection = document["timing"], document["selection"]
     latency = timing["inference_ms"]
-    lines = [f"{selection['evaluated_chunks']} chunks from {selection['synchronized_observations']} synchronized "
-             f"observations in {timing['wall_s']:.1f} s ({_number(timing['chunks_per_s'], '.2f')} chunks/s; "
-             f"inference mean {_number(latency['mean'], '.0f')} ms, p95 {_number(latency['p95'], '.0f')} ms)"]
+    lines = [
+        f"{selection['evaluated_chunks']} chunks from {selection['synchronized_observations']} synchronized "
+        f"observations in {timing['wall_s']:.1f} s ({_number(timing['chunks_per_s'], '.2f')} chunks/s; "
+        f"inference mean {_number(latency['mean'], '.0f')} ms, p95 {_number(latency['p95'], '.0f')} ms)"
+    ]
     for label, section in document["references"].items():
         overall = section["overall"]
         checkpoints = ", ".join(
-            f"{c['time_s']:.2f} s {_number(_mean(c['mae'].values()), '.4f')}" for c in section["at_horizon"])
-        lines.append(f"vs recorded {label}: MAE {_number(overall['mae'], '.4f')}, "
-                     f"RMSE {_number(overall['rmse'], '.4f')} ({overall['count']} values); MAE at {checkpoints}")
+            f"{c['time_s']:.2f} s {_number(_mean(c['mae'].values()), '.4f')}" for c in section["at_horizon"]
+        )
+        lines.append(
+            f"vs recorded {label}: MAE {_number(overall['mae'], '.4f')}, "
+            f"RMSE {_number(overall['rmse'], '.4f')} ({overall['count']} values); MAE at {checkpoints}"
+        )
     jumps = document["discontinuity"]["max_over_joints"]
-    lines.append(f"hand-over jump (largest joint): mean {_number(jumps['mean'], '.4f')}, "
-                 f"p95 {_number(jumps['p95'], '.4f')}, max {_number(jumps['max'], '.4f')} "
-                 f"over {document['discontinuity']['handovers']} hand-overs")
+    lines.append(
+        f"hand-over jump (largest joint): mean {_number(jumps['mean'], '.4f')}, "
+        f"p95 {_number(jumps['p95'], '.4f')}, max {_number(jumps['max'], '.4f')} "
+        f"over {document['discontinuity']['handovers']} hand-overs"
+    )
     return lines
 
 
-def _mean(values: Any) -> Optional[float]:
+def _mean(values: Any) -> float | None:
     present = [v for v in values if v is not None]
     return sum(present) / len(present) if present else None
 
 
-def _number(value: Optional[float], spec: str) -> str:
+def _number(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)

@@ -4,6 +4,7 @@ Bags name types the rosbag2 way, ``pkg/msg/Type`` (or ``pkg/action/Type_Feedback
 for an action's hidden topics). rosidl_runtime_py is not always installed, so
 classes are imported from the generated modules directly.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -51,8 +52,9 @@ def message_class(msgtype: str) -> type:
     try:
         module = importlib.import_module(f"{type_name.package}.{type_name.namespace}")
     except ImportError as exc:
-        raise BagError(f"unknown message type '{msgtype}': package '{type_name.package}' "
-                       f"is not installed or not sourced ({exc})") from None
+        raise BagError(
+            f"unknown message type '{msgtype}': package '{type_name.package}' is not installed or not sourced ({exc})"
+        ) from None
     cls = getattr(module, type_name.name, None)
     if cls is None:
         cls = _derived_action_class(module, type_name.name)

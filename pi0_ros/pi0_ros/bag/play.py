@@ -9,14 +9,16 @@ Publishers offer the recorded QoS when all recorded publishers agreed on it
 (best effort for cameras, transient local for policy_status), reliable volatile
 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import rclpy
 from rclpy.duration import Duration
@@ -44,19 +46,25 @@ _NS = 1_000_000_000
 ACK_POLL_S = 0.05  # slices of the wait for acknowledgements, so Ctrl-C is noticed
 # Reliable keeps every tick for subscribers that ask for it; it still matches the
 # best-effort /clock subscription of rclcpp and rclpy time sources.
-CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                       reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+CLOCK_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=10,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
+)
 
 
 class PlayNode(Node):
     """Owns one publisher per played topic (and /clock); a playback sink for :class:`Player`."""
 
-    def __init__(self, topics: Sequence[PlaybackTopic], publish_clock: bool = True, qos_depth: int = 10,
-                 **node_kwargs: Any) -> None:
+    def __init__(
+        self, topics: Sequence[PlaybackTopic], publish_clock: bool = True, qos_depth: int = 10, **node_kwargs: Any
+    ) -> None:
         super().__init__("bag_play", **node_kwargs)
         self._topic_publishers: dict[str, Publisher] = {
-            t.bag_topic: self.create_publisher(message_class(t.msgtype), t.output_topic,
-                                               playback_qos(t.offered_qos, qos_depth))
+            t.bag_topic: self.create_publisher(
+                message_class(t.msgtype), t.output_topic, playback_qos(t.offered_qos, qos_depth)
+            )
             for t in topics
         }
         self._clock_publisher = self.create_publisher(Clock, "/clock", CLOCK_QOS) if publish_clock else None
@@ -92,8 +100,9 @@ class PlayNode(Node):
         deadline = time.monotonic() + timeout
         while (missing := self.topics_without_subscribers()) and not stop.is_set():
             if time.monotonic() >= deadline:
-                raise BagError(f"no subscriber after {timeout:g} s on {', '.join(missing)} "
-                               "(select topics with --topics)")
+                raise BagError(
+                    f"no subscriber after {timeout:g} s on {', '.join(missing)} (select topics with --topics)"
+                )
             stop.wait(0.02)
 
 
@@ -105,12 +114,17 @@ def parse_args(args: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--topics", nargs="+", default=[], metavar="TOPIC", help="topics to play (default: all)")
     parser.add_argument("--remap", "-m", nargs="+", default=[], metavar="OLD:=NEW", help="publish OLD as NEW")
     parser.add_argument("--clock-hz", type=float, default=100.0, help="/clock ticks per second (0: none)")
-    parser.add_argument("--clock-per-message", action="store_true",
-                        help="set /clock to each message's time right before publishing it")
+    parser.add_argument(
+        "--clock-per-message", action="store_true", help="set /clock to each message's time right before publishing it"
+    )
     parser.add_argument("--loop", "-l", action="store_true", help="start over at the end until stopped")
-    parser.add_argument("--wait-for-subscribers", type=float, metavar="TIMEOUT",
-                        help="wait up to TIMEOUT s until every played topic has a subscriber, and at the end "
-                             "until the subscribers acknowledged every message")
+    parser.add_argument(
+        "--wait-for-subscribers",
+        type=float,
+        metavar="TIMEOUT",
+        help="wait up to TIMEOUT s until every played topic has a subscriber, and at the end "
+        "until the subscribers acknowledged every message",
+    )
     parser.add_argument("--qos-depth", type=int, default=10, help="queue depth of the publishers")
     return parser.parse_args(args)
 
@@ -137,7 +151,7 @@ def summary_line(stats: PlaybackStats) -> str:
     return line + (" (stopped)" if stats.stopped else "")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     full_argv, own_args = split_argv(PROG, argv)
     args = parse_args(own_args)
     try:
@@ -167,13 +181,19 @@ def _play(player: Player, args: argparse.Namespace, stop: threading.Event) -> in
         if args.wait_for_subscribers is not None:
             node.wait_for_subscribers(args.wait_for_subscribers, stop)
             print(f"{PROG}: every played topic has a subscriber; playing", file=sys.stderr, flush=True)
-        stats = player.run(node, stop, on_failure=lambda topic, exc: node.get_logger().warning(
-            f"skipping a message on {topic}: {exc}", once=True))
+        stats = player.run(
+            node,
+            stop,
+            on_failure=lambda topic, exc: node.get_logger().warning(f"skipping a message on {topic}: {exc}", once=True),
+        )
         if args.wait_for_subscribers is not None:
             unacknowledged = node.wait_for_acknowledgements(args.wait_for_subscribers, stop)
             if unacknowledged:
-                print(f"{PROG}: warning: not every subscriber acknowledged all messages on "
-                      f"{', '.join(unacknowledged)} within {args.wait_for_subscribers:g} s", file=sys.stderr)
+                print(
+                    f"{PROG}: warning: not every subscriber acknowledged all messages on "
+                    f"{', '.join(unacknowledged)} within {args.wait_for_subscribers:g} s",
+                    file=sys.stderr,
+                )
     except BagError as exc:
         return report_error(PROG, exc)
     finally:

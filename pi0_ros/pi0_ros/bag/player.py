@@ -11,13 +11,15 @@ Bag time t maps to wall time ``wall_start + (t - t0) / rate`` with
 of their place in that schedule. Messages whose bytes do not deserialize as
 their type are counted and skipped, never published.
 """
+
 from __future__ import annotations
 
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Protocol
+from typing import Protocol
 
 from pi0_ros.bag.errors import BagError
 from pi0_ros.bag.interfaces import deserialize
@@ -79,8 +81,10 @@ def plan_playback(reader: BagReader, config: PlaybackConfig) -> tuple[PlaybackTo
     if unplayed:
         raise BagError(f"remapped topic {', '.join(unplayed)} is not among the topics to play")
     reader.require_known_types(selected)
-    return tuple(PlaybackTopic(topic, remaps.get(topic, topic), info.topics[topic].msgtype,
-                               info.topics[topic].offered_qos) for topic in selected)
+    return tuple(
+        PlaybackTopic(topic, remaps.get(topic, topic), info.topics[topic].msgtype, info.topics[topic].offered_qos)
+        for topic in selected
+    )
 
 
 class PlaybackSink(Protocol):
@@ -124,14 +128,17 @@ class Player:
         info: BagInfo = reader.info
         self.start_ns = info.start_ns + round(config.start_offset * _NS)
         if info.message_count and self.start_ns > info.end_ns:
-            raise BagError(f"start offset {config.start_offset} s lies past the bag's end "
-                           f"({info.duration_ns / _NS:.3f} s)")
+            raise BagError(
+                f"start offset {config.start_offset} s lies past the bag's end ({info.duration_ns / _NS:.3f} s)"
+            )
 
-    def run(self, sink: PlaybackSink, stop: Optional[threading.Event] = None,
-            on_failure: Optional[FailureCallback] = None) -> PlaybackStats:
+    def run(
+        self, sink: PlaybackSink, stop: threading.Event | None = None, on_failure: FailureCallback | None = None
+    ) -> PlaybackStats:
         """Plays into `sink` until the end (or forever when looping) or until `stop` is set."""
-        playback = _Playback(sink, stop or threading.Event(), on_failure,
-                             PlaybackStats(published={t.bag_topic: 0 for t in self.topics}))
+        playback = _Playback(
+            sink, stop or threading.Event(), on_failure, PlaybackStats(published={t.bag_topic: 0 for t in self.topics})
+        )
         while self._play_once(playback):
             playback.stats.passes += 1
             if not self.config.loop:
@@ -189,7 +196,7 @@ class _Playback:
 
     sink: PlaybackSink
     stop: threading.Event
-    on_failure: Optional[FailureCallback]
+    on_failure: FailureCallback | None
     stats: PlaybackStats
 
 
@@ -211,7 +218,7 @@ class _Schedule:
     def bag_time(self, wall: float) -> int:
         return self._bag_start_ns + math.floor((wall - self._wall_start) * self._rate * _NS)
 
-    def next_tick(self) -> Optional[int]:
+    def next_tick(self) -> int | None:
         return self._next_tick_ns if self._tick_ns is not None else None
 
     def take_tick(self, latest_ns: int) -> int:

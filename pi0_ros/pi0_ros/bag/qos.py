@@ -7,10 +7,11 @@ recorded reliability and durability when all recorded publishers agreed, and
 the reliable volatile default otherwise. Both rules are rosbag2's, so a bag
 behaves the same under these tools and under ``ros2 bag``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from rclpy.duration import Duration
 from rclpy.qos import (
@@ -55,15 +56,20 @@ class OfferedQos:
     avoid_ros_namespace_conventions: bool = False
 
     def __post_init__(self) -> None:
-        for label, value, allowed in (("reliability", self.reliability, RELIABILITIES),
-                                      ("durability", self.durability, DURABILITIES),
-                                      ("history", self.history, HISTORIES),
-                                      ("liveliness", self.liveliness, LIVELINESSES)):
+        for label, value, allowed in (
+            ("reliability", self.reliability, RELIABILITIES),
+            ("durability", self.durability, DURABILITIES),
+            ("history", self.history, HISTORIES),
+            ("liveliness", self.liveliness, LIVELINESSES),
+        ):
             if value not in allowed:
                 raise BagError(f"QoS {label} must be one of {', '.join(allowed)}, got '{value}'")
-        for label, value in (("depth", self.depth), ("deadline_ns", self.deadline_ns),
-                             ("lifespan_ns", self.lifespan_ns),
-                             ("liveliness_lease_duration_ns", self.liveliness_lease_duration_ns)):
+        for label, value in (
+            ("depth", self.depth),
+            ("deadline_ns", self.deadline_ns),
+            ("lifespan_ns", self.lifespan_ns),
+            ("liveliness_lease_duration_ns", self.liveliness_lease_duration_ns),
+        ):
             if not 0 <= value <= INFINITE_NS:
                 raise BagError(f"QoS {label} must be within [0, {INFINITE_NS}], got {value}")
 

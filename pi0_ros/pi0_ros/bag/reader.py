@@ -21,15 +21,17 @@ line of :class:`BagError` naming the bag or the file and what is wrong with it.
         for message in bag.read(["/action_chunk"]):
             chunk = message.message  # a pi0_msgs.msg.ActionChunk
 """
+
 from __future__ import annotations
 
 import heapq
 import struct
 import sys
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Collection, Iterator, Optional
+from typing import Any
 
 import yaml
 from rosbags.interfaces import Connection
@@ -67,17 +69,21 @@ class TruncatedFile:
 
     path: Path
     recovered: int  # messages read before the cut
-    listed: Optional[int]  # messages metadata.yaml lists for the file; None when nothing says
+    listed: int | None  # messages metadata.yaml lists for the file; None when nothing says
     unreadable_bytes: int  # from the end of the last complete record to the end of the file
 
     def __str__(self) -> str:
         if self.listed is None:
             lost = "how many messages followed is not recorded anywhere"
         else:
-            lost = (f"{max(self.listed - self.recovered, 0)} of the {self.listed} messages metadata.yaml lists "
-                    "for it are lost")
-        return (f"{self.path} is cut short (no MCAP footer; {self.unreadable_bytes} bytes after its last complete "
-                f"record cannot be read): read the {self.recovered} messages before the cut, {lost}")
+            lost = (
+                f"{max(self.listed - self.recovered, 0)} of the {self.listed} messages metadata.yaml lists "
+                "for it are lost"
+            )
+        return (
+            f"{self.path} is cut short (no MCAP footer; {self.unreadable_bytes} bytes after its last complete "
+            f"record cannot be read): read the {self.recovered} messages before the cut, {lost}"
+        )
 
 
 @dataclass(frozen=True)
@@ -123,8 +129,7 @@ class BagReader:
         self.path = Path(path)
         self._reader = _open(self.path)
         storages = getattr(self._reader.storage, "storages", None) or [self._reader.storage]
-        self._files = [_StorageFile(self.path / s.path.name if self.path.is_dir() else self.path, s)
-                       for s in storages]
+        self._files = [_StorageFile(self.path / s.path.name if self.path.is_dir() else self.path, s) for s in storages]
         self._compressed_messages = self._reader.compression_mode == "message"
         try:
             self.info = self._read_info()
@@ -140,8 +145,10 @@ class BagReader:
         names = tuple(self._stored_name(t) for t in topics)
         missing = [t for t, name in zip(topics, names, strict=True) if name not in self.info.topics]
         if missing:
-            raise BagError(f"{self.path} has no topic {', '.join(missing)} "
-                           f"(it has {', '.join(sorted(self.info.topics)) or 'none'})")
+            raise BagError(
+                f"{self.path} has no topic {', '.join(missing)} "
+                f"(it has {', '.join(sorted(self.info.topics)) or 'none'})"
+            )
         return names
 
     def _stored_name(self, topic: str) -> str:
@@ -157,8 +164,9 @@ class BagReader:
             except BagError as exc:
                 raise BagError(f"{self.path}: topic {topic}: {exc}") from None
 
-    def messages(self, topics: Optional[Collection[str]] = None, start_ns: Optional[int] = None,
-                 stop_ns: Optional[int] = None) -> Iterator[RawMessage]:
+    def messages(
+        self, topics: Collection[str] | None = None, start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[RawMessage]:
         """Serialized messages in timestamp order, of `topics` (all when None), from start_ns up to before stop_ns.
 
         The files of a split bag are merged; a file cut short yields its
@@ -170,16 +178,18 @@ class BagReader:
         streams = [self._file_messages(f, names, start_ns, stop_ns) for f in self._files]
         yield from heapq.merge(*streams, key=lambda message: message.timestamp_ns)
 
-    def _file_messages(self, file: _StorageFile, names: set[str], start_ns: Optional[int],
-                       stop_ns: Optional[int]) -> Iterator[RawMessage]:
+    def _file_messages(
+        self, file: _StorageFile, names: set[str], start_ns: int | None, stop_ns: int | None
+    ) -> Iterator[RawMessage]:
         connections = [c for c in file.storage.connections if self._selects(c, names)]
         if not connections:
             return
         # The file's own time range decides, not metadata.yaml's: its start can lie after a split bag's
         # first message, and then playing from it reads only part of the earlier files.
         stored = file.storage.metadata
-        complete = ((start_ns is None or start_ns <= stored.start_time)
-                    and (stop_ns is None or stop_ns >= stored.end_time))
+        complete = (start_ns is None or start_ns <= stored.start_time) and (
+            stop_ns is None or stop_ns >= stored.end_time
+        )
         stream = file.storage.messages(connections, start_ns, stop_ns)
         count = 0
         while True:
@@ -199,11 +209,13 @@ class BagReader:
 
     def _selects(self, connection: Connection, names: set[str]) -> bool:
         # By name and type only: the QoS stored with a topic is no reason to skip its messages.
-        return (connection.topic in names
-                and _full_type(connection.msgtype) == _full_type(self.info.topics[connection.topic].msgtype))
+        return connection.topic in names and _full_type(connection.msgtype) == _full_type(
+            self.info.topics[connection.topic].msgtype
+        )
 
-    def read(self, topics: Optional[Collection[str]] = None, start_ns: Optional[int] = None,
-             stop_ns: Optional[int] = None) -> Iterator[BagMessage]:
+    def read(
+        self, topics: Collection[str] | None = None, start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[BagMessage]:
         """Like :meth:`messages`, deserialized; BagError on the first message that does not decode."""
         for raw in self.messages(topics, start_ns, stop_ns):
             yield BagMessage(raw.topic, raw.timestamp_ns, deserialize(raw.msgtype, raw.data))
@@ -215,8 +227,9 @@ class BagReader:
     def __enter__(self) -> BagReader:
         return self
 
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 traceback: Optional[TracebackType]) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.close()
 
     def _read_info(self) -> BagInfo:
@@ -232,13 +245,18 @@ class BagReader:
                 type_hash=connection.digest or "",
             )
         stored = self._stored_counts(listed)
-        truncated = tuple(self._truncation(f) for f in self._files if isinstance(f.storage, _McapStorage)
-                          and f.storage.unreadable_bytes is not None)
+        truncated = tuple(
+            self._truncation(f)
+            for f in self._files
+            if isinstance(f.storage, _McapStorage) and f.storage.unreadable_bytes is not None
+        )
         differing = [t for t in listed if listed[t].message_count != stored[t]]
         if differing and not truncated:
             # Not blamed on corruption: each file's own index agrees with itself, metadata.yaml does not.
-            raise BagError(f"{self.path}/metadata.yaml does not match the storage files: " + "; ".join(
-                f"{t}: {listed[t].message_count} messages listed, {stored[t]} stored" for t in differing))
+            raise BagError(
+                f"{self.path}/metadata.yaml does not match the storage files: "
+                + "; ".join(f"{t}: {listed[t].message_count} messages listed, {stored[t]} stored" for t in differing)
+            )
         topics = {t: TopicInfo(i.name, i.msgtype, stored[t], i.offered_qos, i.type_hash) for t, i in listed.items()}
         count = sum(t.message_count for t in topics.values())
         start = self._reader.start_time if count else 0
@@ -261,8 +279,10 @@ class BagReader:
                 if connection.topic not in listed:
                     continue  # rosbag2 plays only the topics metadata.yaml lists
                 if _full_type(connection.msgtype) != _full_type(listed[connection.topic].msgtype):
-                    raise BagError(f"{file.path} stores {connection.topic} as {connection.msgtype}, but "
-                                   f"metadata.yaml lists it as {listed[connection.topic].msgtype}")
+                    raise BagError(
+                        f"{file.path} stores {connection.topic} as {connection.msgtype}, but "
+                        f"metadata.yaml lists it as {listed[connection.topic].msgtype}"
+                    )
                 counts[connection.topic] += connection.msgcount
         return counts
 
@@ -300,7 +320,7 @@ class _McapStorage(McapReader):
     unindexed MCAP that ends there, as rosbag2's fallback scan reads it.
     """
 
-    unreadable_bytes: Optional[int] = None  # set when the file was cut short: bytes after the last complete record
+    unreadable_bytes: int | None = None  # set when the file was cut short: bytes after the last complete record
 
     def _open(self) -> None:
         assert self.bio is not None
@@ -353,8 +373,9 @@ class _McapStorage(McapReader):
             message_count=count,
         )
 
-    def messages(self, connections: Collection[Connection], start: Optional[int] = None,
-                 stop: Optional[int] = None) -> Iterator[tuple[Connection, int, bytes]]:
+    def messages(
+        self, connections: Collection[Connection], start: int | None = None, stop: int | None = None
+    ) -> Iterator[tuple[Connection, int, bytes]]:
         if self.unreadable_bytes is None:
             yield from super().messages(connections, start, stop)
         else:
@@ -367,7 +388,7 @@ class _McapStorage(McapReader):
         self.bio.seek(offset)
         return self.bio.read(1)[0]
 
-    def _complete_record_end(self, offset: int, size: int) -> Optional[int]:
+    def _complete_record_end(self, offset: int, size: int) -> int | None:
         """Where the record at `offset` ends, or None when the file ends before it does."""
         assert self.bio is not None
         if offset + _RECORD_PREFIX.size > size:
@@ -431,8 +452,10 @@ _KIND_NAMES = {int: "an integer", str: "a string", list: "a list"}
 def _check_metadata(file: Path) -> None:
     """BagError naming metadata.yaml and what is wrong with it (rosbags' own errors name neither)."""
     if not file.is_file():
-        raise BagError(f"{file.parent} is not a rosbag2 bag: it has no metadata.yaml (an interrupted recording "
-                       "leaves none: `ros2 bag reindex` recreates it, or give the storage file itself)")
+        raise BagError(
+            f"{file.parent} is not a rosbag2 bag: it has no metadata.yaml (an interrupted recording "
+            "leaves none: `ros2 bag reindex` recreates it, or give the storage file itself)"
+        )
     try:
         text = file.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -448,8 +471,9 @@ def _check_metadata(file: Path) -> None:
         raise BagError(f"{file} has no rosbag2_bagfile_information mapping: it is not rosbag2 metadata")
     _check_fields(file, info, _METADATA_FIELDS, "")
     if not 1 <= info["version"] <= _NEWEST_METADATA_VERSION:
-        raise BagError(f"{file} has metadata version {info['version']}; these tools read versions 1 to "
-                       f"{_NEWEST_METADATA_VERSION}")
+        raise BagError(
+            f"{file} has metadata version {info['version']}; these tools read versions 1 to {_NEWEST_METADATA_VERSION}"
+        )
     for index, topic in enumerate(info["topics_with_message_count"]):
         _check_fields(file, topic, _TOPIC_FIELDS, f"topics_with_message_count[{index}].")
     if info["version"] >= _FILES_VERSION:  # rosbag2 requires the per-file list from then on
@@ -466,6 +490,8 @@ def _check_fields(file: Path, mapping: Any, fields: tuple[tuple[tuple[str, ...],
         # bool is an int to Python, never to rosbag2.
         if not isinstance(value, kind) or isinstance(value, bool):
             name = prefix + ".".join(keys)
-            raise BagError(f"{file}: {name} must be {_KIND_NAMES[kind]}, got {value!r}"
-                           if value is not None else f"{file} has no {name}")
-
+            raise BagError(
+                f"{file}: {name} must be {_KIND_NAMES[kind]}, got {value!r}"
+                if value is not None
+                else f"{file} has no {name}"
+            )

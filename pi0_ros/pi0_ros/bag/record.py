@@ -10,16 +10,18 @@ policy_status), and stored serialized exactly as received. Ctrl-C or SIGTERM
 finalizes the bag. Timestamps are the node's clock at reception (sim time when
 run with use_sim_time), as ``ros2 bag record`` stores them.
 """
+
 from __future__ import annotations
 
 import argparse
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import rclpy
 from rclpy.clock import Clock, ClockType
@@ -53,7 +55,7 @@ class RecordConfig:
     topics: tuple[str, ...]  # relative names resolve in the node's namespace
     storage: str = DEFAULT_STORAGE
     metadata_version: int = DEFAULT_METADATA_VERSION
-    duration: Optional[float] = None  # seconds of recording; None records until stopped
+    duration: float | None = None  # seconds of recording; None records until stopped
     status_period: float = 5.0  # seconds between status lines; 0 turns them off
     discovery_period: float = 0.2  # how often the graph is checked for new publishers, seconds
     qos_depth: int = 100  # subscription queue; generous, so bursts are not lost before the executor takes them
@@ -95,8 +97,9 @@ class RecordNode(Node):
             self.create_timer(config.status_period, self._report_status, clock=steady)
         if config.duration is not None:
             self.create_timer(min(config.duration, 0.05), self._check_duration, clock=steady)
-        self.get_logger().info(f"recording into {config.output} ({config.storage}); "
-                               f"waiting for publishers on {', '.join(self._wanted)}")
+        self.get_logger().info(
+            f"recording into {config.output} ({config.storage}); waiting for publishers on {', '.join(self._wanted)}"
+        )
         self._discover()
 
     @property
@@ -116,8 +119,9 @@ class RecordNode(Node):
             self.destroy_subscription(subscription)
         self._topic_subscriptions.clear()
         summary = self._recorder.stop()
-        self.get_logger().info(f"wrote {summary.message_count} messages on {len(summary.message_counts)} "
-                               f"topics to {summary.path}")
+        self.get_logger().info(
+            f"wrote {summary.message_count} messages on {len(summary.message_counts)} topics to {summary.path}"
+        )
         return summary
 
     def _discover(self) -> None:
@@ -145,9 +149,11 @@ class RecordNode(Node):
         self._recorder.add_topic(topic, msgtype, offers, _graph_type_hash(publishers[0]))
         qos = recording_qos(offers, self.config.qos_depth)
         self._topic_subscriptions[topic] = self.create_subscription(
-            msg_class, topic, partial(self._on_message, topic), qos, raw=True)
-        self.get_logger().info(f"recording {topic} ({msgtype}, {qos.reliability.name.lower()}, "
-                               f"{qos.durability.name.lower()})")
+            msg_class, topic, partial(self._on_message, topic), qos, raw=True
+        )
+        self.get_logger().info(
+            f"recording {topic} ({msgtype}, {qos.reliability.name.lower()}, {qos.durability.name.lower()})"
+        )
 
     def _skip(self, topic: str, reason: str) -> None:
         self._skipped.add(topic)
@@ -179,7 +185,7 @@ class RecordNode(Node):
         self.get_logger().info(line)
 
 
-def _graph_type_hash(publisher: TopicEndpointInfo) -> Optional[str]:
+def _graph_type_hash(publisher: TopicEndpointInfo) -> str | None:
     # rosbag2 stores the hash the publisher announces; Humble's graph has none.
     type_hash = str(getattr(publisher, "topic_type_hash", "") or "")
     return type_hash if type_hash.startswith("RIHS01_") else None
@@ -187,16 +193,24 @@ def _graph_type_hash(publisher: TopicEndpointInfo) -> Optional[str]:
 
 def parse_args(args: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description="Record the pi0 suite's topics into a rosbag2 bag.")
-    parser.add_argument("--robot-description", type=Path,
-                        help="robot YAML: record its cameras, joint states, controller commands and the suite's topics")
+    parser.add_argument(
+        "--robot-description",
+        type=Path,
+        help="robot YAML: record its cameras, joint states, controller commands and the suite's topics",
+    )
     parser.add_argument("--output", "-o", type=Path, required=True, help="bag directory to create")
     parser.add_argument("--storage", "-s", choices=STORAGES, default=DEFAULT_STORAGE)
     parser.add_argument("--topics", nargs="+", default=[], metavar="TOPIC", help="topics to record (as well)")
     parser.add_argument("--duration", "-d", type=float, help="stop after this many seconds")
     parser.add_argument("--status-period", type=float, default=5.0, help="seconds between status lines (0: none)")
-    parser.add_argument("--metadata-version", type=int, choices=METADATA_VERSIONS, default=DEFAULT_METADATA_VERSION,
-                        help="rosbag2 metadata version: 8 (default) is read on Humble, Jazzy and Kilted; 9 is "
-                             "Jazzy's own format, which Humble cannot parse")
+    parser.add_argument(
+        "--metadata-version",
+        type=int,
+        choices=METADATA_VERSIONS,
+        default=DEFAULT_METADATA_VERSION,
+        help="rosbag2 metadata version: 8 (default) is read on Humble, Jazzy and Kilted; 9 is "
+        "Jazzy's own format, which Humble cannot parse",
+    )
     return parser.parse_args(args)
 
 
@@ -212,7 +226,7 @@ def config_from_args(args: argparse.Namespace) -> RecordConfig:
     )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     full_argv, own_args = split_argv(PROG, argv)
     try:
         config = config_from_args(parse_args(own_args))

@@ -5,13 +5,14 @@ queues them for one writer thread: disk writes never stall the executor, and
 the storage (sqlite3 connections are bound to the thread that opened them) is
 only ever touched from that thread.
 """
+
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
 
 from pi0_ros.bag.errors import BagError
 from pi0_ros.bag.qos import OfferedQos
@@ -47,7 +48,7 @@ def robot_topics(description: RobotDescription) -> tuple[str, ...]:
     return tuple(topics)
 
 
-def select_topics(description: Optional[RobotDescription], explicit: Sequence[str] = ()) -> tuple[str, ...]:
+def select_topics(description: RobotDescription | None, explicit: Sequence[str] = ()) -> tuple[str, ...]:
     """The robot's topics and the suite's (when a description is given) plus `explicit`, without repeats."""
     topics: list[str] = []
     if description is not None:
@@ -63,7 +64,7 @@ class _Topic:
     name: str
     msgtype: str
     offered_qos: tuple[OfferedQos, ...]
-    type_hash: Optional[str]
+    type_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,13 @@ class RecorderStats:
 class BagRecorder:
     """Opens a bag and writes queued messages from a thread; BagError at start when it cannot."""
 
-    def __init__(self, path: str | Path, storage: str = DEFAULT_STORAGE,
-                 metadata_version: int = DEFAULT_METADATA_VERSION, max_queue_bytes: int = 512 * 2**20) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        storage: str = DEFAULT_STORAGE,
+        metadata_version: int = DEFAULT_METADATA_VERSION,
+        max_queue_bytes: int = 512 * 2**20,
+    ) -> None:
         if max_queue_bytes <= 0:
             raise BagError(f"max_queue_bytes must be positive, got {max_queue_bytes}")
         self._max_queue_bytes = max_queue_bytes
@@ -96,11 +102,12 @@ class BagRecorder:
         self._lock = threading.Lock()
         self._queued_bytes = 0
         self._stats = RecorderStats()
-        self._error: Optional[BagError] = None
-        self._summary: Optional[BagSummary] = None
+        self._error: BagError | None = None
+        self._summary: BagSummary | None = None
         opened = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(Path(path), storage, metadata_version, opened),
-                                        name="bag_writer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(Path(path), storage, metadata_version, opened), name="bag_writer", daemon=True
+        )
         self._thread.start()
         opened.wait()
         if self._error is not None:
@@ -108,12 +115,13 @@ class BagRecorder:
             raise self._error
 
     @property
-    def error(self) -> Optional[BagError]:
+    def error(self) -> BagError | None:
         """The writer's failure (disk full, bad definition), after which nothing more is written."""
         return self._error
 
-    def add_topic(self, topic: str, msgtype: str, offered_qos: Sequence[OfferedQos] = (),
-                  type_hash: Optional[str] = None) -> None:
+    def add_topic(
+        self, topic: str, msgtype: str, offered_qos: Sequence[OfferedQos] = (), type_hash: str | None = None
+    ) -> None:
         """Declares a topic before its first message; its definition must be installed (check first)."""
         with self._lock:
             self._stats.received.setdefault(topic, 0)

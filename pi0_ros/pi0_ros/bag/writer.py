@@ -10,18 +10,20 @@ distribution the recording ran on where rosbags writes its own name.
         bag.write("/cam_high/image_raw", image, timestamp_ns, offered_qos=[OfferedQos.sensor_data()])
         bag.write("/action_chunk", chunk, timestamp_ns)
 """
+
 from __future__ import annotations
 
 import importlib.metadata
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from rclpy.serialization import serialize_message
 from rosbags.interfaces import Connection
@@ -67,9 +69,13 @@ class BagSummary:
 class BagWriter:
     """Creates a new bag directory at `path` and writes messages into it (not thread-safe)."""
 
-    def __init__(self, path: str | Path, storage: str = DEFAULT_STORAGE,
-                 metadata_version: int = DEFAULT_METADATA_VERSION,
-                 definitions: Optional[DefinitionSource] = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        storage: str = DEFAULT_STORAGE,
+        metadata_version: int = DEFAULT_METADATA_VERSION,
+        definitions: DefinitionSource | None = None,
+    ) -> None:
         if storage not in STORAGES:
             raise BagError(f"storage must be one of {', '.join(STORAGES)}, got '{storage}'")
         if metadata_version not in METADATA_VERSIONS:
@@ -80,8 +86,9 @@ class BagWriter:
         self._connections: dict[str, Connection] = {}
         self._counts: dict[str, int] = {}
         try:
-            self._writer: Optional[_Rosbag2Writer] = _Rosbag2Writer(
-                self.path, version=metadata_version, storage_plugin=_PLUGINS[storage])
+            self._writer: _Rosbag2Writer | None = _Rosbag2Writer(
+                self.path, version=metadata_version, storage_plugin=_PLUGINS[storage]
+            )
             self._writer.open()
         except (WriterError, OSError) as exc:
             raise BagError(f"cannot create bag {self.path}: {exc}") from None
@@ -91,8 +98,9 @@ class BagWriter:
         """Topic name -> message type of every topic added so far."""
         return {name: connection.msgtype for name, connection in self._connections.items()}
 
-    def add_topic(self, topic: str, msgtype: str, offered_qos: Sequence[OfferedQos] = (),
-                  type_hash: Optional[str] = None) -> None:
+    def add_topic(
+        self, topic: str, msgtype: str, offered_qos: Sequence[OfferedQos] = (), type_hash: str | None = None
+    ) -> None:
         """Declares a topic; `type_hash` overrides the installed one (e.g. as a publisher reported it)."""
         topic = absolute_topic(topic)
         msgtype = str(parse_type_name(msgtype))
@@ -101,8 +109,12 @@ class BagWriter:
         definition = self._definitions.definition(msgtype)
         try:
             self._connections[topic] = self._open_writer().add_connection(
-                topic, msgtype, msgdef=definition.text, rihs01=type_hash or definition.type_hash,
-                offered_qos_profiles=[q.to_rosbags() for q in offered_qos])
+                topic,
+                msgtype,
+                msgdef=definition.text,
+                rihs01=type_hash or definition.type_hash,
+                offered_qos_profiles=[q.to_rosbags() for q in offered_qos],
+            )
         except WriterError as exc:
             raise BagError(f"cannot add topic {topic} to {self.path}: {exc}") from None
         self._counts[topic] = 0
@@ -149,8 +161,9 @@ class BagWriter:
     def __enter__(self) -> BagWriter:
         return self
 
-    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
-                 traceback: Optional[TracebackType]) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -191,8 +204,9 @@ def _wheels_distro() -> str:
 
 def _with_ros_distro(metadata: str) -> str:
     """rosbags' metadata YAML with this distribution where rosbags writes its own name."""
-    text, replaced = re.subn(r"^(\s*ros_distro: )rosbags$", lambda m: m.group(1) + json.dumps(ros_distro()),
-                             metadata, flags=re.MULTILINE)
+    text, replaced = re.subn(
+        r"^(\s*ros_distro: )rosbags$", lambda m: m.group(1) + json.dumps(ros_distro()), metadata, flags=re.MULTILINE
+    )
     if replaced != 1:
         raise BagError("the rosbags library wrote metadata without its 'ros_distro: rosbags' line")
     return text
@@ -211,12 +225,18 @@ class _McapStorage(McapWriter):
 
     def add_connection(self, connection: Connection, offered_qos_profiles: str) -> None:
         metadata = BytesIO()
-        for key, value in (("offered_qos_profiles", offered_qos_profiles),
-                           ("topic_type_hash", connection.digest)):
+        for key, value in (("offered_qos_profiles", offered_qos_profiles), ("topic_type_hash", connection.digest)):
             write_string(metadata, key)
             write_string(metadata, value)
-        self.channels.append(Channel(connection.id, connection.msgtype, connection.topic,
-                                     connection.ext.serialization_format, metadata.getvalue()))
+        self.channels.append(
+            Channel(
+                connection.id,
+                connection.msgtype,
+                connection.topic,
+                connection.ext.serialization_format,
+                metadata.getvalue(),
+            )
+        )
         self.channel_stats[connection.id] = 0
         write_channel(self.chunk.bio, self.channels[-1], self.schemas)
 

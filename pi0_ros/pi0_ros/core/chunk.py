@@ -3,12 +3,12 @@
 A chunk is a time-indexed trajectory: row k is meant for ``stamp + k * step``
 (docs/ARCHITECTURE.md). The policy produces it, the streamer executes it.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import enum
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -27,7 +27,7 @@ class Handover(str, enum.Enum):
         return tuple(h.value for h in cls)
 
     @classmethod
-    def parse(cls, value: str) -> "Handover":
+    def parse(cls, value: str) -> Handover:
         try:
             return cls(value)
         except ValueError:
@@ -56,11 +56,11 @@ class TimedChunk:
     def covers(self, t: float) -> bool:
         return t <= self.end + 1e-9
 
-    def sample(self, t: float) -> Optional[np.ndarray]:
+    def sample(self, t: float) -> np.ndarray | None:
         """The action for time t, linearly interpolated between rows; None after the last row."""
         if not self.covers(t):
             return None
         return interpolate_rows(self.actions, (t - self.stamp) / self.step)
 
-    def restarted_at(self, t: float) -> "TimedChunk":
+    def restarted_at(self, t: float) -> TimedChunk:
         return dataclasses.replace(self, stamp=t)

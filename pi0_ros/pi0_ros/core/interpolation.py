@@ -1,4 +1,5 @@
 """Linear interpolation, written once: between two values, and along the rows of a table."""
+
 from __future__ import annotations
 
 from typing import TypeVar

@@ -1,10 +1,11 @@
 """Rate and jitter of a periodic event over a sliding window."""
+
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 

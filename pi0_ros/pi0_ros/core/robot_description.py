@@ -9,12 +9,14 @@ their topics and limits from it, so a robot is described exactly once.
 Loading validates everything and raises :class:`DescriptionError` naming the
 file and the offending entry.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import yaml
 
@@ -91,8 +93,12 @@ class BaseSpec:
     odometry_topic: str
 
     def __post_init__(self) -> None:
-        for label in ("max_linear_velocity", "max_angular_velocity", "max_linear_acceleration",
-                      "max_angular_acceleration"):
+        for label in (
+            "max_linear_velocity",
+            "max_angular_velocity",
+            "max_linear_acceleration",
+            "max_angular_acceleration",
+        ):
             value = getattr(self, label)
             if not (math.isfinite(value) and value > 0):
                 raise DescriptionError(f"base: {label} must be a positive number, got {value}")
@@ -110,7 +116,7 @@ class BaseSpec:
 class CameraSpec:
     name: str
     topic: str  # sensor_msgs/Image topic, or the CompressedImage topic when compressed
-    slot: Optional[str]  # pi0 image slot, or None for a camera the policy does not use
+    slot: str | None  # pi0 image slot, or None for a camera the policy does not use
     compressed: bool = False
     width: int = 640  # native size, used by the simulator
     height: int = 480
@@ -125,7 +131,7 @@ class PolicyLayout:
     actions: tuple[str, ...]  # joint names then base action names, in action-vector order
     action_rate_hz: float  # rate the checkpoint's actions were recorded at (one chunk row per 1/rate s)
     transforms: tuple[str, ...] = ()  # robot adaptations applied by pi0_model, e.g. ("aloha",)
-    norm_stats: Optional[str] = None  # norm_stats.json overriding the checkpoint's, relative to the description
+    norm_stats: str | None = None  # norm_stats.json overriding the checkpoint's, relative to the description
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,8 @@ class RobotDescription:
     joint_groups: tuple[JointGroup, ...]
     cameras: tuple[CameraSpec, ...]
     policy: PolicyLayout
-    base: Optional[BaseSpec] = None
-    source: Optional[Path] = field(default=None, compare=False)
+    base: BaseSpec | None = None
+    source: Path | None = field(default=None, compare=False)
 
     @property
     def joints(self) -> tuple[JointSpec, ...]:
@@ -177,7 +183,7 @@ class RobotDescription:
             found.append(self.base.controller)
         return tuple(found)
 
-    def norm_stats_path(self) -> Optional[Path]:
+    def norm_stats_path(self) -> Path | None:
         if self.policy.norm_stats is None:
             return None
         path = Path(self.policy.norm_stats)
@@ -201,19 +207,30 @@ def load_robot_description(path: str | Path) -> RobotDescription:
         raise DescriptionError(f"{path}: {exc}") from None
 
 
-def parse_robot_description(raw: Any, source: Optional[Path] = None) -> RobotDescription:
+def parse_robot_description(raw: Any, source: Path | None = None) -> RobotDescription:
     """Builds a validated description from already-parsed YAML."""
     data = _mapping(raw, "description")
-    _reject_unknown(data, "description", {"name", "control_rate_hz", "joint_state_topic", "joint_templates",
-                                         "joint_groups", "base", "cameras", "policy"})
+    _reject_unknown(
+        data,
+        "description",
+        {
+            "name",
+            "control_rate_hz",
+            "joint_state_topic",
+            "joint_templates",
+            "joint_groups",
+            "base",
+            "cameras",
+            "policy",
+        },
+    )
     name = _string(data, "name", "description")
     rate = _number(data, "control_rate_hz", "description", default=50.0)
     if not 1.0 <= rate <= 1000.0:
         raise DescriptionError(f"control_rate_hz must be within [1, 1000], got {rate}")
     default_state_topic = str(data.get("joint_state_topic", "joint_states"))
     templates = _mapping(data.get("joint_templates", {}), "joint_templates")
-    groups = tuple(_parse_group(g, default_state_topic, templates)
-                   for g in _list(data, "joint_groups", "description"))
+    groups = tuple(_parse_group(g, default_state_topic, templates) for g in _list(data, "joint_groups", "description"))
     if not groups:
         raise DescriptionError("joint_groups must list at least one group")
     _require_unique("joint", [j.name for g in groups for j in g.joints])
@@ -247,7 +264,10 @@ def _parse_group(raw: Any, default_state_topic: str, templates: Mapping[str, Any
         template = data["template"]
         if template not in templates:
             raise DescriptionError(f"{where}: unknown joint template '{template}'")
-        raw_joints = [dict(_mapping(j, f"joint template '{template}' joint")) for j in _list(templates, template, "joint_templates")]
+        raw_joints = [
+            dict(_mapping(j, f"joint template '{template}' joint"))
+            for j in _list(templates, template, "joint_templates")
+        ]
         for joint in raw_joints:
             joint["name"] = f"{data.get('prefix', '')}{joint.get('name', '')}"
     else:
@@ -285,7 +305,9 @@ def _parse_controller(raw: Any, where: str) -> ControllerSpec:
     interface = _string(data, "interface", f"{where} controller")
     if interface not in CONTROLLER_INTERFACES:
         raise DescriptionError(
-            f"{where} controller '{name}': unknown interface '{interface}' (expected one of {', '.join(CONTROLLER_INTERFACES)})")
+            f"{where} controller '{name}': unknown interface '{interface}' "
+            f"(expected one of {', '.join(CONTROLLER_INTERFACES)})"
+        )
     stamped = bool(data.get("stamped", True))
     default_topic = {
         "joint_trajectory": f"{name}/joint_trajectory",
@@ -297,8 +319,18 @@ def _parse_controller(raw: Any, where: str) -> ControllerSpec:
 
 def _parse_base(raw: Any) -> BaseSpec:
     data = _mapping(raw, "base")
-    _reject_unknown(data, "base", {"controller", "max_linear_velocity", "max_angular_velocity",
-                                  "max_linear_acceleration", "max_angular_acceleration", "odometry_topic"})
+    _reject_unknown(
+        data,
+        "base",
+        {
+            "controller",
+            "max_linear_velocity",
+            "max_angular_velocity",
+            "max_linear_acceleration",
+            "max_angular_acceleration",
+            "odometry_topic",
+        },
+    )
     controller = _parse_controller(data.get("controller"), "base")
     if controller.interface != "base_velocity":
         raise DescriptionError("base: controller interface must be base_velocity")
@@ -319,7 +351,9 @@ def _parse_camera(raw: Any) -> CameraSpec:
     _reject_unknown(data, where, {"name", "topic", "slot", "compressed", "width", "height", "rate_hz"})
     slot = data.get("slot")
     if slot is not None and slot not in PI0_IMAGE_SLOTS:
-        raise DescriptionError(f"{where}: unknown pi0 slot '{slot}' (expected one of {', '.join(PI0_IMAGE_SLOTS)} or null)")
+        raise DescriptionError(
+            f"{where}: unknown pi0 slot '{slot}' (expected one of {', '.join(PI0_IMAGE_SLOTS)} or null)"
+        )
     compressed = bool(data.get("compressed", False))
     default_topic = f"{name}/image_raw/compressed" if compressed else f"{name}/image_raw"
     width = int(_number(data, "width", where, default=640))
@@ -330,14 +364,16 @@ def _parse_camera(raw: Any) -> CameraSpec:
     return CameraSpec(name, str(data.get("topic", default_topic)), slot, compressed, width, height, rate)
 
 
-def _parse_policy(raw: Any, groups: Sequence[JointGroup], base: Optional[BaseSpec],
-                  control_rate_hz: float) -> PolicyLayout:
+def _parse_policy(
+    raw: Any, groups: Sequence[JointGroup], base: BaseSpec | None, control_rate_hz: float
+) -> PolicyLayout:
     data = _mapping(raw, "policy")
     _reject_unknown(data, "policy", {"state", "actions", "action_rate_hz", "transforms", "norm_stats"})
     action_rate = _number(data, "action_rate_hz", "policy", default=control_rate_hz)
     if not 1.0 <= action_rate <= control_rate_hz:
         raise DescriptionError(
-            f"policy.action_rate_hz must be within [1, control_rate_hz={control_rate_hz}], got {action_rate}")
+            f"policy.action_rate_hz must be within [1, control_rate_hz={control_rate_hz}], got {action_rate}"
+        )
     joint_names = [j.name for g in groups for j in g.joints]
     default_actions = joint_names + (list(BASE_ACTION_NAMES) if base is not None else [])
     state = tuple(data.get("state", joint_names))
@@ -400,7 +436,7 @@ def _string(data: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _number(data: Mapping[str, Any], key: str, where: str, default: Optional[float] = None) -> float:
+def _number(data: Mapping[str, Any], key: str, where: str, default: float | None = None) -> float:
     value = data.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DescriptionError(f"{where}: '{key}' must be a number, got {value!r}")

@@ -12,12 +12,12 @@ still ran, so it never took another response. Here a signal only sets an
 event that the main loop checks between callbacks. No rclpy import: the graph
 runner, which starts no node itself, uses it too.
 """
+
 from __future__ import annotations
 
 import signal
 import threading
 from types import FrameType
-from typing import Optional
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -25,7 +25,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def stop_on_first_signal(stop: threading.Event) -> None:
     """Makes the first SIGINT or SIGTERM set `stop`, and every later one do nothing. Main thread only."""
 
-    def on_signal(signum: int, frame: Optional[FrameType]) -> None:
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         stop.set()

@@ -4,14 +4,15 @@ Shared by the action server callbacks (executor threads) and the inference
 worker thread; every method is thread-safe and the first ``stop`` wins, so a
 cancel racing a timeout or a preemption ends the goal exactly once.
 """
+
 from __future__ import annotations
 
 import enum
 import math
 import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -76,9 +77,15 @@ class GoalStats:
 
 
 class GoalSession:
-    def __init__(self, goal_id: str, instruction: str, started: Optional[float],
-                 max_duration: Optional[float] = None, max_chunks: int = 0,
-                 on_end: Optional[Callable[[], None]] = None) -> None:
+    def __init__(
+        self,
+        goal_id: str,
+        instruction: str,
+        started: float | None,
+        max_duration: float | None = None,
+        max_chunks: int = 0,
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
         """`started` is when the goal started running, None while it waits to start (see `begin`): its
         duration and elapsed time count from then. `on_end` is called once, on the thread of the first
         `stop`, after the outcome is set."""
@@ -92,13 +99,13 @@ class GoalSession:
         self.ended = threading.Event()
         self._on_end = on_end
         self._lock = threading.Lock()
-        self._outcome: Optional[GoalOutcome] = None
+        self._outcome: GoalOutcome | None = None
         self._chunks = 0
         self._commands_sent = 0
         self._inference_ms: list[float] = []
 
     @property
-    def outcome(self) -> Optional[GoalOutcome]:
+    def outcome(self) -> GoalOutcome | None:
         with self._lock:
             return self._outcome
 
@@ -107,7 +114,7 @@ class GoalSession:
         return not self.ended.is_set()
 
     @property
-    def started(self) -> Optional[float]:
+    def started(self) -> float | None:
         with self._lock:
             return self._started
 

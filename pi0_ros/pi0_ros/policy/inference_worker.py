@@ -5,11 +5,13 @@ keep flowing while the model computes. It serves one goal session at a time;
 a new session (preemption) takes over after the inference in flight, whose
 chunk is then dropped rather than published under the wrong goal.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,20 +54,26 @@ class WorkerConfig:
             raise ValueError(f"invalid inference worker settings: {self}")
 
 
-NextObservation = Callable[[float, Optional[float]], "tuple[Optional[Any], str]"]
-Infer = Callable[[Any, str, Optional[RtcPlan]], ModelOutput]
+NextObservation = Callable[[float, float | None], "tuple[Any | None, str]"]
+Infer = Callable[[Any, str, RtcPlan | None], ModelOutput]
 
 
 class InferenceWorker:
-    def __init__(self, config: WorkerConfig, clock: Callable[[], float], next_observation: NextObservation,
-                 infer: Infer, publish: Callable[[ChunkRecord], None]) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        clock: Callable[[], float],
+        next_observation: NextObservation,
+        infer: Infer,
+        publish: Callable[[ChunkRecord], None],
+    ) -> None:
         """next_observation(now, newer_than) returns (observation or None, reason when None)."""
         self.config = config
         self._clock = clock
         self._next_observation = next_observation
         self._infer = infer
         self._publish = publish
-        self._session: Optional[GoalSession] = None
+        self._session: GoalSession | None = None
         self._wake = threading.Event()
         self._observation_arrived = threading.Event()
         self._shutdown = threading.Event()
@@ -107,8 +115,8 @@ class InferenceWorker:
 
     def _serve(self, session: GoalSession) -> None:
         latency = LatencyEstimate(self.config.initial_latency)
-        previous: Optional[TimedChunk] = None
-        last_stamp: Optional[float] = None
+        previous: TimedChunk | None = None
+        last_stamp: float | None = None
         waiting_since = self._clock()
         while session.active and not self._shutdown.is_set() and self._session is session:
             now = self._clock()
@@ -118,8 +126,10 @@ class InferenceWorker:
             observation, reason = self._next_observation(now, last_stamp)
             if observation is None:
                 if now - waiting_since > self.config.stale_timeout:
-                    session.stop(EndReason.OBSERVATION_STALE,
-                                 f"no new synchronized observation for {now - waiting_since:.2f} s: {reason}")
+                    session.stop(
+                        EndReason.OBSERVATION_STALE,
+                        f"no new synchronized observation for {now - waiting_since:.2f} s: {reason}",
+                    )
                 self._observation_arrived.wait(self.config.idle_wait)
                 continue
             last_stamp = observation.stamp
@@ -132,13 +142,13 @@ class InferenceWorker:
             session.record_chunk(record.inference_ms)
             waiting_since = self._clock()
 
-    def _chunk_for(self, session: GoalSession, observation: Any, previous: Optional[TimedChunk],
-                   expected_latency: float) -> Optional[ChunkRecord]:
+    def _chunk_for(
+        self, session: GoalSession, observation: Any, previous: TimedChunk | None, expected_latency: float
+    ) -> ChunkRecord | None:
         """Runs the model; None when the goal ended meanwhile or the model failed (goal stopped)."""
         plan = None
         if self.config.real_time_chunking:
-            plan = plan_rtc(previous, observation.stamp, self.config.action_step, self.config.horizon,
-                            expected_latency)
+            plan = plan_rtc(previous, observation.stamp, self.config.action_step, self.config.horizon, expected_latency)
         try:
             output = self._infer(observation, session.instruction, plan)
         except Exception as exc:  # noqa: BLE001 - any model failure must end the goal, not the thread
@@ -150,6 +160,5 @@ class InferenceWorker:
         if not session.active or self._session is not session:
             return None
         self._sequence += 1
-        chunk = TimedChunk(session.goal_id, self._sequence, observation.stamp, self.config.action_step,
-                           output.actions)
+        chunk = TimedChunk(session.goal_id, self._sequence, observation.stamp, self.config.action_step, output.actions)
         return ChunkRecord(chunk, output.inference_ms, self._clock() - observation.stamp, output.frozen_steps)

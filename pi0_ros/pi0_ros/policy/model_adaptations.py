@@ -1,4 +1,5 @@
 """The description's model adaptations checked against pi0_model (numpy only, no torch)."""
+
 from __future__ import annotations
 
 from pi0_model.errors import ConfigError

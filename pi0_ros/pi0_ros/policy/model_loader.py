@@ -1,8 +1,8 @@
 """Builds the pi0 policy a robot description asks for (checkpoint or tiny demo model)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -18,11 +18,11 @@ class ModelSettings:
     checkpoint: str = ""  # checkpoint directory; "" builds the random-init tiny model
     device: str = DEFAULT_DEVICE  # "cpu", "cuda" or "cuda:N"
     dtype: str = DEFAULT_DTYPE  # one of pi0_model.options.DTYPE_NAMES
-    num_steps: Optional[int] = None  # denoising steps; None keeps the checkpoint's
-    tokenizer_path: Optional[str] = None  # None looks inside the checkpoint
-    norm_stats_path: Optional[str] = None  # None uses the description's, then the checkpoint's
+    num_steps: int | None = None  # denoising steps; None keeps the checkpoint's
+    tokenizer_path: str | None = None  # None looks inside the checkpoint
+    norm_stats_path: str | None = None  # None uses the description's, then the checkpoint's
     seed: int = 0  # tiny-model weights and sampling noise
-    compile_mode: Optional[str] = None  # one of pi0_model.options.COMPILE_MODES, None for eager
+    compile_mode: str | None = None  # one of pi0_model.options.COMPILE_MODES, None for eager
 
     def __post_init__(self) -> None:
         check_device(self.device)
@@ -31,7 +31,7 @@ class ModelSettings:
             compile_mode_or_none(self.compile_mode)
 
 
-def robot_io(description: RobotDescription, norm_stats_path: Optional[str] = None) -> RobotIO:
+def robot_io(description: RobotDescription, norm_stats_path: str | None = None) -> RobotIO:
     """How the description's cameras, state and actions map onto the model."""
     stats = norm_stats_path or description.norm_stats_path()
     return RobotIO(
@@ -52,24 +52,42 @@ def demo_normalization(description: RobotDescription) -> Normalization:
     """
     pipeline = TransformPipeline.parse(description.policy.transforms)
     home_state = np.array([description.joint(n).home for n in description.policy.state])
-    home_actions = np.array([0.0 if n in BASE_ACTION_NAMES else description.joint(n).home
-                             for n in description.policy.actions])
+    home_actions = np.array(
+        [0.0 if n in BASE_ACTION_NAMES else description.joint(n).home for n in description.policy.actions]
+    )
     stages = pipeline.adapt_state(home_state)
     action_mean = pipeline.actions_in(home_actions[None, :], stages)[0]
-    state_std = np.array([0.05 * (description.joint(n).upper - description.joint(n).lower)
-                          for n in description.policy.state])
-    action_std = np.array([0.05 if n in BASE_ACTION_NAMES
-                           else 0.05 * (description.joint(n).upper - description.joint(n).lower)
-                           for n in description.policy.actions])
-    return Normalization(state=NormStats(mean=stages[-1], std=state_std),
-                         actions=NormStats(mean=action_mean, std=action_std))
+    state_std = np.array(
+        [0.05 * (description.joint(n).upper - description.joint(n).lower) for n in description.policy.state]
+    )
+    action_std = np.array(
+        [
+            0.05 if n in BASE_ACTION_NAMES else 0.05 * (description.joint(n).upper - description.joint(n).lower)
+            for n in description.policy.actions
+        ]
+    )
+    return Normalization(
+        state=NormStats(mean=stages[-1], std=state_std), actions=NormStats(mean=action_mean, std=action_std)
+    )
 
 
 def load_policy(description: RobotDescription, settings: ModelSettings) -> Pi0Policy:
     io = robot_io(description, settings.norm_stats_path)
     if not settings.checkpoint:
-        return Pi0Policy.tiny(io, normalization=demo_normalization(description), seed=settings.seed,
-                              device=settings.device, num_steps=settings.num_steps)
-    return Pi0Policy.from_checkpoint(settings.checkpoint, io, device=settings.device, dtype=settings.dtype,
-                                     num_steps=settings.num_steps, tokenizer_path=settings.tokenizer_path,
-                                     compile_mode=settings.compile_mode, seed=settings.seed)
+        return Pi0Policy.tiny(
+            io,
+            normalization=demo_normalization(description),
+            seed=settings.seed,
+            device=settings.device,
+            num_steps=settings.num_steps,
+        )
+    return Pi0Policy.from_checkpoint(
+        settings.checkpoint,
+        io,
+        device=settings.device,
+        dtype=settings.dtype,
+        num_steps=settings.num_steps,
+        tokenizer_path=settings.tokenizer_path,
+        compile_mode=settings.compile_mode,
+        seed=settings.seed,
+    )

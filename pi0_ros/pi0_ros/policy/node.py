@@ -25,60 +25,66 @@ thread it rebuilds its wait set in a loop, holding the GIL, and every torch op
 of the inference thread then waits for the GIL (with several such executors in
 one test process, inference ran 10-50x slower than standalone).
 """
+
 from __future__ import annotations
 
 import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
-from rclpy.task import Future
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.task import Future
 
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.core.heartbeat import STREAMER_TIMEOUT_S
-from pi0_ros.policy.goal_session import EndReason, GoalSession, instruction_problem, normalize_instruction
-from pi0_ros.policy.inference_worker import ChunkRecord, InferenceWorker, ModelOutput
-from pi0_ros.ros.chunk_messages import chunk_message
-from pi0_ros.ros.node_main import request_stop, spin_node, wait_for_delivery
-from pi0_ros.policy.observation_source import ObservationSource
-from pi0_ros.policy.observation_sync import SyncedObservation
-from pi0_ros.ros.parameters import DeclaredParameters
-from pi0_ros.policy.model_loader import load_policy
-from pi0_ros.policy.parameters import PolicyParameters
 from pi0_ros.core.rate_monitor import RateMonitor
 from pi0_ros.core.robot_description import RobotDescription, load_robot_description
+from pi0_ros.policy.goal_session import EndReason, GoalSession, instruction_problem, normalize_instruction
+from pi0_ros.policy.inference_worker import ChunkRecord, InferenceWorker, ModelOutput
 from pi0_ros.policy.model_adaptations import check_model_adaptations
-from pi0_ros.ros.conversions import (action_service_qos, duration_to_seconds, qos_profile, seconds_to_duration,
-                                     seconds_to_stamp)
+from pi0_ros.policy.model_loader import load_policy
+from pi0_ros.policy.observation_source import ObservationSource
+from pi0_ros.policy.observation_sync import SyncedObservation
+from pi0_ros.policy.parameters import PolicyParameters
 from pi0_ros.policy.rtc_planner import RtcPlan
+from pi0_ros.ros.chunk_messages import chunk_message
+from pi0_ros.ros.conversions import (
+    action_service_qos,
+    duration_to_seconds,
+    qos_profile,
+    seconds_to_duration,
+)
+from pi0_ros.ros.node_main import request_stop, spin_node, wait_for_delivery
+from pi0_ros.ros.parameters import DeclaredParameters
 
 READY = (PolicyStatus.LEVEL_OK, "ready for instructions")  # health of an active node without a failure
 START_POLL_S = 0.05  # how often a waiting goal checks whether it can start, and a running one its streamer
 # When the process ends, the inference thread gets this long to finish; the process then ends without it.
 EXIT_WORKER_JOIN_S = 0.2
 
+
 class PolicyNode(LifecycleNode):
     def __init__(self, **kwargs) -> None:
         super().__init__("pi0_policy", **kwargs)
         self._declared = DeclaredParameters(self, PolicyParameters)
         self._params = PolicyParameters()  # as read by the last successful configure
-        self._description: Optional[RobotDescription] = None
+        self._description: RobotDescription | None = None
         self._policy = None
-        self._source: Optional[ObservationSource] = None
-        self._worker: Optional[InferenceWorker] = None
-        self._action_server: Optional[ActionServer] = None
+        self._source: ObservationSource | None = None
+        self._worker: InferenceWorker | None = None
+        self._action_server: ActionServer | None = None
         self._chunk_publisher = None
         self._streamer_subscription = None
-        self._session: Optional[GoalSession] = None
+        self._session: GoalSession | None = None
         self._session_lock = threading.Lock()
         self._accepted: dict[str, GoalSession] = {}  # goal id -> session until its execute coroutine runs
         self._executing: dict[str, _ExecutingGoal] = {}  # goal id -> goal whose execute coroutine waits
@@ -90,14 +96,15 @@ class PolicyNode(LifecycleNode):
         self._lifecycle_label = "unconfigured"
         self._health = (PolicyStatus.LEVEL_WARN, "not configured")
         self._last_rejection = ""
-        self._streamer_heard: Optional[float] = None  # node-clock time of the last streamer_status
+        self._streamer_heard: float | None = None  # node-clock time of the last streamer_status
         self._streamer_silent_checks = 0  # consecutive goal supervisions that found the streamer silent
         self._streamer_not_ready = ""  # why the streamer could not stream a goal yet, as it last said
         self._inference_times = RateMonitor(period=1.0, window=50)
         self._last_inference_ms = 0.0
         self._chunks_total = 0
-        self._status_publisher = self.create_publisher(PolicyStatus, "policy_status",
-                                                       qos_profile("reliable", 1, transient_local=True))
+        self._status_publisher = self.create_publisher(
+            PolicyStatus, "policy_status", qos_profile("reliable", 1, transient_local=True)
+        )
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._status_timer = None
         self.create_timer(1.0, self._publish_diagnostics)
@@ -123,10 +130,12 @@ class PolicyNode(LifecycleNode):
             self._description = check_model_adaptations(load_robot_description(params.robot_description))
             if params.torch_threads:
                 import torch
+
                 torch.set_num_threads(params.torch_threads)
             self.get_logger().info(
                 f"loading {'checkpoint ' + params.checkpoint if params.checkpoint else 'the tiny demo model'}"
-                f" for '{self._description.name}' on {params.device} ({params.dtype})")
+                f" for '{self._description.name}' on {params.device} ({params.dtype})"
+            )
             self._policy = load_policy(self._description, params.model_settings())
             warmup_latency = self._warm_up(params.warmup_iterations)
         except Exception as exc:  # noqa: BLE001 - any configure failure must be reported, not crash the node
@@ -134,8 +143,9 @@ class PolicyNode(LifecycleNode):
             return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
         self._create_runtime(params, warmup_latency)
         self._set_lifecycle("inactive", PolicyStatus.LEVEL_OK, "configured")
-        self.get_logger().info(f"configured: horizon {self._policy.horizon}, warm-up latency "
-                               f"{warmup_latency * 1e3:.0f} ms")
+        self.get_logger().info(
+            f"configured: horizon {self._policy.horizon}, warm-up latency {warmup_latency * 1e3:.0f} ms"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -198,24 +208,35 @@ class PolicyNode(LifecycleNode):
         description = self._description
         assert description is not None and self._policy is not None
         sensors = MutuallyExclusiveCallbackGroup()
-        self._source = ObservationSource(self, description, params.source_params(), callback_group=sensors,
-                                         on_image=self._on_camera_frame)
+        self._source = ObservationSource(
+            self, description, params.source_params(), callback_group=sensors, on_image=self._on_camera_frame
+        )
         self._chunk_publisher = self.create_publisher(ActionChunk, "action_chunk", qos_profile("reliable", 10))
         self._streamer_subscription = self.create_subscription(
-            StreamerStatus, "streamer_status", self._on_streamer_status, qos_profile("reliable", 10))
+            StreamerStatus, "streamer_status", self._on_streamer_status, qos_profile("reliable", 10)
+        )
         self._worker = InferenceWorker(
             params.worker_config(description.action_period, self._policy.horizon, warmup_latency),
-            clock=self._now, next_observation=self._next_observation, infer=self._infer,
-            publish=self._publish_chunk)
+            clock=self._now,
+            next_observation=self._next_observation,
+            infer=self._infer,
+            publish=self._publish_chunk,
+        )
         self._worker.start()
         self._action_server = ActionServer(
-            self, ExecuteInstruction, "execute_instruction",
-            execute_callback=self._execute, goal_callback=self._on_goal_request,
-            handle_accepted_callback=self._on_goal_accepted, cancel_callback=self._on_cancel_request,
-            **action_service_qos())
+            self,
+            ExecuteInstruction,
+            "execute_instruction",
+            execute_callback=self._execute,
+            goal_callback=self._on_goal_request,
+            handle_accepted_callback=self._on_goal_accepted,
+            cancel_callback=self._on_cancel_request,
+            **action_service_qos(),
+        )
         # Steady time: feedback reports progress to a person even while a replayed /clock is paused.
-        self._feedback_timer = self.create_timer(1.0 / params.feedback_rate_hz, self._publish_feedback,
-                                                 clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._feedback_timer = self.create_timer(
+            1.0 / params.feedback_rate_hz, self._publish_feedback, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
         self._reset_status_timer(params.status_rate_hz)
 
     def _release(self, worker_join_s: float = 5.0) -> None:
@@ -262,23 +283,29 @@ class PolicyNode(LifecycleNode):
             return f"max_duration {max_duration} s is invalid"
         return ""
 
-    def _start_problem(self) -> Optional[tuple[int, str]]:
+    def _start_problem(self) -> tuple[int, str] | None:
         """What keeps the current goal from starting, as (feedback phase, reason); None once it can start."""
         if self._params.require_streamer and not self._streamer_connected():
-            return (ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER,
-                    "no command streamer is connected (nothing on streamer_status for "
-                    f"{STREAMER_TIMEOUT_S:g} s): start "
-                    "pi0_command_streamer, or set require_streamer:=false to run without one")
+            return (
+                ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER,
+                "no command streamer is connected (nothing on streamer_status for "
+                f"{STREAMER_TIMEOUT_S:g} s): start "
+                "pi0_command_streamer, or set require_streamer:=false to run without one",
+            )
         if self._params.require_streamer and self._streamer_not_ready:
             # Hearing the streamer proves only one direction of DDS discovery: it must hear this node too,
             # and have a start pose, or the goal would run without moving the robot.
-            return (ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER,
-                    f"the command streamer is not ready: {self._streamer_not_ready}")
+            return (
+                ExecuteInstruction.Feedback.PHASE_WAITING_FOR_STREAMER,
+                f"the command streamer is not ready: {self._streamer_not_ready}",
+            )
         assert self._source is not None
         sync = self._source.latest()
         if not sync.ok:
-            return (ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION,
-                    f"no synchronized observation: {sync.reason}")
+            return (
+                ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION,
+                f"no synchronized observation: {sync.reason}",
+            )
         return None
 
     def _streamer_connected(self) -> bool:
@@ -290,9 +317,14 @@ class PolicyNode(LifecycleNode):
     def _on_goal_accepted(self, goal_handle: ServerGoalHandle) -> None:
         goal = goal_handle.request
         max_duration = duration_to_seconds(goal.max_duration)
-        session = GoalSession(_goal_id_hex(goal_handle), normalize_instruction(goal.instruction), started=None,
-                              max_duration=max_duration if max_duration > 0 else None, max_chunks=goal.max_chunks,
-                              on_end=self._session_ended_guard.trigger)
+        session = GoalSession(
+            _goal_id_hex(goal_handle),
+            normalize_instruction(goal.instruction),
+            started=None,
+            max_duration=max_duration if max_duration > 0 else None,
+            max_chunks=goal.max_chunks,
+            on_end=self._session_ended_guard.trigger,
+        )
         self._start_deadline = time.monotonic() + self._params.goal_start_timeout_s
         with self._session_lock:
             previous, self._session = self._session, session
@@ -305,23 +337,28 @@ class PolicyNode(LifecycleNode):
             self._publish_status()  # the preempted goal is no longer active
             problem = self._start_problem()
             if session.waiting and problem is not None:
-                self.get_logger().info(f"goal {session.goal_id[:8]} waits up to "
-                                       f"{self._params.goal_start_timeout_s:g} s to start: {problem[1]}")
+                self.get_logger().info(
+                    f"goal {session.goal_id[:8]} waits up to "
+                    f"{self._params.goal_start_timeout_s:g} s to start: {problem[1]}"
+                )
         goal_handle.execute()
 
     def _supervise_goal(self) -> None:
         session = self._session
         if self._start_if_ready() and session is not None:
             self.get_logger().info(f"goal {session.goal_id[:8]} started after waiting")
-        elif (session is not None and session.running and self._params.require_streamer
-              and not self._streamer_connected()):
+        elif (
+            session is not None and session.running and self._params.require_streamer and not self._streamer_connected()
+        ):
             # Decided on the second silent check only: after a stall of this executor, rclpy runs the due
             # timers before it takes the streamer_status messages waiting meanwhile.
             self._streamer_silent_checks += 1
             if self._streamer_silent_checks >= 2:
                 # Chunks nobody executes would make the goal look alive; a respawned streamer must not pick it up.
-                session.stop(EndReason.STREAMER_LOST, f"the command streamer was lost (no streamer_status for "
-                                                      f"{STREAMER_TIMEOUT_S:g} s): the robot holds")
+                session.stop(
+                    EndReason.STREAMER_LOST,
+                    f"the command streamer was lost (no streamer_status for {STREAMER_TIMEOUT_S:g} s): the robot holds",
+                )
                 self._publish_status()
         else:
             self._streamer_silent_checks = 0
@@ -340,8 +377,10 @@ class PolicyNode(LifecycleNode):
             self._publish_status()
             return True
         if time.monotonic() >= self._start_deadline:
-            session.stop(EndReason.NOT_READY, f"not ready within goal_start_timeout_s "
-                                              f"({self._params.goal_start_timeout_s:g} s): {problem[1]}")
+            session.stop(
+                EndReason.NOT_READY,
+                f"not ready within goal_start_timeout_s ({self._params.goal_start_timeout_s:g} s): {problem[1]}",
+            )
         return False
 
     def _on_cancel_request(self, goal_handle: ServerGoalHandle) -> CancelResponse:
@@ -394,18 +433,25 @@ class PolicyNode(LifecycleNode):
             goal_handle.succeed()
         else:
             goal_handle.abort()
-        summary = (f"goal {session.goal_id[:8]} ended ({outcome.reason.name.lower()}): {outcome.message}; "
-                   f"{stats.chunks} chunks, {stats.commands_sent} commands in {stats.elapsed:.1f} s")
+        summary = (
+            f"goal {session.goal_id[:8]} ended ({outcome.reason.name.lower()}): {outcome.message}; "
+            f"{stats.chunks} chunks, {stats.commands_sent} commands in {stats.elapsed:.1f} s"
+        )
         # rclpy ties a severity to each logging call site, hence two calls.
         if outcome.reason.succeeded or outcome.reason is EndReason.CANCELED:
             self.get_logger().info(summary)
         else:
             self.get_logger().warning(summary)
         return ExecuteInstruction.Result(
-            end_reason=int(outcome.reason), message=outcome.message, elapsed=seconds_to_duration(stats.elapsed),
-            chunks_generated=stats.chunks, commands_sent=stats.commands_sent,
-            inference_latency_mean_ms=stats.latency_mean_ms, inference_latency_p95_ms=stats.latency_p95_ms,
-            inference_latency_max_ms=stats.latency_max_ms)
+            end_reason=int(outcome.reason),
+            message=outcome.message,
+            elapsed=seconds_to_duration(stats.elapsed),
+            chunks_generated=stats.chunks,
+            commands_sent=stats.commands_sent,
+            inference_latency_mean_ms=stats.latency_mean_ms,
+            inference_latency_p95_ms=stats.latency_p95_ms,
+            inference_latency_max_ms=stats.latency_max_ms,
+        )
 
     def _report_goal_end(self, reason: EndReason, message: str) -> None:
         """Keeps a failed goal's cause in the status and /diagnostics until the next goal starts."""
@@ -426,9 +472,13 @@ class PolicyNode(LifecycleNode):
         else:
             phase = ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION
         return ExecuteInstruction.Feedback(
-            phase=phase, elapsed=seconds_to_duration(stats.elapsed), chunks_generated=stats.chunks,
-            last_inference_latency_ms=stats.last_inference_ms, commands_sent=stats.commands_sent,
-            observation_age_ms=self._observation_age_ms())
+            phase=phase,
+            elapsed=seconds_to_duration(stats.elapsed),
+            chunks_generated=stats.chunks,
+            last_inference_latency_ms=stats.last_inference_ms,
+            commands_sent=stats.commands_sent,
+            observation_age_ms=self._observation_age_ms(),
+        )
 
     def _end_session(self, reason: EndReason, message: str) -> None:
         session = self._session
@@ -442,12 +492,12 @@ class PolicyNode(LifecycleNode):
         if self._worker is not None:
             self._worker.notify_observation()
 
-    def _next_observation(self, now: float, newer_than: Optional[float]):
+    def _next_observation(self, now: float, newer_than: float | None):
         assert self._source is not None
         result = self._source.latest(newer_than)
         return result.observation, result.reason
 
-    def _infer(self, observation: SyncedObservation, instruction: str, plan: Optional[RtcPlan]) -> ModelOutput:
+    def _infer(self, observation: SyncedObservation, instruction: str, plan: RtcPlan | None) -> ModelOutput:
         from pi0_model.policy import RtcGuidance
 
         assert self._policy is not None
@@ -457,9 +507,15 @@ class PolicyNode(LifecycleNode):
 
     def _publish_chunk(self, record: ChunkRecord) -> None:
         assert self._description is not None and self._chunk_publisher is not None
-        self._chunk_publisher.publish(chunk_message(
-            record.chunk, self._description.policy.actions, frame_id=self._description.name,
-            inference_latency_ms=record.latency * 1e3, frozen_actions=record.frozen_steps))
+        self._chunk_publisher.publish(
+            chunk_message(
+                record.chunk,
+                self._description.policy.actions,
+                frame_id=self._description.name,
+                inference_latency_ms=record.latency * 1e3,
+                frozen_actions=record.frozen_steps,
+            )
+        )
         self._inference_times.record(time.monotonic())
         self._last_inference_ms = record.inference_ms
         self._chunks_total += 1
@@ -499,12 +555,18 @@ class PolicyNode(LifecycleNode):
         active = session is not None and session.running
         level, message = self._health
         status = PolicyStatus(
-            lifecycle_state=self._lifecycle_label, goal_active=active,
-            goal_id=session.goal_id if active else "", instruction=session.instruction if active else "",
-            level=level, message=message, last_goal_rejection=self._last_rejection,
-            chunks_generated=self._chunks_total, last_inference_latency_ms=self._last_inference_ms,
+            lifecycle_state=self._lifecycle_label,
+            goal_active=active,
+            goal_id=session.goal_id if active else "",
+            instruction=session.instruction if active else "",
+            level=level,
+            message=message,
+            last_goal_rejection=self._last_rejection,
+            chunks_generated=self._chunks_total,
+            last_inference_latency_ms=self._last_inference_ms,
             inference_rate_hz=self._inference_times.stats(time.monotonic()).rate_hz,
-            observation_age_ms=self._observation_age_ms())
+            observation_age_ms=self._observation_age_ms(),
+        )
         status.header.stamp = self.get_clock().now().to_msg()
         self._status_publisher.publish(status)
 
@@ -513,17 +575,25 @@ class PolicyNode(LifecycleNode):
         array.header.stamp = self.get_clock().now().to_msg()
         level, message = self._health
         stats = self._inference_times.stats(time.monotonic())
-        array.status.append(DiagnosticStatus(
-            level=bytes([level]), name=f"{self.get_name()}: inference",
-            hardware_id=self._description.name if self._description else "", message=message,
-            values=[KeyValue(key=k, value=v) for k, v in {
-                "lifecycle_state": self._lifecycle_label,
-                "goal_active": str(self._session is not None and self._session.running),
-                "chunks_generated": str(self._chunks_total),
-                "inference_rate_hz": f"{stats.rate_hz:.2f}",
-                "last_inference_ms": f"{self._last_inference_ms:.1f}",
-                "last_goal_rejection": self._last_rejection,
-            }.items()]))
+        array.status.append(
+            DiagnosticStatus(
+                level=bytes([level]),
+                name=f"{self.get_name()}: inference",
+                hardware_id=self._description.name if self._description else "",
+                message=message,
+                values=[
+                    KeyValue(key=k, value=v)
+                    for k, v in {
+                        "lifecycle_state": self._lifecycle_label,
+                        "goal_active": str(self._session is not None and self._session.running),
+                        "chunks_generated": str(self._chunks_total),
+                        "inference_rate_hz": f"{stats.rate_hz:.2f}",
+                        "last_inference_ms": f"{self._last_inference_ms:.1f}",
+                        "last_goal_rejection": self._last_rejection,
+                    }.items()
+                ],
+            )
+        )
         if self._source is not None:
             array.status.extend(self._source.diagnostic_status())
         self._diagnostics_publisher.publish(array)

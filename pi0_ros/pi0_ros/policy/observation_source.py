@@ -12,12 +12,14 @@ Times: message header stamps date the data; "now" is the node's clock, so
 counted as a warning. Bad messages are counted on their stream, logged at most
 once per stream and ``log_period_s``, and never raise out of a callback.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.callback_groups import CallbackGroup
@@ -31,11 +33,17 @@ try:
 except ImportError:  # Humble names the module qos_event
     from rclpy.qos_event import SubscriptionEventCallbacks
 
-from pi0_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
-from pi0_ros.policy.observation_sync import (ObservationSynchronizer, StreamHealth, SyncConfig, SyncLimits, SyncResult,
-                                      SyncStatus)
 from pi0_ros.core.robot_description import CameraSpec, RobotDescription
+from pi0_ros.policy.observation_sync import (
+    ObservationSynchronizer,
+    StreamHealth,
+    SyncConfig,
+    SyncLimits,
+    SyncResult,
+    SyncStatus,
+)
 from pi0_ros.ros.conversions import RELIABILITY_CHOICES, qos_profile, stamp_to_seconds
+from pi0_ros.ros.image_conversion import ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb
 
 # No QoS event handlers on our subscriptions: rclpy (Humble, Jazzy) can raise
 # InvalidHandle in the spinning executor when a subscription that has them is
@@ -63,7 +71,8 @@ class QosSettings:
     def __post_init__(self) -> None:
         if self.reliability not in RELIABILITY_CHOICES:
             raise ValueError(
-                f"QoS reliability must be one of {', '.join(RELIABILITY_CHOICES)}, got '{self.reliability}'")
+                f"QoS reliability must be one of {', '.join(RELIABILITY_CHOICES)}, got '{self.reliability}'"
+            )
         if not isinstance(self.depth, int) or isinstance(self.depth, bool) or self.depth < 1:
             raise ValueError(f"QoS depth must be an integer >= 1, got {self.depth!r}")
 
@@ -91,8 +100,9 @@ class ObservationSourceParams:
 def state_joint_topics(description: RobotDescription) -> tuple[str, ...]:
     """Joint-state topics of the groups that hold at least one state joint, in group order."""
     state = set(description.policy.state)
-    return tuple(dict.fromkeys(g.joint_state_topic for g in description.joint_groups
-                               if state.intersection(g.joint_names)))
+    return tuple(
+        dict.fromkeys(g.joint_state_topic for g in description.joint_groups if state.intersection(g.joint_names))
+    )
 
 
 class _LogThrottle:
@@ -104,7 +114,7 @@ class _LogThrottle:
         self._held: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def allow(self, key: str) -> Optional[int]:
+    def allow(self, key: str) -> int | None:
         """None to stay quiet, else how many lines were held back since the last one let through."""
         now = time.monotonic()
         with self._lock:
@@ -119,22 +129,28 @@ class _LogThrottle:
 class ObservationSource:
     """Subscribes `node` to the description's policy cameras and joint states and synchronizes them."""
 
-    def __init__(self, node: Node, description: RobotDescription,
-                 params: ObservationSourceParams = ObservationSourceParams(),
-                 callback_group: Optional[CallbackGroup] = None,
-                 on_image: Optional[Callable[[], None]] = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        description: RobotDescription,
+        params: ObservationSourceParams = ObservationSourceParams(),
+        callback_group: CallbackGroup | None = None,
+        on_image: Callable[[], None] | None = None,
+    ) -> None:
         """`on_image` is called after every accepted camera frame: a new camera set may be complete."""
         self._node = node
         self._on_new_image = on_image
         self._params = params
         cameras = description.policy_cameras
         topics = state_joint_topics(description)
-        self._sync = ObservationSynchronizer(SyncConfig(
-            camera_names=tuple(c.name for c in cameras),
-            joint_names=description.policy.state,
-            joint_streams=topics,
-            limits=params.limits,
-        ))
+        self._sync = ObservationSynchronizer(
+            SyncConfig(
+                camera_names=tuple(c.name for c in cameras),
+                joint_names=description.policy.state,
+                joint_streams=topics,
+                limits=params.limits,
+            )
+        )
         self._throttle = _LogThrottle(params.log_period_s)
         # (errors, warnings) per stream at the previous diagnostic_status() call.
         self._reported: dict[str, tuple[int, int]] = {}
@@ -149,7 +165,7 @@ class ObservationSource:
         """The node clock (sim time under use_sim_time), s."""
         return self._node.get_clock().now().nanoseconds * 1e-9
 
-    def latest(self, newer_than: Optional[float] = None) -> SyncResult:
+    def latest(self, newer_than: float | None = None) -> SyncResult:
         """The newest synchronized observation at the node's current time (see ObservationSynchronizer.latest)."""
         return self._sync.latest(self.now(), newer_than)
 
@@ -173,17 +189,27 @@ class ObservationSource:
             self._node.destroy_subscription(subscription)
         self._subscriptions.clear()
 
-    def _subscribe_camera(self, camera: CameraSpec, group: Optional[CallbackGroup]) -> Subscription:
+    def _subscribe_camera(self, camera: CameraSpec, group: CallbackGroup | None) -> Subscription:
         msg_type = CompressedImage if camera.compressed else Image
         decode = compressed_msg_to_rgb if camera.compressed else image_msg_to_rgb
         return self._node.create_subscription(
-            msg_type, camera.topic, self._guarded(camera.name, lambda msg: self._on_image(camera.name, decode, msg)),
-            self._params.camera_qos.profile(), callback_group=group, event_callbacks=_NO_EVENT_HANDLERS)
+            msg_type,
+            camera.topic,
+            self._guarded(camera.name, lambda msg: self._on_image(camera.name, decode, msg)),
+            self._params.camera_qos.profile(),
+            callback_group=group,
+            event_callbacks=_NO_EVENT_HANDLERS,
+        )
 
-    def _subscribe_joint_states(self, topic: str, group: Optional[CallbackGroup]) -> Subscription:
+    def _subscribe_joint_states(self, topic: str, group: CallbackGroup | None) -> Subscription:
         return self._node.create_subscription(
-            JointState, topic, self._guarded(topic, lambda msg: self._on_joint_state(topic, msg)),
-            self._params.joint_state_qos.profile(), callback_group=group, event_callbacks=_NO_EVENT_HANDLERS)
+            JointState,
+            topic,
+            self._guarded(topic, lambda msg: self._on_joint_state(topic, msg)),
+            self._params.joint_state_qos.profile(),
+            callback_group=group,
+            event_callbacks=_NO_EVENT_HANDLERS,
+        )
 
     def _guarded(self, stream: str, handle: Callable[[Any], None]) -> Callable[[Any], None]:
         def callback(msg: Any) -> None:
@@ -193,6 +219,7 @@ class ObservationSource:
                 self._reject(stream, str(exc))
             except Exception as exc:  # noqa: BLE001 - bad input must never take the executor down
                 self._reject(stream, f"unexpected {type(exc).__name__}: {exc}")
+
         return callback
 
     def _on_image(self, camera: str, decode: Callable[[Any], Any], msg: Any) -> None:
@@ -218,7 +245,7 @@ class ObservationSource:
         self._sync.report_error(stream, error)
         self._log(stream, error)
 
-    def _log(self, stream: str, problem: Optional[str]) -> None:
+    def _log(self, stream: str, problem: str | None) -> None:
         if not problem:
             return
         held = self._throttle.allow(stream)
@@ -232,18 +259,29 @@ class ObservationSource:
         if result.observation is not None:
             values["set_stamp"] = f"{result.observation.stamp:.6f}"
             values["set_age_s"] = f"{now - result.observation.stamp:.3f}"
-        return _status(_SYNC_LEVEL[result.status], "observation sync",
-                       result.reason or "synchronized", values, self._node.get_name())
+        return _status(
+            _SYNC_LEVEL[result.status],
+            "observation sync",
+            result.reason or "synchronized",
+            values,
+            self._node.get_name(),
+        )
 
     def _stream_status(self, health: StreamHealth) -> DiagnosticStatus:
         previous = self._reported.get(health.name, (0, 0))
         self._reported[health.name] = (health.errors, health.warnings)
         level, message = _stream_condition(health, health.errors - previous[0], health.warnings - previous[1])
         values = {
-            "kind": health.kind, "received": health.received, "errors": health.errors, "dropped": health.dropped,
-            "warnings": health.warnings, "rate_hz": _optional(health.rate_hz, 1),
-            "age_s": _optional(health.age_s, 3), "last_stamp": _optional(health.last_stamp, 6),
-            "last_error": health.last_error, "last_warning": health.last_warning,
+            "kind": health.kind,
+            "received": health.received,
+            "errors": health.errors,
+            "dropped": health.dropped,
+            "warnings": health.warnings,
+            "rate_hz": _optional(health.rate_hz, 1),
+            "age_s": _optional(health.age_s, 3),
+            "last_stamp": _optional(health.last_stamp, 6),
+            "last_error": health.last_error,
+            "last_warning": health.last_warning,
         }
         return _status(level, f"observation stream {health.name}", message, values, self._node.get_name())
 
@@ -259,15 +297,20 @@ def _stream_condition(health: StreamHealth, new_errors: int, new_warnings: int) 
         problems.append(f"{new_warnings} warning(s), last: {health.last_warning}")
     if health.stale:
         level = DiagnosticStatus.ERROR
-        problems.insert(0, "no data yet" if health.last_stamp is None
-                        else f"stale: newest data is {health.age_s:.3f} s old")
+        problems.insert(
+            0, "no data yet" if health.last_stamp is None else f"stale: newest data is {health.age_s:.3f} s old"
+        )
     return level, "; ".join(problems) or "ok"
 
 
 def _status(level: bytes, what: str, message: str, values: dict[str, Any], node_name: str) -> DiagnosticStatus:
-    return DiagnosticStatus(level=level, name=f"{node_name}: {what}", message=message,
-                            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+    return DiagnosticStatus(
+        level=level,
+        name=f"{node_name}: {what}",
+        message=message,
+        values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+    )
 
 
-def _optional(value: Optional[float], digits: int) -> str:
+def _optional(value: float | None, digits: int) -> str:
     return "" if value is None else f"{value:.{digits}f}"

@@ -41,15 +41,16 @@ already decoded, so the lock is only held for list updates, matching a few
 frames and interpolating a few joints. `add_image`, `add_joint_state` and
 `latest` are plain method calls, so their cost per message can be timed directly.
 """
+
 from __future__ import annotations
 
 import math
 import threading
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -88,14 +89,21 @@ class SyncLimits:
     joint_extrapolation_s: float = 0.05  # a set may lie this far past a joint's newest sample
 
     def __post_init__(self) -> None:
-        _require(_is_number(self.slop_s) and self.slop_s >= 0,
-                 f"slop_s must be a finite number >= 0, got {self.slop_s!r}")
-        _require(isinstance(self.queue_size, int) and not isinstance(self.queue_size, bool) and self.queue_size >= 1,
-                 f"queue_size must be an integer >= 1, got {self.queue_size!r}")
-        _require(_is_number(self.max_age_s) and self.max_age_s > 0,
-                 f"max_age_s must be a finite number > 0, got {self.max_age_s!r}")
-        _require(_is_number(self.joint_extrapolation_s) and self.joint_extrapolation_s >= 0,
-                 f"joint_extrapolation_s must be a finite number >= 0, got {self.joint_extrapolation_s!r}")
+        _require(
+            _is_number(self.slop_s) and self.slop_s >= 0, f"slop_s must be a finite number >= 0, got {self.slop_s!r}"
+        )
+        _require(
+            isinstance(self.queue_size, int) and not isinstance(self.queue_size, bool) and self.queue_size >= 1,
+            f"queue_size must be an integer >= 1, got {self.queue_size!r}",
+        )
+        _require(
+            _is_number(self.max_age_s) and self.max_age_s > 0,
+            f"max_age_s must be a finite number > 0, got {self.max_age_s!r}",
+        )
+        _require(
+            _is_number(self.joint_extrapolation_s) and self.joint_extrapolation_s >= 0,
+            f"joint_extrapolation_s must be a finite number >= 0, got {self.joint_extrapolation_s!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -110,8 +118,10 @@ class SyncConfig:
     def __post_init__(self) -> None:
         for label in ("camera_names", "joint_names", "joint_streams"):
             names = getattr(self, label)
-            _require(isinstance(names, tuple) and all(isinstance(n, str) and n for n in names),
-                     f"{label} must be a tuple of non-empty strings, got {names!r}")
+            _require(
+                isinstance(names, tuple) and all(isinstance(n, str) and n for n in names),
+                f"{label} must be a tuple of non-empty strings, got {names!r}",
+            )
             _require(len(names) > 0, f"{label} must not be empty")
             _require(len(set(names)) == len(names), f"{label} lists a name twice: {names}")
         shared = sorted(set(self.camera_names) & set(self.joint_streams))
@@ -137,7 +147,7 @@ class SyncedObservation:
 
 @dataclass(frozen=True)
 class SyncResult:
-    observation: Optional[SyncedObservation]  # set exactly when status is OK
+    observation: SyncedObservation | None  # set exactly when status is OK
     status: SyncStatus
     reason: str  # why there is no observation, for logs and diagnostics ("" when OK)
 
@@ -154,9 +164,9 @@ class StreamHealth:
     errors: int  # messages rejected as malformed
     dropped: int  # well-formed messages not kept (too old for the queue, duplicate stamp, out of order)
     warnings: int  # accepted with a warning (e.g. a zero stamp replaced by the receive time)
-    last_stamp: Optional[float]  # newest accepted stamp, s
-    age_s: Optional[float]  # now - last_stamp
-    rate_hz: Optional[float]  # from the stamps of the last few accepted messages
+    last_stamp: float | None  # newest accepted stamp, s
+    age_s: float | None  # now - last_stamp
+    rate_hz: float | None  # from the stamps of the last few accepted messages
     last_error: str
     last_warning: str
     stale: bool  # nothing accepted yet, or the newest is older than max_age
@@ -174,7 +184,7 @@ class _StreamStats:
         self.kind = kind
         self.received = self.errors = self.dropped = self.warnings = 0
         self.last_error = self.last_warning = ""
-        self.last_stamp: Optional[float] = None
+        self.last_stamp: float | None = None
         self._recent: deque[float] = deque(maxlen=_RATE_WINDOW)
 
     def accept(self, stamp: float) -> None:
@@ -196,7 +206,7 @@ class _StreamStats:
         self.last_stamp = None
         self._recent.clear()
 
-    def rate_hz(self) -> Optional[float]:
+    def rate_hz(self) -> float | None:
         stamps = set(self._recent)  # a replaced duplicate is not an extra message per second
         if len(stamps) < 2:
             return None
@@ -205,9 +215,17 @@ class _StreamStats:
     def snapshot(self, now_s: float, max_age_s: float) -> StreamHealth:
         age = None if self.last_stamp is None else now_s - self.last_stamp
         return StreamHealth(
-            name=self.name, kind=self.kind, received=self.received, errors=self.errors, dropped=self.dropped,
-            warnings=self.warnings, last_stamp=self.last_stamp, age_s=age, rate_hz=self.rate_hz(),
-            last_error=self.last_error, last_warning=self.last_warning,
+            name=self.name,
+            kind=self.kind,
+            received=self.received,
+            errors=self.errors,
+            dropped=self.dropped,
+            warnings=self.warnings,
+            last_stamp=self.last_stamp,
+            age_s=age,
+            rate_hz=self.rate_hz(),
+            last_error=self.last_error,
+            last_warning=self.last_warning,
             stale=age is None or age > max_age_s + STAMP_TOLERANCE_S,
         )
 
@@ -227,7 +245,7 @@ class _FrameQueue:
         self.images: list[np.ndarray] = []
 
     @property
-    def newest(self) -> Optional[float]:
+    def newest(self) -> float | None:
         return self.stamps[-1] if self.stamps else None
 
     def insert(self, stamp: float, image: np.ndarray) -> _Insert:
@@ -244,7 +262,7 @@ class _FrameQueue:
             del self.stamps[0], self.images[0]
         return _Insert.STORED
 
-    def index_at_or_before(self, stamp: float) -> Optional[int]:
+    def index_at_or_before(self, stamp: float) -> int | None:
         i = bisect_right(self.stamps, stamp + STAMP_TOLERANCE_S)
         return i - 1 if i > 0 else None
 
@@ -262,7 +280,7 @@ class _JointHistory:
         self._stamps: list[deque[float]] = [deque(maxlen=_MAX_JOINT_SAMPLES) for _ in self._names]
         self._values: list[deque[float]] = [deque(maxlen=_MAX_JOINT_SAMPLES) for _ in self._names]
 
-    def newest(self, joint: int) -> Optional[float]:
+    def newest(self, joint: int) -> float | None:
         stamps = self._stamps[joint]
         return stamps[-1] if stamps else None
 
@@ -284,7 +302,7 @@ class _JointHistory:
             self._stamps[joint].clear()
             self._values[joint].clear()
 
-    def sample(self, t: float, extrapolation_s: float) -> tuple[Optional[np.ndarray], str]:
+    def sample(self, t: float, extrapolation_s: float) -> tuple[np.ndarray | None, str]:
         """Every joint's position at time t (float64 [n_joints]), or None and why not."""
         state = np.empty(len(self._names))
         gaps = []
@@ -316,7 +334,7 @@ class _JointHistory:
         return lerp(values[i - 1], values[i], (t - s0) / (s1 - s0)), ""
 
 
-def _newest_set(queues: Mapping[str, _FrameQueue], slop_s: float) -> Optional[dict[str, int]]:
+def _newest_set(queues: Mapping[str, _FrameQueue], slop_s: float) -> dict[str, int] | None:
     """Frame index per camera of the newest set whose stamps spread by at most slop_s."""
     uppers = sorted({s for q in queues.values() for s in q.stamps}, reverse=True)
     for upper in uppers:
@@ -351,8 +369,9 @@ class _JointStateError(ValueError):
     pass
 
 
-def _parse_joint_state(stamp_s: float, names: Sequence[str], positions: Sequence[float],
-                       index: Mapping[str, int]) -> tuple[list[int], np.ndarray]:
+def _parse_joint_state(
+    stamp_s: float, names: Sequence[str], positions: Sequence[float], index: Mapping[str, int]
+) -> tuple[list[int], np.ndarray]:
     """Configured joint indices and their positions (float64 [k]) from one message."""
     if _stamp_problem(stamp_s):
         raise _JointStateError(_stamp_problem(stamp_s))
@@ -398,7 +417,7 @@ class ObservationSynchronizer:
     def config(self) -> SyncConfig:
         return self._config
 
-    def add_image(self, camera: str, stamp_s: float, image: np.ndarray) -> Optional[str]:
+    def add_image(self, camera: str, stamp_s: float, image: np.ndarray) -> str | None:
         """Adds a decoded uint8 [H, W, 3] RGB frame; returns the error text if it was rejected."""
         stats = self._stream(camera, CAMERA)
         problem = _stamp_problem(stamp_s) or _image_problem(image)
@@ -420,8 +439,9 @@ class ObservationSynchronizer:
                 stats.accept(stamp_s)
         return None
 
-    def add_joint_state(self, stream: str, stamp_s: float, names: Sequence[str],
-                        positions: Sequence[float]) -> Optional[str]:
+    def add_joint_state(
+        self, stream: str, stamp_s: float, names: Sequence[str], positions: Sequence[float]
+    ) -> str | None:
         """Adds one JointState's positions; names that are not configured are ignored.
 
         Returns the error text if the message was rejected.
@@ -457,7 +477,7 @@ class ObservationSynchronizer:
         with self._lock:
             stats.warn(warning)
 
-    def latest(self, now_s: float, newer_than: Optional[float] = None) -> SyncResult:
+    def latest(self, now_s: float, newer_than: float | None = None) -> SyncResult:
         """The newest synchronized observation, or why there is none; see the module rules."""
         with self._lock:
             problem = self._missing() or self._stale(now_s)
@@ -470,13 +490,13 @@ class ObservationSynchronizer:
         with self._lock:
             return tuple(s.snapshot(now_s, self._limits.max_age_s) for s in self._stats.values())
 
-    def _stream(self, name: str, kind: Optional[str]) -> _StreamStats:
+    def _stream(self, name: str, kind: str | None) -> _StreamStats:
         stats = self._stats.get(name)
         if stats is None or (kind is not None and stats.kind != kind):
             raise ValueError(f"'{name}' is not a configured {kind or 'stream'}")
         return stats
 
-    def _missing(self) -> Optional[SyncResult]:
+    def _missing(self) -> SyncResult | None:
         cameras = [name for name, q in self._frames.items() if q.newest is None]
         joints = [name for j, name in enumerate(self._config.joint_names) if self._joints.newest(j) is None]
         parts = []
@@ -486,33 +506,44 @@ class ObservationSynchronizer:
             parts.append(f"no joint state yet for {', '.join(joints)}")
         return SyncResult(None, SyncStatus.MISSING, "; ".join(parts)) if parts else None
 
-    def _stale(self, now_s: float) -> Optional[SyncResult]:
+    def _stale(self, now_s: float) -> SyncResult | None:
         newest = [(name, q.newest) for name, q in self._frames.items()]
         newest += [(f"joint {name}", self._joints.newest(j)) for j, name in enumerate(self._config.joint_names)]
         # Streams without any sample were reported as missing before this check.
-        old = [f"{name} {now_s - stamp:.3f} s old" for name, stamp in newest
-               if stamp is not None and now_s - stamp > self._limits.max_age_s + STAMP_TOLERANCE_S]
+        old = [
+            f"{name} {now_s - stamp:.3f} s old"
+            for name, stamp in newest
+            if stamp is not None and now_s - stamp > self._limits.max_age_s + STAMP_TOLERANCE_S
+        ]
         if not old:
             return None
         return SyncResult(None, SyncStatus.STALE, f"older than max_age {self._limits.max_age_s} s: {', '.join(old)}")
 
-    def _match(self, now_s: float, newer_than: Optional[float]) -> SyncResult:
+    def _match(self, now_s: float, newer_than: float | None) -> SyncResult:
         picks = _newest_set(self._frames, self._limits.slop_s)
         if picks is None:
             newest = ", ".join(f"{name} {q.newest:.6f}" for name, q in self._frames.items())
-            return SyncResult(None, SyncStatus.UNMATCHED,
-                              f"no camera set within slop {self._limits.slop_s} s (newest stamps: {newest})")
+            return SyncResult(
+                None,
+                SyncStatus.UNMATCHED,
+                f"no camera set within slop {self._limits.slop_s} s (newest stamps: {newest})",
+            )
         image_stamps = {name: self._frames[name].stamps[i] for name, i in picks.items()}
         stamp = (max(image_stamps.values()) + min(image_stamps.values())) / 2
         if now_s - stamp > self._limits.max_age_s + STAMP_TOLERANCE_S:
-            return SyncResult(None, SyncStatus.STALE,
-                              f"newest camera set is {now_s - stamp:.3f} s old (max_age {self._limits.max_age_s} s)")
-        if newer_than is not None and stamp <= newer_than + STAMP_TOLERANCE_S \
-                and newer_than <= now_s + self._limits.max_age_s:
+            return SyncResult(
+                None,
+                SyncStatus.STALE,
+                f"newest camera set is {now_s - stamp:.3f} s old (max_age {self._limits.max_age_s} s)",
+            )
+        if (
+            newer_than is not None
+            and stamp <= newer_than + STAMP_TOLERANCE_S
+            and newer_than <= now_s + self._limits.max_age_s
+        ):
             return SyncResult(None, SyncStatus.NOT_NEW, f"no camera set newer than {newer_than:.6f}")
         state, gap = self._joints.sample(stamp, self._limits.joint_extrapolation_s)
         if state is None:
             return SyncResult(None, SyncStatus.UNMATCHED, gap)
         images = {name: self._frames[name].images[i] for name, i in picks.items()}
         return SyncResult(SyncedObservation(stamp, images, state, image_stamps), SyncStatus.OK, "")
-

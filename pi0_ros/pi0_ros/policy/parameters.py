@@ -4,6 +4,7 @@ Defaults that a component's own settings define (SyncLimits, the QoS of
 ObservationSourceParams, ModelSettings) are taken from there, so each default
 lives in one place.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,53 +24,74 @@ _SOURCE = ObservationSourceParams()  # the sensor defaults
 @dataclass(frozen=True)
 class PolicyParameters:
     robot_description: str = param("", "Path to the robot description YAML.", read_only=True)
-    autostart: bool = param(False, "Configure and activate on startup (portable stand-in for launch_ros autostart).",
-                            read_only=True)
-    checkpoint: str = param(ModelSettings.checkpoint,
-                            "pi0 checkpoint directory (LeRobot/openpi PyTorch layout); empty = tiny demo model.")
+    autostart: bool = param(
+        False, "Configure and activate on startup (portable stand-in for launch_ros autostart).", read_only=True
+    )
+    checkpoint: str = param(
+        ModelSettings.checkpoint, "pi0 checkpoint directory (LeRobot/openpi PyTorch layout); empty = tiny demo model."
+    )
     tokenizer_path: str = param(
-        "", "PaliGemma tokenizer (tokenizer.model or tokenizer.json); empty = inside the checkpoint.")
+        "", "PaliGemma tokenizer (tokenizer.model or tokenizer.json); empty = inside the checkpoint."
+    )
     norm_stats: str = param("", "norm_stats.json overriding the description's and the checkpoint's; empty = none.")
     device: str = param(ModelSettings.device, f"Torch device: {DEVICE_FORMS}.", check=device_problem)
     dtype: str = param(ModelSettings.dtype, "Model weights dtype.", choices=DTYPE_NAMES)
     compile_mode: str = param(NO_COMPILE, "torch.compile mode for the model.", choices=(NO_COMPILE, *COMPILE_MODES))
-    num_denoising_steps: int = param(0, "Euler steps per chunk; 0 keeps the checkpoint's (10 for pi0).",
-                                     range=(0, 100))
-    seed: int = param(ModelSettings.seed, "Seed of the tiny model's weights and of the sampling noise.",
-                      range=(0, 2**31 - 1))
+    num_denoising_steps: int = param(0, "Euler steps per chunk; 0 keeps the checkpoint's (10 for pi0).", range=(0, 100))
+    seed: int = param(
+        ModelSettings.seed, "Seed of the tiny model's weights and of the sampling noise.", range=(0, 2**31 - 1)
+    )
     torch_threads: int = param(0, "CPU threads for torch; 0 leaves torch's default.", range=(0, 256))
     warmup_iterations: int = param(
-        2, "Inferences on a blank observation at configure (compilation, latency estimate).", range=(0, 100))
-    chunk_handover: str = param(Handover.SPLICE.value,
-                                "Hand-over used by the streamer; 'rtc' also enables real-time chunking here.",
-                                choices=Handover.choices())
+        2, "Inferences on a blank observation at configure (compilation, latency estimate).", range=(0, 100)
+    )
+    chunk_handover: str = param(
+        Handover.SPLICE.value,
+        "Hand-over used by the streamer; 'rtc' also enables real-time chunking here.",
+        choices=Handover.choices(),
+    )
     max_instruction_chars: int = param(500, "Longer instructions are rejected.", range=(1, 100_000))
     require_streamer: bool = param(
-        True, "Start a goal only once a command streamer is heard on streamer_status, so a goal never runs while "
-        "nothing would move the robot (e.g. before DDS discovery completes).")
+        True,
+        "Start a goal only once a command streamer is heard on streamer_status, so a goal never runs while "
+        "nothing would move the robot (e.g. before DDS discovery completes).",
+    )
     goal_start_timeout_s: float = param(
-        5.0, "How long an accepted goal waits for the command streamer (require_streamer) and a first "
-        "synchronized observation before it aborts (end_reason NOT_READY).", range=(0.0, 600.0))
-    stale_observation_timeout_s: float = param(0.5, "End the goal when no new observation arrives for this long.",
-                                               range=(0.05, 30.0))
+        5.0,
+        "How long an accepted goal waits for the command streamer (require_streamer) and a first "
+        "synchronized observation before it aborts (end_reason NOT_READY).",
+        range=(0.0, 600.0),
+    )
+    stale_observation_timeout_s: float = param(
+        0.5, "End the goal when no new observation arrives for this long.", range=(0.05, 30.0)
+    )
     feedback_rate_hz: float = param(10.0, "Action feedback rate.", range=(0.5, 100.0))
     status_rate_hz: float = param(
-        10.0, "policy_status rate (also published on every goal change); the streamer holds when none arrives "
-        "for its status_timeout_s.", range=(5.0, 100.0))
-    sync_slop_s: float = param(SyncLimits.slop_s, "Widest spread of camera stamps inside one synchronized set.",
-                               range=(0.0, 1.0))
+        10.0,
+        "policy_status rate (also published on every goal change); the streamer holds when none arrives "
+        "for its status_timeout_s.",
+        range=(5.0, 100.0),
+    )
+    sync_slop_s: float = param(
+        SyncLimits.slop_s, "Widest spread of camera stamps inside one synchronized set.", range=(0.0, 1.0)
+    )
     sync_queue_size: int = param(SyncLimits.queue_size, "Frames kept per camera for matching.", range=(1, 100))
-    max_observation_age_s: float = param(SyncLimits.max_age_s, "Streams and sets older than this are stale.",
-                                         range=(0.01, 30.0))
-    joint_extrapolation_s: float = param(SyncLimits.joint_extrapolation_s,
-                                         "How far a set may lie past a joint's newest sample.", range=(0.0, 1.0))
-    camera_qos_reliability: str = param(_SOURCE.camera_qos.reliability, "Camera subscription reliability.",
-                                        choices=RELIABILITY_CHOICES)
+    max_observation_age_s: float = param(
+        SyncLimits.max_age_s, "Streams and sets older than this are stale.", range=(0.01, 30.0)
+    )
+    joint_extrapolation_s: float = param(
+        SyncLimits.joint_extrapolation_s, "How far a set may lie past a joint's newest sample.", range=(0.0, 1.0)
+    )
+    camera_qos_reliability: str = param(
+        _SOURCE.camera_qos.reliability, "Camera subscription reliability.", choices=RELIABILITY_CHOICES
+    )
     camera_qos_depth: int = param(_SOURCE.camera_qos.depth, "Camera subscription depth.", range=(1, 100))
-    joint_state_qos_reliability: str = param(_SOURCE.joint_state_qos.reliability,
-                                             "Joint state subscription reliability.", choices=RELIABILITY_CHOICES)
-    joint_state_qos_depth: int = param(_SOURCE.joint_state_qos.depth, "Joint state subscription depth.",
-                                       range=(1, 1000))
+    joint_state_qos_reliability: str = param(
+        _SOURCE.joint_state_qos.reliability, "Joint state subscription reliability.", choices=RELIABILITY_CHOICES
+    )
+    joint_state_qos_depth: int = param(
+        _SOURCE.joint_state_qos.depth, "Joint state subscription depth.", range=(1, 1000)
+    )
 
     @property
     def real_time_chunking(self) -> bool:
@@ -89,15 +111,24 @@ class PolicyParameters:
 
     def source_params(self) -> ObservationSourceParams:
         return ObservationSourceParams(
-            limits=SyncLimits(slop_s=self.sync_slop_s, queue_size=self.sync_queue_size,
-                              max_age_s=self.max_observation_age_s, joint_extrapolation_s=self.joint_extrapolation_s),
+            limits=SyncLimits(
+                slop_s=self.sync_slop_s,
+                queue_size=self.sync_queue_size,
+                max_age_s=self.max_observation_age_s,
+                joint_extrapolation_s=self.joint_extrapolation_s,
+            ),
             camera_qos=QosSettings(self.camera_qos_reliability, self.camera_qos_depth),
             joint_state_qos=QosSettings(self.joint_state_qos_reliability, self.joint_state_qos_depth),
         )
 
     def worker_config(self, action_step: float, horizon: int, initial_latency: float) -> WorkerConfig:
-        return WorkerConfig(action_step=action_step, horizon=horizon, stale_timeout=self.stale_observation_timeout_s,
-                            real_time_chunking=self.real_time_chunking, initial_latency=initial_latency)
+        return WorkerConfig(
+            action_step=action_step,
+            horizon=horizon,
+            stale_timeout=self.stale_observation_timeout_s,
+            real_time_chunking=self.real_time_chunking,
+            initial_latency=initial_latency,
+        )
 
 
 PARAMS = parameter_specs(PolicyParameters)  # as declared (e.g. to check a parameters file)

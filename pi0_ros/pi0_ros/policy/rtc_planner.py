@@ -6,12 +6,12 @@ actions for [t_obs, t_obs + latency) come from the previous chunk. The model
 freezes exactly those and guides the rest toward the previous chunk
 (arXiv 2506.07339), so the hand-over is continuous.
 """
+
 from __future__ import annotations
 
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -24,8 +24,9 @@ class RtcPlan:
     frozen_steps: int  # leading rows that will have executed before the new chunk arrives
 
 
-def plan_rtc(previous: Optional[TimedChunk], observation_time: float, step: float, horizon: int,
-             expected_latency: float) -> Optional[RtcPlan]:
+def plan_rtc(
+    previous: TimedChunk | None, observation_time: float, step: float, horizon: int, expected_latency: float
+) -> RtcPlan | None:
     """The guidance for a chunk observed at `observation_time`, or None without a usable previous chunk."""
     if previous is None:
         return None

@@ -4,6 +4,7 @@ A received chunk is validated here once (names cover the robot's actions, rows a
 finite, the step is positive) and reordered into the receiver's action order; past this gate the streamer
 trusts it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,14 +20,20 @@ class ChunkRefusedError(ValueError):
     """A received ActionChunk that cannot be executed; the message says why."""
 
 
-def chunk_message(chunk: TimedChunk, names: Sequence[str], frame_id: str, inference_latency_ms: float,
-                  frozen_actions: int) -> ActionChunk:
+def chunk_message(
+    chunk: TimedChunk, names: Sequence[str], frame_id: str, inference_latency_ms: float, frozen_actions: int
+) -> ActionChunk:
     """The message of `chunk`, whose action columns are `names`; stamped with its observation time."""
     message = ActionChunk(
-        goal_id=chunk.goal_id, sequence=chunk.sequence, names=list(names),
-        step_period=seconds_to_duration(chunk.step), horizon=chunk.actions.shape[0],
+        goal_id=chunk.goal_id,
+        sequence=chunk.sequence,
+        names=list(names),
+        step_period=seconds_to_duration(chunk.step),
+        horizon=chunk.actions.shape[0],
         actions=chunk.actions.astype(np.float64).ravel().tolist(),
-        inference_latency_ms=inference_latency_ms, frozen_actions=frozen_actions)
+        inference_latency_ms=inference_latency_ms,
+        frozen_actions=frozen_actions,
+    )
     message.header.stamp = seconds_to_stamp(chunk.stamp)
     message.header.frame_id = frame_id
     return message
@@ -40,13 +47,19 @@ def received_chunk(message: ActionChunk, action_names: Sequence[str]) -> TimedCh
         raise ChunkRefusedError(f"chunk {message.sequence} refused: missing action names {missing}")
     values = message.actions
     if len(values) % len(names):
-        raise ChunkRefusedError(f"chunk {message.sequence} refused: {len(values)} values do not fill rows of "
-                                f"{len(names)} names")
+        raise ChunkRefusedError(
+            f"chunk {message.sequence} refused: {len(values)} values do not fill rows of {len(names)} names"
+        )
     table = np.asarray(values, dtype=np.float64).reshape(-1, len(names))  # [horizon, len(names)]
     if not np.all(np.isfinite(table)):
         raise ChunkRefusedError(f"chunk {message.sequence} refused: actions contain NaN or inf")
     try:
-        return TimedChunk(message.goal_id, message.sequence, stamp_to_seconds(message.header.stamp),
-                          duration_to_seconds(message.step_period), table[:, [names.index(n) for n in action_names]])
+        return TimedChunk(
+            message.goal_id,
+            message.sequence,
+            stamp_to_seconds(message.header.stamp),
+            duration_to_seconds(message.step_period),
+            table[:, [names.index(n) for n in action_names]],
+        )
     except ValueError as exc:  # no rows, or a step that is not positive
         raise ChunkRefusedError(f"chunk {message.sequence} refused: {exc}") from None

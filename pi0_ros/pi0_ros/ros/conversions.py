@@ -1,4 +1,5 @@
 """Small conversions shared by the nodes: times, durations and QoS profiles."""
+
 from __future__ import annotations
 
 import math
@@ -54,6 +55,7 @@ def action_service_qos() -> dict[str, QoSProfile]:
     and responses at the client, whose futures then never complete. Keep-all reliable loses none; it is
     compatible with peers on the default profile, and both ends need it for a burst to survive.
     """
-    profile = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
+    profile = QoSProfile(
+        history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE
+    )
     return {f"{service}_service_qos_profile": profile for service in ("goal", "cancel", "result")}

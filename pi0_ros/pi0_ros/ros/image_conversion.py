@@ -13,9 +13,10 @@ uint8 array of shape [H, W, 3] in RGB order:
 
 Failures raise :class:`ImageConversionError` (a ValueError) saying what is wrong.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,18 +56,21 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     channels = ENCODING_CHANNELS.get(encoding)
     if channels is None:
         raise ImageConversionError(
-            f"unsupported image encoding '{encoding}' (supported: {', '.join(ENCODING_CHANNELS)})")
+            f"unsupported image encoding '{encoding}' (supported: {', '.join(ENCODING_CHANNELS)})"
+        )
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"empty image: {width}x{height}")
     row_bytes = width * channels
     if step < row_bytes:
         raise ImageConversionError(
-            f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)")
+            f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)"
+        )
     data = _byte_view(msg.data)
     if data.size != step * height:
         raise ImageConversionError(
-            f"data holds {data.size} bytes, expected step {step} x height {height} = {step * height}")
+            f"data holds {data.size} bytes, expected step {step} x height {height} = {step * height}"
+        )
     # [H, step] -> drop row padding -> [H, W, C]; both steps are views.
     pixels = data.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
     rgb = pixels if encoding == "rgb8" else cv2.cvtColor(pixels, _TO_RGB[encoding])
@@ -80,7 +84,8 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
         raise ImageConversionError(f"'{fmt}' is a compressed depth image, not a colour image")
     if fmt and not any(name in fmt.lower() for name in COMPRESSED_FORMATS):
         raise ImageConversionError(
-            f"unsupported compressed format '{fmt}' (supported: {', '.join(COMPRESSED_FORMATS)})")
+            f"unsupported compressed format '{fmt}' (supported: {', '.join(COMPRESSED_FORMATS)})"
+        )
     data = _byte_view(msg.data)
     if data.size == 0:
         raise ImageConversionError("compressed image holds no data")
@@ -94,13 +99,13 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     return _read_only(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
-def rgb_to_image_msg(rgb: np.ndarray, encoding: str = "rgb8", stamp: Optional[Time] = None,
-                     frame_id: str = "") -> Image:
+def rgb_to_image_msg(rgb: np.ndarray, encoding: str = "rgb8", stamp: Time | None = None, frame_id: str = "") -> Image:
     """uint8 [H, W, 3] RGB -> sensor_msgs/Image in `encoding`, rows unpadded."""
     _check_rgb(rgb)
     if encoding not in ENCODING_CHANNELS:
         raise ImageConversionError(
-            f"unsupported image encoding '{encoding}' (supported: {', '.join(ENCODING_CHANNELS)})")
+            f"unsupported image encoding '{encoding}' (supported: {', '.join(ENCODING_CHANNELS)})"
+        )
     pixels = rgb if encoding == "rgb8" else cv2.cvtColor(rgb, _FROM_RGB[encoding])
     pixels = np.ascontiguousarray(pixels)
     msg = Image()
@@ -113,8 +118,9 @@ def rgb_to_image_msg(rgb: np.ndarray, encoding: str = "rgb8", stamp: Optional[Ti
     return msg
 
 
-def rgb_to_compressed_msg(rgb: np.ndarray, fmt: str = "jpeg", stamp: Optional[Time] = None,
-                          frame_id: str = "", jpeg_quality: int = 90) -> CompressedImage:
+def rgb_to_compressed_msg(
+    rgb: np.ndarray, fmt: str = "jpeg", stamp: Time | None = None, frame_id: str = "", jpeg_quality: int = 90
+) -> CompressedImage:
     """uint8 [H, W, 3] RGB -> sensor_msgs/CompressedImage ("jpeg" or "png")."""
     _check_rgb(rgb)
     if fmt not in _EXTENSIONS:
@@ -151,7 +157,7 @@ def _check_rgb(rgb: Any) -> None:
         raise ImageConversionError(f"empty image: {rgb.shape[1]}x{rgb.shape[0]}")
 
 
-def _set_header(msg: Any, stamp: Optional[Time], frame_id: str) -> None:
+def _set_header(msg: Any, stamp: Time | None, frame_id: str) -> None:
     if stamp is not None:
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id

@@ -8,13 +8,15 @@ ends with os._exit: the interpreter's own teardown of torch and transformers
 took over a second, past which `ros2 launch` escalates, and it only frees
 memory that the kernel reclaims anyway.
 """
+
 from __future__ import annotations
 
 import os
 import sys
 import threading
 import time
-from typing import Callable, Iterable, NoReturn, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import NoReturn
 
 import rclpy
 from rclpy.duration import Duration
@@ -23,9 +25,9 @@ from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.signals import SignalHandlerOptions
 
-from pi0_ros.ros.parameters import ParameterError
 from pi0_ros.core.robot_description import DescriptionError
 from pi0_ros.core.stop_signals import stop_on_first_signal
+from pi0_ros.ros.parameters import ParameterError
 
 # How long the spin loop waits for work before it looks at the stop request again: a signal's Python
 # handler only runs once the main thread is back from rcl_wait.
@@ -53,8 +55,11 @@ def wait_for_delivery(publishers: Iterable[Publisher], timeout: float = FINAL_DE
             return
 
 
-def spin_node(make_node: Callable[[], Node], make_executor: Callable[[], Executor] = SingleThreadedExecutor,
-              args: Optional[Sequence[str]] = None) -> NoReturn:
+def spin_node(
+    make_node: Callable[[], Node],
+    make_executor: Callable[[], Executor] = SingleThreadedExecutor,
+    args: Sequence[str] | None = None,
+) -> NoReturn:
     """Runs one node as this process until a stop signal or request_stop(), then ends the process.
 
     Exit code 0 on a stop; 2 with one clear line instead of a traceback for a

@@ -17,6 +17,7 @@ raising :class:`ParameterError` with every problem listed when a value has the
 wrong type, is out of range, is not an allowed choice or fails the field's
 check, or when the class's ``parameter_problems()`` (cross-field checks) lists any.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,9 +57,14 @@ class Param:
         descriptor = ParameterDescriptor(name=self.name, description=text, read_only=self.read_only)
         if isinstance(self.default, float) and self.low is not None and self.high is not None:
             descriptor.floating_point_range = [
-                FloatingPointRange(from_value=float(self.low), to_value=float(self.high))]
-        elif isinstance(self.default, int) and not isinstance(self.default, bool) \
-                and self.low is not None and self.high is not None:
+                FloatingPointRange(from_value=float(self.low), to_value=float(self.high))
+            ]
+        elif (
+            isinstance(self.default, int)
+            and not isinstance(self.default, bool)
+            and self.low is not None
+            and self.high is not None
+        ):
             descriptor.integer_range = [IntegerRange(from_value=int(self.low), to_value=int(self.high), step=1)]
         return descriptor
 
@@ -88,8 +94,15 @@ class _FieldSpec:
     check: Check | None
 
 
-def param(default: Value, description: str, *, range: tuple[float, float] | None = None,
-          choices: Sequence[str] = (), read_only: bool = False, check: Check | None = None) -> Any:
+def param(
+    default: Value,
+    description: str,
+    *,
+    range: tuple[float, float] | None = None,
+    choices: Sequence[str] = (),
+    read_only: bool = False,
+    check: Check | None = None,
+) -> Any:
     """A dataclass field that is a ROS parameter: its default, description, range or choices, and check."""
     if not isinstance(default, (bool, int, float, str)):
         raise TypeError(f"a parameter default must be bool, int, float or str, got {default!r}")
@@ -107,8 +120,9 @@ def parameter_specs(cls: type) -> tuple[Param, ...]:
         if spec is None:
             raise TypeError(f"{cls.__name__}.{field.name} is not declared with param()")
         low, high = spec.range if spec.range is not None else (None, None)
-        specs.append(Param(field.name, field.default, spec.description, low, high, spec.choices, spec.read_only,
-                           spec.check))
+        specs.append(
+            Param(field.name, field.default, spec.description, low, high, spec.choices, spec.read_only, spec.check)
+        )
     return tuple(specs)
 
 

@@ -16,10 +16,10 @@ tick time and decides when a newer chunk takes over. Hand-over strategies:
               execute during inference and guided the rest toward the old
               chunk, so the streamer splices.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import numpy as np
 
@@ -31,16 +31,16 @@ from pi0_ros.core.interpolation import lerp
 class _Blend:
     """A cross-fade from what was executed when `target` arrived to `target`."""
 
-    source: Union[TimedChunk, "_Blend"]
+    source: TimedChunk | _Blend
     target: TimedChunk
     start: float
     duration: float
 
-    def settled(self, t: float) -> Union[TimedChunk, "_Blend"]:
+    def settled(self, t: float) -> TimedChunk | _Blend:
         """What this blend amounts to at t: the target alone once the cross-fade is over."""
         return self.target if t - self.start >= self.duration else self
 
-    def sample(self, t: float) -> Optional[np.ndarray]:
+    def sample(self, t: float) -> np.ndarray | None:
         """The faded action at t; None once the target has run out."""
         new_action = self.target.sample(t)
         weight = (t - self.start) / self.duration
@@ -52,7 +52,7 @@ class _Blend:
 
 @dataclass(frozen=True)
 class ScheduledTarget:
-    action: Optional[np.ndarray]  # [dims], or None when nothing may be executed
+    action: np.ndarray | None  # [dims], or None when nothing may be executed
     reason: str  # why there is no action ("" when there is one)
     chunk_sequence: int = 0
 
@@ -68,12 +68,12 @@ class ChunkScheduler:
             raise ValueError("blend handover needs a positive blend_duration")
         self.handover = handover
         self.blend_duration = blend_duration
-        self._current: Optional[TimedChunk] = None
-        self._pending: Optional[TimedChunk] = None
-        self._blend: Optional[_Blend] = None  # the cross-fade into _current, while it lasts
+        self._current: TimedChunk | None = None
+        self._pending: TimedChunk | None = None
+        self._blend: _Blend | None = None  # the cross-fade into _current, while it lasts
 
     @property
-    def current(self) -> Optional[TimedChunk]:
+    def current(self) -> TimedChunk | None:
         return self._current
 
     def reset(self) -> None:
@@ -94,7 +94,7 @@ class ChunkScheduler:
             self._blend = self._blend_into(chunk, now)
         self._current = chunk
 
-    def _blend_into(self, chunk: TimedChunk, now: float) -> Optional[_Blend]:
+    def _blend_into(self, chunk: TimedChunk, now: float) -> _Blend | None:
         if self._current is None or not self._current.covers(now):
             return None  # nothing is being executed to fade from
         # From the output as it is, mid-fade included: chunks may come faster than blend_duration.
@@ -103,9 +103,12 @@ class ChunkScheduler:
 
     def target(self, now: float) -> ScheduledTarget:
         """The action for the tick at `now`; advances hand-overs that are due."""
-        if self.handover is Handover.WAIT and self._pending is not None:
-            if self._current is None or not self._current.covers(now):
-                self._current, self._pending = self._pending.restarted_at(now), None
+        if (
+            self.handover is Handover.WAIT
+            and self._pending is not None
+            and (self._current is None or not self._current.covers(now))
+        ):
+            self._current, self._pending = self._pending.restarted_at(now), None
         if self._blend is not None and self._blend.settled(now) is not self._blend:
             self._blend = None
         return self.peek(now)

@@ -9,6 +9,7 @@ a limit) is brought back inside at the velocity limit, not in one tick. Base
 dimensions are velocities: clamped to the velocity limits and changed at most
 ``max_acceleration * period`` per tick.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ class CommandLimiter:
         self.lower, self.upper, self.max_step, self.is_velocity = lower, upper, max_step, is_velocity
 
     @classmethod
-    def for_robot(cls, description: RobotDescription, period: float) -> "CommandLimiter":
+    def for_robot(cls, description: RobotDescription, period: float) -> CommandLimiter:
         """Limits for the description's action vector at a control period of `period` seconds."""
         lower, upper, step, velocity = [], [], [], []
         base = description.base

@@ -21,17 +21,18 @@ nothing may be published. Safety rules enforced here:
 - every command goes through :class:`CommandLimiter` (finite, within position
   limits, at most one tick of velocity away from the previous command).
 """
+
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from pi0_ros.streamer.chunk_schedule import DEFAULT_BLEND_DURATION_S, ChunkScheduler
 from pi0_ros.core.chunk import Handover, TimedChunk
+from pi0_ros.streamer.chunk_schedule import DEFAULT_BLEND_DURATION_S, ChunkScheduler
 from pi0_ros.streamer.command_limits import CommandLimiter
 
 
@@ -67,15 +68,17 @@ class StreamConfig:
         }
         bad = [name for name, ok in checks.items() if not (ok and math.isfinite(getattr(self, name)))]
         if bad:
-            raise ValueError(f"invalid streamer settings: {', '.join(f'{n}={getattr(self, n)}' for n in bad)}"
-                             " (periods/timeouts must be positive; status_timeout above one control period)")
+            raise ValueError(
+                f"invalid streamer settings: {', '.join(f'{n}={getattr(self, n)}' for n in bad)}"
+                " (periods/timeouts must be positive; status_timeout above one control period)"
+            )
 
 
 @dataclass(frozen=True)
 class StreamTick:
     mode: StreamMode
     hold_reason: str
-    commands: Optional[np.ndarray]  # [1 + lookahead_points, dims] to publish, or None: publish nothing
+    commands: np.ndarray | None  # [1 + lookahead_points, dims] to publish, or None: publish nothing
     clamped: bool = False
     chunk_sequence: int = 0
 
@@ -93,17 +96,17 @@ class CommandStream:
         self.scheduler = ChunkScheduler(config.handover, config.blend_duration)
         self._goal_id = ""
         self._goal_active = False
-        self._status_time: Optional[float] = None
-        self._goal_ended_at: Optional[float] = None
+        self._status_time: float | None = None
+        self._goal_ended_at: float | None = None
         self._end_reason = ""  # why the last goal stopped streaming, reported while holding
         self._ever_active = False
-        self._early_chunk: Optional[TimedChunk] = None  # a chunk that beat the status of its goal
-        self._last_command: Optional[np.ndarray] = None
-        self._last_published: Optional[float] = None  # time of the last tick that published commands
+        self._early_chunk: TimedChunk | None = None  # a chunk that beat the status of its goal
+        self._last_command: np.ndarray | None = None
+        self._last_published: float | None = None  # time of the last tick that published commands
         self._measured = np.full(len(self.action_names), np.nan)  # [dims]; NaN where never measured
         self._measured_at = np.full(len(self.action_names), -np.inf)  # [dims] time of each measurement
         # Why the newest implausible measurement was ignored, and when: the hold reason while a goal waits.
-        self._implausible: Optional[tuple[str, float]] = None
+        self._implausible: tuple[str, float] | None = None
         self.commands_sent = 0  # ticks published for the current goal
         self.clamped_commands = 0
 
@@ -118,11 +121,13 @@ class CommandStream:
         elif not goal_active and self._goal_active:
             self._end_goal(now, f"goal {self._goal_id[:8]} ended (policy status)")
 
-    def on_chunk(self, chunk: TimedChunk, now: float) -> Optional[str]:
+    def on_chunk(self, chunk: TimedChunk, now: float) -> str | None:
         """Offers a received chunk (validated, in this stream's action order); returns why it was refused, or
         None when accepted."""
         if chunk.actions.shape[1] != len(self.action_names):
-            raise ValueError(f"a chunk of {chunk.actions.shape[1]} actions for a {len(self.action_names)}-action stream")
+            raise ValueError(
+                f"a chunk of {chunk.actions.shape[1]} actions for a {len(self.action_names)}-action stream"
+            )
         if not self._goal_active or chunk.goal_id != self._goal_id:
             # Chunks and status travel on different topics without a common order, so the
             # first chunk of a goal may arrive before the status that activates the goal.
@@ -130,8 +135,10 @@ class CommandStream:
             return None
         latency = now - chunk.stamp
         if latency > self.config.max_chunk_latency:
-            return (f"chunk {chunk.sequence} arrived {latency * 1e3:.0f} ms after its observation "
-                    f"(max_chunk_latency {self.config.max_chunk_latency * 1e3:.0f} ms)")
+            return (
+                f"chunk {chunk.sequence} arrived {latency * 1e3:.0f} ms after its observation "
+                f"(max_chunk_latency {self.config.max_chunk_latency * 1e3:.0f} ms)"
+            )
         self.scheduler.offer(chunk, now)
         return None
 
@@ -162,8 +169,9 @@ class CommandStream:
         lower, upper = self.limiter.lower[index], self.limiter.upper[index]
         tolerance = self.config.position_tolerance
         if not lower - tolerance <= value <= upper + tolerance:
-            return (f"measured {value:.4g} outside its limits [{lower:.4g}, {upper:.4g}] "
-                    f"(position_tolerance {tolerance:g})")
+            return (
+                f"measured {value:.4g} outside its limits [{lower:.4g}, {upper:.4g}] (position_tolerance {tolerance:g})"
+            )
         last = self._measured[index]
         if math.isfinite(last):
             elapsed = max(0.0, now - self._measured_at[index])
@@ -172,8 +180,10 @@ class CommandStream:
             # cannot make counts, never fast but real motion.
             reachable = tolerance + 2.0 * max_velocity * (elapsed + self.config.control_period)
             if abs(value - last) > reachable:
-                return (f"jumped from {last:.4g} to {value:.4g} in {elapsed * 1e3:.0f} ms "
-                        f"(at most {reachable:.3g} is reachable at its velocity limit)")
+                return (
+                    f"jumped from {last:.4g} to {value:.4g} in {elapsed * 1e3:.0f} ms "
+                    f"(at most {reachable:.3g} is reachable at its velocity limit)"
+                )
         return ""
 
     def start_problem(self, now: float) -> str:
@@ -205,8 +215,10 @@ class CommandStream:
         target = self.scheduler.target(now)
         if target.action is None:
             return self._hold(now, target.reason)
-        points = [target.action] + [self._peek_or_last(now + k * self.config.control_period, target.action)
-                                    for k in range(1, self.config.lookahead_points + 1)]
+        points = [target.action] + [
+            self._peek_or_last(now + k * self.config.control_period, target.action)
+            for k in range(1, self.config.lookahead_points + 1)
+        ]
         commands, clamped = self._limit_chain(points, previous)
         self._last_command = commands[0]
         self.commands_sent += 1
@@ -239,8 +251,11 @@ class CommandStream:
         self.scheduler.reset()
 
     def _hold(self, now: float, reason: str) -> StreamTick:
-        if not self._goal_active and self._goal_ended_at is not None \
-                and now - self._goal_ended_at > self.config.hold_duration:
+        if (
+            not self._goal_active
+            and self._goal_ended_at is not None
+            and now - self._goal_ended_at > self.config.hold_duration
+        ):
             return StreamTick(StreamMode.IDLE, reason, None)
         previous = self._previous_command(now)
         if previous is None:
@@ -249,12 +264,12 @@ class CommandStream:
         self._last_command = hold
         return StreamTick(StreamMode.HOLDING, reason, np.tile(hold, (self.config.lookahead_points + 1, 1)))
 
-    def _previous_command(self, now: float) -> Optional[np.ndarray]:
+    def _previous_command(self, now: float) -> np.ndarray | None:
         if self._last_command is not None:
             return self._last_command
         return self._measured_pose(now)
 
-    def _measured_pose(self, now: float) -> Optional[np.ndarray]:
+    def _measured_pose(self, now: float) -> np.ndarray | None:
         """The measured positions (velocity dims 0), or None unless every position is fresh."""
         fresh = self.limiter.is_velocity | (now - self._measured_at <= self.config.joint_state_timeout)
         if not np.all(fresh):
@@ -281,5 +296,3 @@ class CommandStream:
             results.append(self.limiter.limit(point, previous))
             previous = results[-1].command
         return np.stack([r.command for r in results]), results[0].clamped
-
-

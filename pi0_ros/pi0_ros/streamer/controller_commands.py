@@ -11,6 +11,7 @@ controller's joints in its own joint order:
 - forward_position_controller: Float64MultiArray with one value per joint.
 - diff_drive_controller: TwistStamped (or Twist) from the base dimensions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,8 @@ class ControllerCommandBuilder:
         ]
         if description.base is not None:
             self.routes.append(
-                _Route(description.base.controller, BASE_ACTION_NAMES,
-                       np.array([order[n] for n in BASE_ACTION_NAMES])))
+                _Route(description.base.controller, BASE_ACTION_NAMES, np.array([order[n] for n in BASE_ACTION_NAMES]))
+            )
 
     def messages(self, stamp: Time, commands: np.ndarray) -> list[tuple[ControllerSpec, Any]]:
         """commands: [points, dims]; row 0 is for `stamp`, row k for stamp + k * point_period."""

@@ -4,6 +4,7 @@ Runs in a process of its own so that model inference never delays a tick
 (docs/ARCHITECTURE.md). All decisions live in :class:`CommandStream`; this node
 only moves messages in and out and reports status and diagnostics.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -21,52 +22,73 @@ from sensor_msgs.msg import JointState
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.heartbeat import MIN_STREAMER_STATUS_RATE_HZ, STREAMER_TIMEOUT_S
+from pi0_ros.core.rate_monitor import RateMonitor
+from pi0_ros.core.robot_description import RobotDescription, load_robot_description
+from pi0_ros.ros.chunk_messages import ChunkRefusedError, received_chunk
+from pi0_ros.ros.conversions import (
+    RELIABILITY_CHOICES,
+    qos_profile,
+    seconds_to_stamp,
+)
+from pi0_ros.ros.node_main import spin_node, wait_for_delivery
+from pi0_ros.ros.parameters import ParameterError, declare_and_read, param, parameter_specs
 from pi0_ros.streamer.command_limits import CommandLimiter
 from pi0_ros.streamer.command_stream import CommandStream, StreamConfig, StreamMode, StreamTick
 from pi0_ros.streamer.controller_commands import ControllerCommandBuilder, controller_message_class
-from pi0_ros.ros.chunk_messages import ChunkRefusedError, received_chunk
-from pi0_ros.ros.node_main import spin_node, wait_for_delivery
-from pi0_ros.ros.parameters import ParameterError, declare_and_read, param, parameter_specs
-from pi0_ros.core.rate_monitor import RateMonitor
-from pi0_ros.core.robot_description import RobotDescription, load_robot_description
-from pi0_ros.ros.conversions import (RELIABILITY_CHOICES, duration_to_seconds, qos_profile, seconds_to_stamp,
-                                     stamp_to_seconds)
+
 
 @dataclass(frozen=True)
 class StreamerParameters:
     """The node's parameters; the stream's settings come from them (stream_config)."""
 
-    robot_description: str = param("", "Path to the robot description YAML (joints, limits, controllers).",
-                                   read_only=True)
-    control_rate_hz: float = param(0.0, "Command rate; 0 uses the description's control_rate_hz.",
-                                   range=(0.0, 1000.0))
-    chunk_handover: str = param(Handover.SPLICE.value, "How a new chunk takes over from the running one.",
-                                choices=Handover.choices())
-    blend_duration_s: float = param(StreamConfig.blend_duration, "Cross-fade time of the blend hand-over.",
-                                    range=(0.01, 2.0))
+    robot_description: str = param(
+        "", "Path to the robot description YAML (joints, limits, controllers).", read_only=True
+    )
+    control_rate_hz: float = param(0.0, "Command rate; 0 uses the description's control_rate_hz.", range=(0.0, 1000.0))
+    chunk_handover: str = param(
+        Handover.SPLICE.value, "How a new chunk takes over from the running one.", choices=Handover.choices()
+    )
+    blend_duration_s: float = param(
+        StreamConfig.blend_duration, "Cross-fade time of the blend hand-over.", range=(0.01, 2.0)
+    )
     trajectory_lookahead_points: int = param(
-        5, "Points after 'now' in each JointTrajectory (one control period apart).", range=(1, 100))
+        5, "Points after 'now' in each JointTrajectory (one control period apart).", range=(1, 100)
+    )
     status_timeout_s: float = param(0.5, "Hold when the policy status is older than this.", range=(0.05, 10.0))
-    max_chunk_latency_s: float = param(1.0, "Refuse chunks that arrive later than this after their observation.",
-                                       range=(0.01, 10.0))
-    hold_duration_s: float = param(1.0, "Keep publishing the hold command this long after a goal ends.",
-                                   range=(0.0, 60.0))
+    max_chunk_latency_s: float = param(
+        1.0, "Refuse chunks that arrive later than this after their observation.", range=(0.01, 10.0)
+    )
+    hold_duration_s: float = param(
+        1.0, "Keep publishing the hold command this long after a goal ends.", range=(0.0, 60.0)
+    )
     status_rate_hz: float = param(
-        10.0, f"Rate of streamer_status (the policy accepts goals only while it hears it at least once every "
-        f"{STREAMER_TIMEOUT_S:g} s) and of the command-rate statistics.", range=(MIN_STREAMER_STATUS_RATE_HZ, 100.0))
+        10.0,
+        f"Rate of streamer_status (the policy accepts goals only while it hears it at least once every "
+        f"{STREAMER_TIMEOUT_S:g} s) and of the command-rate statistics.",
+        range=(MIN_STREAMER_STATUS_RATE_HZ, 100.0),
+    )
     joint_state_timeout_s: float = param(
-        StreamConfig.joint_state_timeout, "A goal starting from idle waits for joint states younger than this.",
-        range=(0.01, 10.0))
+        StreamConfig.joint_state_timeout,
+        "A goal starting from idle waits for joint states younger than this.",
+        range=(0.01, 10.0),
+    )
     joint_position_tolerance: float = param(
-        StreamConfig.position_tolerance, "A measured position this far past a joint limit (rad or m) is still "
+        StreamConfig.position_tolerance,
+        "A measured position this far past a joint limit (rad or m) is still "
         "a plausible start pose; farther, or a jump faster than the joint can move, makes a goal wait.",
-        range=(0.0, 1.0))
-    joint_state_qos_reliability: str = param("reliable", "QoS reliability of the joint state subscriptions.",
-                                             choices=RELIABILITY_CHOICES)
+        range=(0.0, 1.0),
+    )
+    joint_state_qos_reliability: str = param(
+        "reliable", "QoS reliability of the joint state subscriptions.", choices=RELIABILITY_CHOICES
+    )
     command_qos_depth: int = param(1, "QoS depth of the controller command publishers (reliable).", range=(1, 100))
     realtime_priority: int = param(
-        0, "SCHED_FIFO priority (1-99) for this process, as ros2_control's controller manager uses; 0 keeps "
-        "normal scheduling. Needs CAP_SYS_NICE or an rtprio limit.", range=(0, 99), read_only=True)
+        0,
+        "SCHED_FIFO priority (1-99) for this process, as ros2_control's controller manager uses; 0 keeps "
+        "normal scheduling. Needs CAP_SYS_NICE or an rtprio limit.",
+        range=(0, 99),
+        read_only=True,
+    )
 
     def stream_config(self, period: float) -> StreamConfig:
         try:
@@ -98,12 +120,13 @@ class CommandStreamerNode(Node):
         rate = params.control_rate_hz or description.control_rate_hz
         period = 1.0 / rate
         self.description = description
-        self.stream = CommandStream(params.stream_config(period), CommandLimiter.for_robot(description, period),
-                                    description.policy.actions)
+        self.stream = CommandStream(
+            params.stream_config(period), CommandLimiter.for_robot(description, period), description.policy.actions
+        )
         self.builder = ControllerCommandBuilder(description, period)
         # A 2 s window: an idle streamer reads 0 Hz soon after it stops, as a monitor expects.
         self.rate_monitor = RateMonitor(period, max_age=2.0)
-        self._last_logged: Optional[tuple[StreamMode, str]] = None
+        self._last_logged: tuple[StreamMode, str] | None = None
         self._logged_at: dict[tuple[StreamMode, str], float] = {}  # monotonic time each state was logged
         self._last_tick = StreamTick(StreamMode.IDLE, "starting", None)
         self._create_interfaces(description, params, period)
@@ -115,7 +138,8 @@ class CommandStreamerNode(Node):
         except (AttributeError, OSError) as exc:
             self.get_logger().warning(
                 f"could not use SCHED_FIFO priority {priority} ({exc}); commands may jitter under load. "
-                "Grant it with an rtprio limit (/etc/security/limits.conf) or CAP_SYS_NICE.")
+                "Grant it with an rtprio limit (/etc/security/limits.conf) or CAP_SYS_NICE."
+            )
         else:
             self.get_logger().info(f"running with SCHED_FIFO priority {priority}")
 
@@ -128,8 +152,9 @@ class CommandStreamerNode(Node):
         self.status_publisher = self.create_publisher(StreamerStatus, "streamer_status", qos_profile("reliable", 10))
         self.diagnostics_publisher = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, qos_profile("reliable", 10))
-        self.create_subscription(PolicyStatus, "policy_status", self._on_policy_status,
-                                 qos_profile("reliable", 1, transient_local=True))
+        self.create_subscription(
+            PolicyStatus, "policy_status", self._on_policy_status, qos_profile("reliable", 1, transient_local=True)
+        )
         joint_qos = qos_profile(params.joint_state_qos_reliability, 10)
         for topic in description.joint_state_topics:
             self.create_subscription(JointState, topic, self._on_joint_state, joint_qos)
@@ -155,12 +180,14 @@ class CommandStreamerNode(Node):
         if len(message.name) == len(message.position):
             problems = self.stream.on_joint_positions(dict(zip(message.name, message.position)), self._now())
             if problems:
-                self.get_logger().warning(f"ignoring implausible joint states: {'; '.join(problems)}",
-                                          throttle_duration_sec=5.0)
+                self.get_logger().warning(
+                    f"ignoring implausible joint states: {'; '.join(problems)}", throttle_duration_sec=5.0
+                )
         else:
             self.get_logger().warning(
                 f"ignoring JointState with {len(message.name)} names and {len(message.position)} positions",
-                throttle_duration_sec=5.0)
+                throttle_duration_sec=5.0,
+            )
 
     def _on_tick(self) -> None:
         now = self._now()
@@ -231,8 +258,11 @@ class CommandStreamerNode(Node):
         stats = self.rate_monitor.stats(time.monotonic())
         tick = self._last_tick
         level = DiagnosticStatus.WARN if tick.mode is StreamMode.HOLDING else DiagnosticStatus.OK
-        summary = {StreamMode.IDLE: "idle", StreamMode.HOLDING: f"holding: {tick.hold_reason}",
-                   StreamMode.STREAMING: "streaming"}[tick.mode]
+        summary = {
+            StreamMode.IDLE: "idle",
+            StreamMode.HOLDING: f"holding: {tick.hold_reason}",
+            StreamMode.STREAMING: "streaming",
+        }[tick.mode]
         values = {
             "mode": tick.mode.name.lower(),
             "hold_reason": tick.hold_reason,
@@ -246,9 +276,15 @@ class CommandStreamerNode(Node):
         }
         array = DiagnosticArray()
         array.header.stamp = self.get_clock().now().to_msg()
-        array.status = [DiagnosticStatus(
-            level=level, name=f"{self.get_name()}: commands", hardware_id=self.description.name, message=summary,
-            values=[KeyValue(key=k, value=v) for k, v in values.items()])]
+        array.status = [
+            DiagnosticStatus(
+                level=level,
+                name=f"{self.get_name()}: commands",
+                hardware_id=self.description.name,
+                message=summary,
+                values=[KeyValue(key=k, value=v) for k, v in values.items()],
+            )
+        ]
         self.diagnostics_publisher.publish(array)
 
 

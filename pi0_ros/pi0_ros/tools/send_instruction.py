@@ -11,13 +11,14 @@ installed; the equivalent there is
 
 Exit codes: 0 succeeded, 1 canceled or aborted, 2 rejected, 3 no policy node.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 import threading
 import time
-from typing import Optional, TextIO
+from typing import TextIO
 
 import rclpy
 from rclpy.action import ActionClient
@@ -27,10 +28,15 @@ from rclpy.task import Future
 
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import PolicyStatus
-from pi0_ros.policy.goal_session import EndReason, instruction_problem
-from pi0_ros.ros.conversions import (action_service_qos, duration_to_seconds, qos_profile, seconds_to_duration,
-                                     stamp_to_seconds)
 from pi0_ros.core.stop_signals import stop_on_first_signal
+from pi0_ros.policy.goal_session import EndReason, instruction_problem
+from pi0_ros.ros.conversions import (
+    action_service_qos,
+    duration_to_seconds,
+    qos_profile,
+    seconds_to_duration,
+    stamp_to_seconds,
+)
 
 EXIT_SUCCEEDED, EXIT_ENDED, EXIT_REJECTED, EXIT_NO_SERVER = 0, 1, 2, 3
 CANCEL_WAIT_S = 5.0  # after Ctrl-C, how long to wait for the canceled goal's result
@@ -45,8 +51,10 @@ def format_feedback(feedback: ExecuteInstruction.Feedback, max_duration: float, 
     elif feedback.phase == ExecuteInstruction.Feedback.PHASE_WAITING_FOR_OBSERVATION:
         state = "waiting for observations"
     else:
-        state = (f"{feedback.chunks_generated} chunks, {feedback.last_inference_latency_ms:.0f} ms inference, "
-                 f"{feedback.commands_sent} commands, obs age {feedback.observation_age_ms:.0f} ms")
+        state = (
+            f"{feedback.chunks_generated} chunks, {feedback.last_inference_latency_ms:.0f} ms inference, "
+            f"{feedback.commands_sent} commands, obs age {feedback.observation_age_ms:.0f} ms"
+        )
     if max_duration > 0:
         done = min(1.0, elapsed / max_duration)
         filled = int(round(done * width))
@@ -59,11 +67,13 @@ def format_result(result: ExecuteInstruction.Result) -> str:
         reason = EndReason(result.end_reason).name.lower().replace("_", " ")
     except ValueError:
         reason = f"end reason {result.end_reason}"
-    return (f"{reason}: {result.message}\n"
-            f"  elapsed {duration_to_seconds(result.elapsed):.1f} s, {result.chunks_generated} chunks, "
-            f"{result.commands_sent} commands\n"
-            f"  inference latency mean {result.inference_latency_mean_ms:.1f} ms, "
-            f"p95 {result.inference_latency_p95_ms:.1f} ms, max {result.inference_latency_max_ms:.1f} ms")
+    return (
+        f"{reason}: {result.message}\n"
+        f"  elapsed {duration_to_seconds(result.elapsed):.1f} s, {result.chunks_generated} chunks, "
+        f"{result.commands_sent} commands\n"
+        f"  inference latency mean {result.inference_latency_mean_ms:.1f} ms, "
+        f"p95 {result.inference_latency_p95_ms:.1f} ms, max {result.inference_latency_max_ms:.1f} ms"
+    )
 
 
 class StatusLine:
@@ -94,10 +104,11 @@ class InstructionClient(Node):
     def __init__(self, namespace: str) -> None:
         super().__init__("pi0_send_instruction", namespace=namespace)
         self.client = ActionClient(self, ExecuteInstruction, "execute_instruction", **action_service_qos())
-        self.status: Optional[PolicyStatus] = None
+        self.status: PolicyStatus | None = None
         self.statuses_received = 0
-        self.create_subscription(PolicyStatus, "policy_status", self._on_status,
-                                 qos_profile("reliable", 1, transient_local=True))
+        self.create_subscription(
+            PolicyStatus, "policy_status", self._on_status, qos_profile("reliable", 1, transient_local=True)
+        )
 
     def _on_status(self, message: PolicyStatus) -> None:
         # The latched status may arrive after newer ones: keep the newest by its stamp.
@@ -106,7 +117,7 @@ class InstructionClient(Node):
         self.statuses_received += 1
 
 
-def _spin_until(node: Node, future: Future, timeout: Optional[float] = None) -> bool:
+def _spin_until(node: Node, future: Future, timeout: float | None = None) -> bool:
     rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
     return future.done()
 
@@ -126,11 +137,10 @@ def _wait_for_server(node: InstructionClient, timeout: float, stop: threading.Ev
     return True
 
 
-def _wait_for_result(node: InstructionClient, result: Future, stop: threading.Event,
-                     server_grace: float = 3.0) -> bool:
+def _wait_for_result(node: InstructionClient, result: Future, stop: threading.Event, server_grace: float = 3.0) -> bool:
     """Spins until the result arrives or `stop` is set; False when the action server has been gone for
     `server_grace` s."""
-    gone_since: Optional[float] = None
+    gone_since: float | None = None
     while not result.done() and not stop.is_set():
         rclpy.spin_until_future_complete(node, result, timeout_sec=SPIN_SLICE_S)
         if node.client.server_is_ready():
@@ -163,10 +173,12 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO = sys.stdou
     if stop.is_set():
         return EXIT_ENDED
     line = StatusLine(out)
-    goal = ExecuteInstruction.Goal(instruction=args.instruction, max_duration=seconds_to_duration(args.duration),
-                                   max_chunks=args.chunks)
+    goal = ExecuteInstruction.Goal(
+        instruction=args.instruction, max_duration=seconds_to_duration(args.duration), max_chunks=args.chunks
+    )
     send = node.client.send_goal_async(
-        goal, feedback_callback=lambda m: line.show(format_feedback(m.feedback, args.duration)))
+        goal, feedback_callback=lambda m: line.show(format_feedback(m.feedback, args.duration))
+    )
     if not _spin_until(node, send, timeout=args.server_timeout):
         print(f"no response to the goal request from {action} within {args.server_timeout:.0f} s", file=sys.stderr)
         return EXIT_NO_SERVER
@@ -199,7 +211,7 @@ def _rejection_reason(node: InstructionClient, statuses_before: int) -> str:
     """The reason in the newest policy status once one arrived after the rejection and the next periodic one
     (every 0.2 s at least) could follow: an earlier one may still carry an older goal's reason."""
     deadline = time.monotonic() + 2.0
-    settled: Optional[float] = None
+    settled: float | None = None
     while time.monotonic() < deadline:
         if settled is None and node.statuses_received > statuses_before:
             settled = time.monotonic() + 0.25
@@ -209,21 +221,20 @@ def _rejection_reason(node: InstructionClient, statuses_before: int) -> str:
     return "(the policy node gave no reason)"
 
 
-def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Send an instruction to the pi0 policy node and follow it.")
     parser.add_argument("instruction", help='what the robot should do, e.g. "fold the towel"')
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: no limit)")
     parser.add_argument("--chunks", type=int, default=0, help="stop after this many chunks (0: no limit)")
     parser.add_argument("--namespace", default="", help="namespace of the policy node, e.g. /left_robot")
-    parser.add_argument("--server-timeout", type=float, default=10.0,
-                        help="seconds to wait for the action server")
+    parser.add_argument("--server-timeout", type=float, default=10.0, help="seconds to wait for the action server")
     args = parser.parse_args(argv)
     if args.duration < 0 or args.chunks < 0:
         parser.error("--duration and --chunks must not be negative")
     return args
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(rclpy.utilities.remove_ros_args(sys.argv)[1:] if argv is None else argv)
     # Ctrl-C only sets `stop`, checked between spins (stop_signals): rclpy's handler would shut the context
     # down before the cancel request is sent, and a KeyboardInterrupt raised inside an rclpy callback left

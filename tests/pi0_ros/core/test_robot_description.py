@@ -3,8 +3,12 @@ import copy
 import pytest
 import yaml
 
-from pi0_ros.core.robot_description import (PI0_IMAGE_SLOTS, DescriptionError, load_robot_description,
-                                            parse_robot_description)
+from pi0_ros.core.robot_description import (
+    PI0_IMAGE_SLOTS,
+    DescriptionError,
+    load_robot_description,
+    parse_robot_description,
+)
 from pi0_ros.policy.model_adaptations import check_model_adaptations
 from support.robots import ROBOT_NAMES, robot_yaml
 
@@ -20,8 +24,9 @@ def test_every_shipped_description_is_valid_and_self_consistent(name):
     assert set(description.policy.state) <= set(description.joint_names)
     assert set(description.joint_names) <= set(description.policy.actions)
     assert 1 <= len(description.policy_cameras) <= 3
-    assert [c.slot for c in description.policy_cameras] == [s for s in PI0_IMAGE_SLOTS
-                                                            if s in {c.slot for c in description.cameras}]
+    assert [c.slot for c in description.policy_cameras] == [
+        s for s in PI0_IMAGE_SLOTS if s in {c.slot for c in description.cameras}
+    ]
     for joint in description.joints:
         assert joint.lower <= joint.home <= joint.upper and joint.max_velocity > 0
 
@@ -30,8 +35,15 @@ def test_robot_specific_facts():
     aloha = load_robot_description(robot_yaml("aloha"))
     assert len(aloha.policy.actions) == 14 and aloha.control_rate_hz == 50
     assert [c.name for c in aloha.cameras] == ["cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist"]
-    assert aloha.joint_names[:7] == ("left_waist", "left_shoulder", "left_elbow", "left_forearm_roll",
-                                     "left_wrist_angle", "left_wrist_rotate", "left_gripper")
+    assert aloha.joint_names[:7] == (
+        "left_waist",
+        "left_shoulder",
+        "left_elbow",
+        "left_forearm_roll",
+        "left_wrist_angle",
+        "left_wrist_rotate",
+        "left_gripper",
+    )
     assert aloha.policy.transforms == ("aloha",)
     mobile = load_robot_description(robot_yaml("mobile_aloha"))
     assert len(mobile.policy.actions) == 16 and mobile.policy.actions[-2:] == ("base_linear_x", "base_angular_z")
@@ -50,24 +62,34 @@ def mutate(change, name="ur5e"):
     return data
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda d: d.setdefault("policy", {}).update(state=["shoulder_pan_joint", "elbow_jont"]), "unknown joint(s): elbow_jont"),
-    (lambda d: d["cameras"].append({"name": "wrist_camera", "slot": None}), "duplicate camera 'wrist_camera'"),
-    (lambda d: d["joint_groups"][0]["joints"][1].pop("upper"),
-     "joint 'shoulder_lift_joint': missing limit 'upper'"),
-    (lambda d: d["joint_groups"][0]["joints"][0].update(lower=1.0, upper=-1.0), "lower limit 1.0 must be below"),
-    (lambda d: d["joint_groups"][0]["joints"][0].update(home=9.0), "home 9.0 lies outside"),
-    (lambda d: d["joint_groups"][0]["joints"][0].update(max_velocity=0), "max_velocity must be positive"),
-    (lambda d: d["joint_groups"][1]["joints"].append(dict(d["joint_groups"][0]["joints"][0])),
-     "duplicate joint 'shoulder_pan_joint'"),
-    (lambda d: d["cameras"][0].update(slot="top_rgb"), "unknown pi0 slot 'top_rgb'"),
-    (lambda d: d["cameras"][1].update(slot="base_0_rgb"), "two cameras map to the same pi0 slot"),
-    (lambda d: d["joint_groups"][0]["controller"].update(interface="effort"), "unknown interface 'effort'"),
-    (lambda d: d.update(control_rate_hz=5000), "control_rate_hz must be within"),
-    (lambda d: d.update(colour="blue"), "unknown key(s) colour"),
-    (lambda d: d.setdefault("policy", {}).update(actions=["shoulder_pan_joint"]), "must command every joint"),
-    (lambda d: d.setdefault("policy", {}).update(action_rate_hz=100), "action_rate_hz must be within"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda d: d.setdefault("policy", {}).update(state=["shoulder_pan_joint", "elbow_jont"]),
+            "unknown joint(s): elbow_jont",
+        ),
+        (lambda d: d["cameras"].append({"name": "wrist_camera", "slot": None}), "duplicate camera 'wrist_camera'"),
+        (
+            lambda d: d["joint_groups"][0]["joints"][1].pop("upper"),
+            "joint 'shoulder_lift_joint': missing limit 'upper'",
+        ),
+        (lambda d: d["joint_groups"][0]["joints"][0].update(lower=1.0, upper=-1.0), "lower limit 1.0 must be below"),
+        (lambda d: d["joint_groups"][0]["joints"][0].update(home=9.0), "home 9.0 lies outside"),
+        (lambda d: d["joint_groups"][0]["joints"][0].update(max_velocity=0), "max_velocity must be positive"),
+        (
+            lambda d: d["joint_groups"][1]["joints"].append(dict(d["joint_groups"][0]["joints"][0])),
+            "duplicate joint 'shoulder_pan_joint'",
+        ),
+        (lambda d: d["cameras"][0].update(slot="top_rgb"), "unknown pi0 slot 'top_rgb'"),
+        (lambda d: d["cameras"][1].update(slot="base_0_rgb"), "two cameras map to the same pi0 slot"),
+        (lambda d: d["joint_groups"][0]["controller"].update(interface="effort"), "unknown interface 'effort'"),
+        (lambda d: d.update(control_rate_hz=5000), "control_rate_hz must be within"),
+        (lambda d: d.update(colour="blue"), "unknown key(s) colour"),
+        (lambda d: d.setdefault("policy", {}).update(actions=["shoulder_pan_joint"]), "must command every joint"),
+        (lambda d: d.setdefault("policy", {}).update(action_rate_hz=100), "action_rate_hz must be within"),
+    ],
+)
 def test_broken_descriptions_name_the_problem(change, message):
     with pytest.raises(DescriptionError) as error:
         parse_robot_description(mutate(change))
@@ -105,10 +127,13 @@ def test_file_errors_name_the_file(tmp_path):
     assert load_robot_description(no_stats).norm_stats_path() == tmp_path / "stats.json"
 
 
-@pytest.mark.parametrize("transforms, message", [
-    (["bogus"], "policy.transforms: unknown transform 'bogus'"),
-    (["aloha"], "reads 14 dims but the robot has"),
-])
+@pytest.mark.parametrize(
+    "transforms, message",
+    [
+        (["bogus"], "policy.transforms: unknown transform 'bogus'"),
+        (["aloha"], "reads 14 dims but the robot has"),
+    ],
+)
 def test_model_adaptations_are_checked_against_pi0_model(transforms, message):
     description = parse_robot_description(mutate(lambda d: d.setdefault("policy", {}).update(transforms=transforms)))
     with pytest.raises(DescriptionError) as error:

@@ -59,17 +59,20 @@ def test_a_waiting_goal_counts_its_duration_from_its_start():
     assert not canceled.begin(1.0) and not canceled.waiting and not canceled.running
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("fold the towel", ""),
-    ("fold\tthe\r\ntowel\n", ""),  # tabs and line breaks are normalized, not refused
-    ("   \t\n", "the instruction is empty"),
-    ("x" * 21, "the instruction has 21 characters (max_instruction_chars is 20)"),
-    ("fold\x00rm", "control character '\\x00' (U+0000) at index 4"),
-    ("\x1b[2Jfold", "control character '\\x1b' (U+001B) at index 0"),
-    ("fold\x7f", "control character '\\x7f' (U+007F) at index 4"),
-    ("a\x85b", "control character '\\x85' (U+0085) at index 1"),  # C1 NEL: str.split() would eat it
-    ("\x0bx", "control character '\\x0b' (U+000B) at index 0"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("fold the towel", ""),
+        ("fold\tthe\r\ntowel\n", ""),  # tabs and line breaks are normalized, not refused
+        ("   \t\n", "the instruction is empty"),
+        ("x" * 21, "the instruction has 21 characters (max_instruction_chars is 20)"),
+        ("fold\x00rm", "control character '\\x00' (U+0000) at index 4"),
+        ("\x1b[2Jfold", "control character '\\x1b' (U+001B) at index 0"),
+        ("fold\x7f", "control character '\\x7f' (U+007F) at index 4"),
+        ("a\x85b", "control character '\\x85' (U+0085) at index 1"),  # C1 NEL: str.split() would eat it
+        ("\x0bx", "control character '\\x0b' (U+000B) at index 0"),
+    ],
+)
 def test_instruction_rules(text, problem):
     found = instruction_problem(text, max_chars=20)
     assert (problem in found) if problem else found == ""
@@ -106,6 +109,7 @@ def test_stats_summarize_latencies_and_commands():
 
 def test_end_reasons_match_the_action_definition():
     from pi0_msgs.action import ExecuteInstruction
+
     for reason in EndReason:
         assert getattr(ExecuteInstruction.Result, f"END_REASON_{reason.name}") == reason.value
 

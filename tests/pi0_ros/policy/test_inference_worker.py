@@ -33,9 +33,14 @@ def make_worker(infer, camera=None, rtc=False, stale_timeout=0.3):
     camera = camera or Camera()
     published = []
     worker = InferenceWorker(
-        WorkerConfig(action_step=0.02, horizon=10, stale_timeout=stale_timeout, real_time_chunking=rtc,
-                     initial_latency=0.05),
-        clock=time.monotonic, next_observation=camera.next, infer=infer, publish=published.append)
+        WorkerConfig(
+            action_step=0.02, horizon=10, stale_timeout=stale_timeout, real_time_chunking=rtc, initial_latency=0.05
+        ),
+        clock=time.monotonic,
+        next_observation=camera.next,
+        infer=infer,
+        publish=published.append,
+    )
     worker.start()
     return worker, published, camera
 
@@ -44,6 +49,7 @@ def constant_model(value=0.5, delay=0.005):
     def infer(observation, instruction, plan):
         time.sleep(delay)
         return ModelOutput(np.full((10, 2), value), inference_ms=delay * 1e3, frozen_steps=0)
+
     return infer
 
 
@@ -72,6 +78,7 @@ def test_publishes_chunks_stamped_with_their_observation_until_the_chunk_limit()
 def test_model_errors_and_nan_end_the_goal_with_inference_failed():
     def broken(observation, instruction, plan):
         raise RuntimeError("CUDA out of memory")
+
     worker, published, _ = make_worker(broken)
     session = GoalSession("goal", "fold", started=time.monotonic())
     worker.serve(session)
@@ -157,10 +164,19 @@ def test_a_waiting_worker_is_woken_by_a_new_camera_frame_not_by_polling():
     published = []
     # A 30 s idle wait: without the wake-up the worker would not look again within this test.
     worker = InferenceWorker(
-        WorkerConfig(action_step=0.02, horizon=10, stale_timeout=60.0, real_time_chunking=False,
-                     initial_latency=0.05, idle_wait=30.0),
-        clock=time.monotonic, next_observation=next_observation, infer=constant_model(delay=0.0),
-        publish=published.append)
+        WorkerConfig(
+            action_step=0.02,
+            horizon=10,
+            stale_timeout=60.0,
+            real_time_chunking=False,
+            initial_latency=0.05,
+            idle_wait=30.0,
+        ),
+        clock=time.monotonic,
+        next_observation=next_observation,
+        infer=constant_model(delay=0.0),
+        publish=published.append,
+    )
     worker.start()
     session = GoalSession("goal", "fold", started=time.monotonic())
     worker.serve(session)

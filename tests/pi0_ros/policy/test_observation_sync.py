@@ -1,4 +1,5 @@
 """The plain-Python observation synchronizer: matching, interpolation, freshness, health, bad input."""
+
 import math
 import random
 import threading
@@ -6,8 +7,14 @@ import threading
 import numpy as np
 import pytest
 
-from pi0_ros.policy.observation_sync import (CAMERA, JOINT_STATE, ObservationSynchronizer, SyncConfig, SyncLimits,
-                                      SyncStatus)
+from pi0_ros.policy.observation_sync import (
+    CAMERA,
+    JOINT_STATE,
+    ObservationSynchronizer,
+    SyncConfig,
+    SyncLimits,
+    SyncStatus,
+)
 
 T0 = 1_700_000_000.0  # epoch-scale stamps, as real header stamps are
 
@@ -26,7 +33,7 @@ def add_ramp(sync, start, stop, step=0.01, stream="joint_states", joints=("j0", 
     """Joint samples whose positions are (t - T0) and 10 * (t - T0), so interpolation is exact."""
     for k in range(int(round((stop - start) / step)) + 1):
         t = start + k * step
-        assert sync.add_joint_state(stream, t, list(joints), [t - T0, 10 * (t - T0)][:len(joints)]) is None
+        assert sync.add_joint_state(stream, t, list(joints), [t - T0, 10 * (t - T0)][: len(joints)]) is None
 
 
 def health_of(sync, name, now=T0 + 1.0):
@@ -35,26 +42,33 @@ def health_of(sync, name, now=T0 + 1.0):
 
 # --- configuration ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("limits, message", [
-    (dict(slop_s=-0.01), "slop_s must be a finite number >= 0"),
-    (dict(slop_s=math.nan), "slop_s must be a finite number >= 0"),
-    (dict(queue_size=0), "queue_size must be an integer >= 1"),
-    (dict(queue_size=2.5), "queue_size must be an integer >= 1"),
-    (dict(max_age_s=0.0), "max_age_s must be a finite number > 0"),
-    (dict(joint_extrapolation_s=-1.0), "joint_extrapolation_s must be a finite number >= 0"),
-])
+
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        (dict(slop_s=-0.01), "slop_s must be a finite number >= 0"),
+        (dict(slop_s=math.nan), "slop_s must be a finite number >= 0"),
+        (dict(queue_size=0), "queue_size must be an integer >= 1"),
+        (dict(queue_size=2.5), "queue_size must be an integer >= 1"),
+        (dict(max_age_s=0.0), "max_age_s must be a finite number > 0"),
+        (dict(joint_extrapolation_s=-1.0), "joint_extrapolation_s must be a finite number >= 0"),
+    ],
+)
 def test_limits_reject_invalid_values_with_the_field_name(limits, message):
     with pytest.raises(ValueError, match=message):
         SyncLimits(**limits)
 
 
-@pytest.mark.parametrize("fields, message", [
-    (dict(camera_names=()), "camera_names must not be empty"),
-    (dict(camera_names="cam_a"), "camera_names must be a tuple of non-empty strings"),
-    (dict(joint_names=("j0", "j0")), "joint_names lists a name twice"),
-    (dict(joint_streams=("",)), "joint_streams must be a tuple of non-empty strings"),
-    (dict(joint_streams=("cam_a",)), "camera and joint stream names must differ, both use cam_a"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(camera_names=()), "camera_names must not be empty"),
+        (dict(camera_names="cam_a"), "camera_names must be a tuple of non-empty strings"),
+        (dict(joint_names=("j0", "j0")), "joint_names lists a name twice"),
+        (dict(joint_streams=("",)), "joint_streams must be a tuple of non-empty strings"),
+        (dict(joint_streams=("cam_a",)), "camera and joint stream names must differ, both use cam_a"),
+    ],
+)
 def test_config_rejects_invalid_names(fields, message):
     values = dict(camera_names=("cam_a",), joint_names=("j0",), joint_streams=("joint_states",))
     values.update(fields)
@@ -71,6 +85,7 @@ def test_unconfigured_stream_names_are_programming_errors():
 
 
 # --- matching ----------------------------------------------------------------------------------------------------
+
 
 def test_missing_streams_are_named():
     sync = make_sync()
@@ -187,6 +202,7 @@ def test_joints_that_no_stream_publishes_leave_the_observation_incomplete():
 
 # --- freshness and emitting once ---------------------------------------------------------------------------------
 
+
 def fresh_sync():
     sync = make_sync(max_age_s=0.5)
     add_ramp(sync, T0, T0 + 1.0, step=0.05)
@@ -251,6 +267,7 @@ def test_each_set_is_emitted_once_when_the_caller_passes_the_previous_stamp():
 
 # --- queues, ordering and clock jumps ----------------------------------------------------------------------------
 
+
 def test_frames_older_than_a_full_queue_and_duplicate_stamps_count_as_dropped():
     sync = make_sync(queue_size=2)
     sync.add_image("cam_a", T0 + 0.1, frame(1))
@@ -295,13 +312,17 @@ def test_a_clock_jump_back_restarts_the_streams_instead_of_blocking_them():
 
 # --- bad input ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("image, error", [
-    (np.zeros((4, 6, 3), np.float32), "image must be uint8 [H, W, 3], got float32"),
-    (np.zeros((4, 6), np.uint8), "image must be uint8 [H, W, 3]"),
-    (np.zeros((4, 6, 4), np.uint8), "image must be uint8 [H, W, 3]"),
-    (np.zeros((0, 6, 3), np.uint8), "empty image"),
-    ([[1, 2, 3]], "image is a list, not a numpy array"),
-])
+
+@pytest.mark.parametrize(
+    "image, error",
+    [
+        (np.zeros((4, 6, 3), np.float32), "image must be uint8 [H, W, 3], got float32"),
+        (np.zeros((4, 6), np.uint8), "image must be uint8 [H, W, 3]"),
+        (np.zeros((4, 6, 4), np.uint8), "image must be uint8 [H, W, 3]"),
+        (np.zeros((0, 6, 3), np.uint8), "empty image"),
+        ([[1, 2, 3]], "image is a list, not a numpy array"),
+    ],
+)
 def test_bad_images_are_counted_and_dropped(image, error):
     sync = fresh_sync()
     before = sync.latest(T0 + 1.0).observation
@@ -319,16 +340,19 @@ def test_bad_stamps_are_counted_and_dropped(stamp):
     assert health_of(sync, "cam_a").errors == 1 and health_of(sync, "joint_states").errors == 1
 
 
-@pytest.mark.parametrize("names, positions, error", [
-    (["j0", "j1"], [0.0, math.nan], "non-finite position for j1"),
-    (["j0", "j1"], [math.inf, 0.0], "non-finite position for j0"),
-    (["j0", "j1"], [0.0], "2 names but 1 positions"),
-    ([], [0.0], "0 names but 1 positions"),
-    ([], [], "empty joint state"),
-    (["j0", "j0"], [0.0, 1.0], "joint name(s) listed twice: j0"),
-    (["left_finger", "wheel"], [0.0, 1.0], "none of the names is a configured joint: left_finger, wheel"),
-    (["j0"], ["high"], "positions are not numbers"),
-])
+@pytest.mark.parametrize(
+    "names, positions, error",
+    [
+        (["j0", "j1"], [0.0, math.nan], "non-finite position for j1"),
+        (["j0", "j1"], [math.inf, 0.0], "non-finite position for j0"),
+        (["j0", "j1"], [0.0], "2 names but 1 positions"),
+        ([], [0.0], "0 names but 1 positions"),
+        ([], [], "empty joint state"),
+        (["j0", "j0"], [0.0, 1.0], "joint name(s) listed twice: j0"),
+        (["left_finger", "wheel"], [0.0, 1.0], "none of the names is a configured joint: left_finger, wheel"),
+        (["j0"], ["high"], "positions are not numbers"),
+    ],
+)
 def test_bad_joint_states_are_counted_and_dropped(names, positions, error):
     sync = make_sync()
     sync.add_joint_state("joint_states", T0, ["j0", "j1"], [1.0, 2.0])
@@ -358,6 +382,7 @@ def test_errors_and_warnings_reported_from_outside_are_counted():
 
 
 # --- health and sharing ------------------------------------------------------------------------------------------
+
 
 def test_health_reports_stamp_age_and_rate():
     sync = make_sync()

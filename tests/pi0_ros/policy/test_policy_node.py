@@ -1,4 +1,5 @@
 """The policy lifecycle node with the tiny model on a real DDS graph, driven by a real action client."""
+
 import signal
 import subprocess
 import sys
@@ -11,14 +12,14 @@ from action_msgs.msg import GoalStatus
 from builtin_interfaces.msg import Duration
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
 from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
 
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
-from pi0_ros.policy.observation_sync import SyncStatus
-from pi0_ros.policy.node import PolicyNode
 from pi0_ros.core.robot_description import load_robot_description
+from pi0_ros.policy.node import PolicyNode
+from pi0_ros.policy.observation_sync import SyncStatus
 from pi0_ros.ros.conversions import action_service_qos, qos_profile, stamp_to_seconds
 from support.fake_sensors import FakeSensors
 from support.robots import robot_yaml
@@ -30,9 +31,12 @@ Feedback = ExecuteInstruction.Feedback
 
 def make_policy_node(ros_graph, **params):
     # No command streamer runs in these tests unless one says so.
-    overrides = [Parameter("robot_description", value=str(robot_yaml("aloha"))),
-                 Parameter("warmup_iterations", value=1), Parameter("torch_threads", value=1),
-                 Parameter("require_streamer", value=params.pop("require_streamer", False))]
+    overrides = [
+        Parameter("robot_description", value=str(robot_yaml("aloha"))),
+        Parameter("warmup_iterations", value=1),
+        Parameter("torch_threads", value=1),
+        Parameter("require_streamer", value=params.pop("require_streamer", False)),
+    ]
     overrides += [Parameter(k, value=v) for k, v in params.items()]
     return ros_graph.add(PolicyNode(context=ros_graph.context, parameter_overrides=overrides))
 
@@ -47,8 +51,9 @@ class Harness:
             self.start_sensors()
         self.chunks, self.statuses = [], []
         self.peer.create_subscription(ActionChunk, "action_chunk", self.chunks.append, qos_profile("reliable", 50))
-        self.peer.create_subscription(PolicyStatus, "policy_status", self.statuses.append,
-                                      qos_profile("reliable", 1, transient_local=True))
+        self.peer.create_subscription(
+            PolicyStatus, "policy_status", self.statuses.append, qos_profile("reliable", 1, transient_local=True)
+        )
         self.client = ActionClient(self.peer, ExecuteInstruction, "execute_instruction", **action_service_qos())
 
     def start_sensors(self):
@@ -61,9 +66,11 @@ class Harness:
 
     def send(self, instruction="fold the towel", max_chunks=0, max_duration=0.0, feedback=None):
         assert self.client.wait_for_server(timeout_sec=10.0)
-        goal = ExecuteInstruction.Goal(instruction=instruction, max_chunks=max_chunks,
-                                       max_duration=Duration(sec=int(max_duration),
-                                                             nanosec=int((max_duration % 1) * 1e9)))
+        goal = ExecuteInstruction.Goal(
+            instruction=instruction,
+            max_chunks=max_chunks,
+            max_duration=Duration(sec=int(max_duration), nanosec=int((max_duration % 1) * 1e9)),
+        )
         future = self.client.send_goal_async(goal, feedback_callback=feedback)
         return self.graph.wait_for(lambda: future.done() and future.result(), what="goal response")
 
@@ -72,8 +79,10 @@ class Harness:
         return self.graph.wait_for(lambda: future.done() and future.result(), timeout=timeout, what="goal result")
 
     def wait_ready(self):
-        self.graph.wait_for(lambda: self.policy._source is not None and self.policy._source.latest().ok,
-                            what="synchronized observations")
+        self.graph.wait_for(
+            lambda: self.policy._source is not None and self.policy._source.latest().ok,
+            what="synchronized observations",
+        )
 
     def last_status(self):
         return self.statuses[-1] if self.statuses else None
@@ -135,8 +144,11 @@ def test_cancel_ends_the_goal_and_clears_goal_active_at_once(harness):
     cancel = handle.cancel_goal_async()
     harness.graph.wait_for(lambda: cancel.done(), what="cancel response")
     assert len(cancel.result().goals_canceling) == 1
-    harness.graph.wait_for(lambda: harness.last_status() and not harness.last_status().goal_active,
-                           timeout=1.0, what="status without an active goal")
+    harness.graph.wait_for(
+        lambda: harness.last_status() and not harness.last_status().goal_active,
+        timeout=1.0,
+        what="status without an active goal",
+    )
     result = harness.result(handle).result
     assert result.end_reason == Result.END_REASON_CANCELED
 
@@ -154,28 +166,35 @@ def test_new_goal_preempts_the_running_one(harness):
     assert late == []
 
 
-@pytest.mark.parametrize("instruction, reason", [
-    ("   ", "instruction is empty"),
-    ("x" * 501, "501 characters"),
-    # Control characters arrive intact (except NUL, see test_goal_session) and used to run as typed.
-    ("fold\x1b[2J the towel", "control character '\\x1b' (U+001B) at index 4"),
-    ("fold the towel\x07", "control character '\\x07' (U+0007) at index 14"),
-    ("\x7ffold", "control character '\\x7f' (U+007F) at index 0"),
-    ("fold\x9b2J", "control character '\\x9b' (U+009B) at index 4"),
-])
+@pytest.mark.parametrize(
+    "instruction, reason",
+    [
+        ("   ", "instruction is empty"),
+        ("x" * 501, "501 characters"),
+        # Control characters arrive intact (except NUL, see test_goal_session) and used to run as typed.
+        ("fold\x1b[2J the towel", "control character '\\x1b' (U+001B) at index 4"),
+        ("fold the towel\x07", "control character '\\x07' (U+0007) at index 14"),
+        ("\x7ffold", "control character '\\x7f' (U+007F) at index 0"),
+        ("fold\x9b2J", "control character '\\x9b' (U+009B) at index 4"),
+    ],
+)
 def test_bad_instructions_are_rejected_with_a_reason(harness, instruction, reason):
     handle = harness.send(instruction)
     assert not handle.accepted
-    status = harness.graph.wait_for(lambda: harness.last_status() and harness.last_status().last_goal_rejection
-                                    and harness.last_status(), what="rejection reason")
+    status = harness.graph.wait_for(
+        lambda: harness.last_status() and harness.last_status().last_goal_rejection and harness.last_status(),
+        what="rejection reason",
+    )
     assert reason in status.last_goal_rejection
 
 
 def test_tabs_and_line_breaks_in_an_instruction_become_single_spaces(harness):
     handle = harness.send("  fold\tthe\r\n  towel\n")
     assert handle.accepted
-    status = harness.graph.wait_for(lambda: harness.last_status() and harness.last_status().goal_active
-                                    and harness.last_status(), what="status of the running goal")
+    status = harness.graph.wait_for(
+        lambda: harness.last_status() and harness.last_status().goal_active and harness.last_status(),
+        what="status of the running goal",
+    )
     assert status.instruction == "fold the towel"
     cancel = handle.cancel_goal_async()
     harness.graph.wait_for(cancel.done, what="cancel response")
@@ -189,8 +208,10 @@ def test_stale_observations_abort_the_goal(harness):
     result = harness.result(handle).result
     assert result.end_reason == Result.END_REASON_OBSERVATION_STALE
     assert "no new synchronized observation" in result.message
-    status = harness.graph.wait_for(lambda: harness.last_status().level == PolicyStatus.LEVEL_WARN
-                                    and harness.last_status(), what="a status saying why the goal ended")
+    status = harness.graph.wait_for(
+        lambda: harness.last_status().level == PolicyStatus.LEVEL_WARN and harness.last_status(),
+        what="a status saying why the goal ended",
+    )
     assert status.message.startswith("last goal ended (observation_stale): no new synchronized observation")
     # A goal sent meanwhile waits for the streams (a camera driver restarting) and runs once they are back.
     harness.graph.wait_for(lambda: harness.policy._source.latest().status is SyncStatus.STALE, what="stale streams")
@@ -210,8 +231,9 @@ def test_deactivation_ends_the_goal_and_inactive_node_rejects_goals(harness):
     assert harness.policy.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert harness.result(handle).result.end_reason == Result.END_REASON_NODE_INACTIVE
     assert not harness.send().accepted
-    status = harness.graph.wait_for(lambda: harness.last_status().last_goal_rejection and harness.last_status(),
-                                    what="rejection")
+    status = harness.graph.wait_for(
+        lambda: harness.last_status().last_goal_rejection and harness.last_status(), what="rejection"
+    )
     assert "inactive" in status.last_goal_rejection and status.lifecycle_state == "inactive"
 
 
@@ -219,7 +241,10 @@ def test_configure_with_a_missing_checkpoint_fails_cleanly(ros_graph, tmp_path):
     policy = make_policy_node(ros_graph, checkpoint=str(tmp_path / "nope"))
     assert policy.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert policy._state_machine.current_state[1] == "unconfigured"
-    assert "configure failed: CheckpointError: checkpoint" in policy._health[1] and "nope does not exist" in policy._health[1]
+    assert (
+        "configure failed: CheckpointError: checkpoint" in policy._health[1]
+        and "nope does not exist" in policy._health[1]
+    )
 
 
 def test_invalid_parameters_fail_configure_with_every_problem_named(ros_graph):
@@ -230,8 +255,9 @@ def test_invalid_parameters_fail_configure_with_every_problem_named(ros_graph):
 
 
 def run_cli(*args, timeout=60.0):
-    return subprocess.run([sys.executable, "-m", "pi0_ros.tools.send_instruction", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pi0_ros.tools.send_instruction", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_cli_runs_a_goal_and_prints_the_result(harness):
@@ -263,8 +289,12 @@ def test_cli_reports_a_missing_policy_node(ros_graph):
 def test_cli_cancels_on_ctrl_c(harness, first):
     # The first signal cancels the goal (SIGTERM too: a supervisor's stop must not leave the robot moving);
     # a second in quick succession (Ctrl-C pressed again) changes nothing.
-    process = subprocess.Popen([sys.executable, "-m", "pi0_ros.tools.send_instruction", "wipe the table"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pi0_ros.tools.send_instruction", "wipe the table"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         harness.graph.wait_for(lambda: harness.chunks, timeout=20.0, what="chunks of the CLI's goal")
         signalled = time.monotonic()
@@ -290,12 +320,15 @@ def test_a_goal_sent_right_after_activation_waits_for_the_streamer_and_observati
     feedback = []
     handle = harness.send(max_chunks=2, feedback=lambda m: feedback.append(m.feedback))
     assert handle.accepted
-    harness.graph.wait_for(lambda: feedback and feedback[-1].phase == Feedback.PHASE_WAITING_FOR_STREAMER,
-                           what="feedback: waiting for the streamer")
+    harness.graph.wait_for(
+        lambda: feedback and feedback[-1].phase == Feedback.PHASE_WAITING_FOR_STREAMER,
+        what="feedback: waiting for the streamer",
+    )
     assert not harness.chunks and not any(s.goal_active for s in harness.statuses), "nothing runs before the streamer"
     harness.start_streamer_status()
-    harness.graph.wait_for(lambda: feedback[-1].phase == Feedback.PHASE_WAITING_FOR_OBSERVATION,
-                           what="feedback: waiting for observations")
+    harness.graph.wait_for(
+        lambda: feedback[-1].phase == Feedback.PHASE_WAITING_FOR_OBSERVATION, what="feedback: waiting for observations"
+    )
     assert not harness.chunks and not any(s.goal_active for s in harness.statuses)
     harness.start_sensors()
     response = harness.result(handle, timeout=120.0)
@@ -316,10 +349,13 @@ def test_a_goal_that_cannot_start_in_time_aborts_with_the_reason(ros_graph):
     assert response.status == GoalStatus.STATUS_ABORTED
     assert response.result.end_reason == Result.END_REASON_NOT_READY
     assert response.result.message.startswith(
-        "not ready within goal_start_timeout_s (1 s): no command streamer is connected"), response.result.message
+        "not ready within goal_start_timeout_s (1 s): no command streamer is connected"
+    ), response.result.message
     assert response.result.chunks_generated == 0 and not harness.chunks
-    status = harness.graph.wait_for(lambda: harness.last_status().level == PolicyStatus.LEVEL_WARN
-                                    and harness.last_status(), what="a status saying why the goal ended")
+    status = harness.graph.wait_for(
+        lambda: harness.last_status().level == PolicyStatus.LEVEL_WARN and harness.last_status(),
+        what="a status saying why the goal ended",
+    )
     assert status.message.startswith("last goal ended (not_ready): not ready within goal_start_timeout_s")
     assert not any(s.goal_active for s in harness.statuses)
     harness.client.destroy()
@@ -336,8 +372,10 @@ def test_a_goal_waits_while_the_streamer_says_it_is_not_ready(ros_graph):
     harness.wait_ready()
     feedback = []
     handle = harness.send(max_chunks=2, feedback=lambda m: feedback.append(m.feedback))
-    harness.graph.wait_for(lambda: feedback and feedback[-1].phase == Feedback.PHASE_WAITING_FOR_STREAMER,
-                           what="feedback: waiting for the streamer")
+    harness.graph.wait_for(
+        lambda: feedback and feedback[-1].phase == Feedback.PHASE_WAITING_FOR_STREAMER,
+        what="feedback: waiting for the streamer",
+    )
     time.sleep(0.5)
     assert not harness.chunks and not any(s.goal_active for s in harness.statuses), "nothing runs before it is ready"
     reason[0] = ""
@@ -373,8 +411,10 @@ class BurstClients:
         self.node = rclpy.create_node("policy_burst_client", context=graph.context)
         self.executor = SingleThreadedExecutor(context=graph.context)
         self.executor.add_node(self.node)
-        self.clients = [ActionClient(self.node, ExecuteInstruction, "execute_instruction", **action_service_qos())
-                        for _ in range(count)]
+        self.clients = [
+            ActionClient(self.node, ExecuteInstruction, "execute_instruction", **action_service_qos())
+            for _ in range(count)
+        ]
 
     def spin_until(self, predicate, timeout, what):
         deadline = time.monotonic() + timeout
@@ -433,19 +473,26 @@ def test_a_burst_of_goals_gets_every_response_cancel_and_result(harness):
         handles = burst.connect()
         frames_before, published_before = camera_frames(harness), harness.sensors.frames
         client = burst.clients[0]
-        sends = [client.send_goal_async(ExecuteInstruction.Goal(instruction=f"goal {i}", max_chunks=2))
-                 for i in range(50)]
+        sends = [
+            client.send_goal_async(ExecuteInstruction.Goal(instruction=f"goal {i}", max_chunks=2)) for i in range(50)
+        ]
         handles += burst.wait_all(sends, "a response to every goal")
         assert all(h.accepted for h in handles)
         cancels = [h.cancel_goal_async() for h in handles]
         responses = burst.wait_all([h.get_result_async() for h in handles], "every result")
         burst.wait_all(cancels, "a response to every cancel")
         reasons = [r.result.end_reason for r in responses]
-        assert set(reasons) <= {Result.END_REASON_PREEMPTED, Result.END_REASON_CHUNK_LIMIT_REACHED,
-                                Result.END_REASON_CANCELED}, [r.result.message for r in responses]
+        assert set(reasons) <= {
+            Result.END_REASON_PREEMPTED,
+            Result.END_REASON_CHUNK_LIMIT_REACHED,
+            Result.END_REASON_CANCELED,
+        }, [r.result.message for r in responses]
         assert reasons.count(Result.END_REASON_PREEMPTED) >= 25
-        assert all("preempted by goal" in r.result.message for r in responses
-                   if r.result.end_reason == Result.END_REASON_PREEMPTED)
+        assert all(
+            "preempted by goal" in r.result.message
+            for r in responses
+            if r.result.end_reason == Result.END_REASON_PREEMPTED
+        )
         check_cameras_kept_flowing(harness, burst, frames_before, published_before)
     finally:
         burst.close()
@@ -466,8 +513,9 @@ def test_goals_at_20_hz_from_several_clients_all_get_their_results(harness):
         # Asked for at once, as a client following many goals does: a burst of result requests.
         responses = burst.wait_all([h.get_result_async() for h in handles], "every result")
         reasons = [r.result.end_reason for r in responses]
-        assert set(reasons) <= {Result.END_REASON_PREEMPTED, Result.END_REASON_CHUNK_LIMIT_REACHED}, \
-            [r.result.message for r in responses]
+        assert set(reasons) <= {Result.END_REASON_PREEMPTED, Result.END_REASON_CHUNK_LIMIT_REACHED}, [
+            r.result.message for r in responses
+        ]
         assert reasons[-1] == Result.END_REASON_CHUNK_LIMIT_REACHED, "the last goal runs to its limit"
         assert responses[-1].status == GoalStatus.STATUS_SUCCEEDED
         check_cameras_kept_flowing(harness, burst, frames_before, published_before)

@@ -1,5 +1,6 @@
 """The policy node in its own process, as launched: Ctrl-C and a lifecycle shutdown end it at once, cleanly,
 with the running goal ended first."""
+
 import signal
 import subprocess
 import sys
@@ -24,9 +25,26 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 def start_policy() -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "pi0_ros.policy.node", "--ros-args", "-p", f"robot_description:={robot_yaml('aloha')}",
-         "-p", "autostart:=true", "-p", "require_streamer:=false", "-p", "warmup_iterations:=1",
-         "-p", "torch_threads:=1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pi0_ros.policy.node",
+            "--ros-args",
+            "-p",
+            f"robot_description:={robot_yaml('aloha')}",
+            "-p",
+            "autostart:=true",
+            "-p",
+            "require_streamer:=false",
+            "-p",
+            "warmup_iterations:=1",
+            "-p",
+            "torch_threads:=1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 class Peer:
@@ -39,8 +57,9 @@ class Peer:
         self.lock = threading.Lock()
         self.statuses: list[tuple[float, PolicyStatus]] = []
         self.chunks: list[ActionChunk] = []
-        self.node.create_subscription(PolicyStatus, "policy_status", self._on_status,
-                                      qos_profile("reliable", 1, transient_local=True))
+        self.node.create_subscription(
+            PolicyStatus, "policy_status", self._on_status, qos_profile("reliable", 1, transient_local=True)
+        )
         self.node.create_subscription(ActionChunk, "action_chunk", self.chunks.append, qos_profile("reliable", 10))
 
     def _on_status(self, message):
@@ -52,8 +71,13 @@ class Peer:
             return [m for t, m in self.statuses if t >= start]
 
     def wait_active(self, process, since):
-        self.graph.wait_for(lambda: any(s.lifecycle_state == "active" for s in self.statuses_since(since))
-                            or process.poll() is not None, timeout=90.0, what="the policy process active")
+        self.graph.wait_for(
+            lambda: (
+                any(s.lifecycle_state == "active" for s in self.statuses_since(since)) or process.poll() is not None
+            ),
+            timeout=90.0,
+            what="the policy process active",
+        )
         assert process.poll() is None, process.communicate()[0]
 
 
@@ -71,13 +95,16 @@ def test_ctrl_c_under_launch_ends_the_goal_then_the_process_at_once(ros_graph):
         handle = ros_graph.wait_for(lambda: future.done() and future.result(), timeout=20.0, what="goal response")
         assert handle.accepted, peer.statuses_since(started)[-1:]
         goal_id = bytes(handle.goal_id.uuid).hex()
-        ros_graph.wait_for(lambda: any(c.goal_id == goal_id for c in peer.chunks), timeout=30.0,
-                           what="chunks of the goal")
+        ros_graph.wait_for(
+            lambda: any(c.goal_id == goal_id for c in peer.chunks), timeout=30.0, what="chunks of the goal"
+        )
         signalled = time.monotonic()
         assert_clean_prompt_exit(stop_like_launch(policy, first))
         # Its last word: no goal active, so the streamer holds the robot.
-        last = ros_graph.wait_for(lambda: peer.statuses_since(signalled) and peer.statuses_since(signalled)[-1],
-                                  what="a status after the signal")
+        last = ros_graph.wait_for(
+            lambda: peer.statuses_since(signalled) and peer.statuses_since(signalled)[-1],
+            what="a status after the signal",
+        )
         assert not last.goal_active, last
 
 
@@ -90,9 +117,11 @@ def test_a_lifecycle_shutdown_ends_the_process(ros_graph):
         change_state = peer.node.create_client(ChangeState, "/pi0_policy/change_state")
         assert change_state.wait_for_service(timeout_sec=20.0)
         future = change_state.call_async(
-            ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVE_SHUTDOWN)))
-        response = ros_graph.wait_for(lambda: future.done() and future.result(), timeout=20.0,
-                                      what="the shutdown transition's response")
+            ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVE_SHUTDOWN))
+        )
+        response = ros_graph.wait_for(
+            lambda: future.done() and future.result(), timeout=20.0, what="the shutdown transition's response"
+        )
         answered = time.monotonic()
         assert response.success
         output, _ = policy.communicate(timeout=20.0)
@@ -102,5 +131,6 @@ def test_a_lifecycle_shutdown_ends_the_process(ros_graph):
             policy.communicate()
     assert policy.returncode == 0 and "Traceback" not in output, output
     assert time.monotonic() - answered < EXIT_LIMIT_S
-    ros_graph.wait_for(lambda: peer.statuses_since(started)[-1].lifecycle_state == "finalized",
-                       what="the finalized status")
+    ros_graph.wait_for(
+        lambda: peer.statuses_since(started)[-1].lifecycle_state == "finalized", what="the finalized status"
+    )

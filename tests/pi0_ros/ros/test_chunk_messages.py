@@ -1,4 +1,5 @@
 """The one gate a received ActionChunk passes, and the message a chunk becomes."""
+
 import numpy as np
 import pytest
 
@@ -19,13 +20,16 @@ def test_a_chunk_survives_the_round_trip_and_is_reordered_to_the_receiver():
     np.testing.assert_array_equal(back.actions, actions[:, ::-1])
 
 
-@pytest.mark.parametrize("names, values, step, problem", [
-    (("j0",), [0.0] * 50, 0.02, "missing action names ['j1']"),
-    (NAMES, [0.0] * 51, 0.02, "51 values do not fill rows of 2 names"),
-    (NAMES, [np.nan] * 100, 0.02, "NaN or inf"),
-    (NAMES, [], 0.02, "horizon>=1"),
-    (NAMES, [0.0] * 4, 0.0, "step must be positive"),
-])
+@pytest.mark.parametrize(
+    "names, values, step, problem",
+    [
+        (("j0",), [0.0] * 50, 0.02, "missing action names ['j1']"),
+        (NAMES, [0.0] * 51, 0.02, "51 values do not fill rows of 2 names"),
+        (NAMES, [np.nan] * 100, 0.02, "NaN or inf"),
+        (NAMES, [], 0.02, "horizon>=1"),
+        (NAMES, [0.0] * 4, 0.0, "step must be positive"),
+    ],
+)
 def test_malformed_chunks_are_refused_with_a_reason(names, values, step, problem):
     message = chunk_message(TimedChunk("g", 3, 0.0, 1.0, np.zeros((1, 2))), NAMES, "", 0.0, 0)
     message.names, message.actions = list(names), [float(v) for v in values]

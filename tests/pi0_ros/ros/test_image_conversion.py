@@ -1,4 +1,5 @@
 """Image message <-> uint8 RGB conversions: every encoding, padded rows, compression, and the error cases."""
+
 import array
 from types import SimpleNamespace
 
@@ -7,8 +8,13 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 
-from pi0_ros.ros.image_conversion import (ImageConversionError, compressed_msg_to_rgb, image_msg_to_rgb,
-                                      rgb_to_compressed_msg, rgb_to_image_msg)
+from pi0_ros.ros.image_conversion import (
+    ImageConversionError,
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    rgb_to_compressed_msg,
+    rgb_to_image_msg,
+)
 
 
 @pytest.fixture
@@ -30,13 +36,20 @@ def raw_msg(pixels: np.ndarray, encoding: str, padding: int = 0, **fields) -> Si
     row = pixels.reshape(height, -1)
     junk = np.full((height, padding), 0xEE, dtype=np.uint8)
     data = np.concatenate([row, junk], axis=1).tobytes()
-    msg = dict(height=height, width=width, encoding=encoding, is_bigendian=0, step=row.shape[1] + padding,
-               data=array.array("B", data))
+    msg = dict(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=row.shape[1] + padding,
+        data=array.array("B", data),
+    )
     msg.update(fields)
     return SimpleNamespace(**msg)
 
 
 # --- raw images --------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgba8", "bgra8"])
 def test_colour_encodings_round_trip_exactly(rgb, encoding):
@@ -45,12 +58,15 @@ def test_colour_encodings_round_trip_exactly(rgb, encoding):
     np.testing.assert_array_equal(image_msg_to_rgb(msg), rgb)
 
 
-@pytest.mark.parametrize("encoding, layout", [
-    ("rgb8", lambda p: p),
-    ("bgr8", lambda p: p[..., ::-1]),
-    ("rgba8", lambda p: np.dstack([p, np.full(p.shape[:2], 255, np.uint8)])),
-    ("bgra8", lambda p: np.dstack([p[..., ::-1], np.full(p.shape[:2], 255, np.uint8)])),
-])
+@pytest.mark.parametrize(
+    "encoding, layout",
+    [
+        ("rgb8", lambda p: p),
+        ("bgr8", lambda p: p[..., ::-1]),
+        ("rgba8", lambda p: np.dstack([p, np.full(p.shape[:2], 255, np.uint8)])),
+        ("bgra8", lambda p: np.dstack([p[..., ::-1], np.full(p.shape[:2], 255, np.uint8)])),
+    ],
+)
 def test_messages_carry_the_bytes_in_the_encoding_channel_order(rgb, encoding, layout):
     msg = rgb_to_image_msg(rgb, encoding)
     assert bytes(msg.data) == np.ascontiguousarray(layout(rgb)).tobytes()
@@ -102,17 +118,20 @@ def test_header_fields_are_set():
     assert msg.is_bigendian == 0
 
 
-@pytest.mark.parametrize("fields, error", [
-    (dict(encoding="16UC1"), "unsupported image encoding '16UC1' (supported: rgb8, bgr8, rgba8, bgra8, mono8)"),
-    (dict(encoding="yuv422"), "unsupported image encoding 'yuv422'"),
-    (dict(width=0, step=0, data=array.array("B")), "empty image: 0x5"),
-    (dict(height=0, data=array.array("B")), "empty image: 7x0"),
-    (dict(step=20), "step 20 is shorter than a row of 7 rgb8 pixels (21 bytes)"),
-    (dict(data=array.array("B", bytes(104))), "data holds 104 bytes, expected step 21 x height 5 = 105"),
-    (dict(data=array.array("B", bytes(106))), "data holds 106 bytes, expected step 21 x height 5 = 105"),
-    (dict(data="not bytes"), "image data is not a byte sequence"),
-    (dict(data=[0, 1, 300]), "image data is not a byte sequence"),
-])
+@pytest.mark.parametrize(
+    "fields, error",
+    [
+        (dict(encoding="16UC1"), "unsupported image encoding '16UC1' (supported: rgb8, bgr8, rgba8, bgra8, mono8)"),
+        (dict(encoding="yuv422"), "unsupported image encoding 'yuv422'"),
+        (dict(width=0, step=0, data=array.array("B")), "empty image: 0x5"),
+        (dict(height=0, data=array.array("B")), "empty image: 7x0"),
+        (dict(step=20), "step 20 is shorter than a row of 7 rgb8 pixels (21 bytes)"),
+        (dict(data=array.array("B", bytes(104))), "data holds 104 bytes, expected step 21 x height 5 = 105"),
+        (dict(data=array.array("B", bytes(106))), "data holds 106 bytes, expected step 21 x height 5 = 105"),
+        (dict(data="not bytes"), "image data is not a byte sequence"),
+        (dict(data=[0, 1, 300]), "image data is not a byte sequence"),
+    ],
+)
 def test_malformed_images_raise_a_clear_error(rgb, fields, error):
     msg = raw_msg(rgb, "rgb8")
     vars(msg).update(fields)
@@ -122,11 +141,14 @@ def test_malformed_images_raise_a_clear_error(rgb, fields, error):
     assert isinstance(caught.value, ValueError)
 
 
-@pytest.mark.parametrize("array_in, error", [
-    (np.zeros((4, 4, 3), np.float32), "expected a uint8 [H, W, 3] RGB array, got float32"),
-    (np.zeros((4, 4), np.uint8), "expected a uint8 [H, W, 3] RGB array"),
-    (np.zeros((0, 4, 3), np.uint8), "empty image: 4x0"),
-])
+@pytest.mark.parametrize(
+    "array_in, error",
+    [
+        (np.zeros((4, 4, 3), np.float32), "expected a uint8 [H, W, 3] RGB array, got float32"),
+        (np.zeros((4, 4), np.uint8), "expected a uint8 [H, W, 3] RGB array"),
+        (np.zeros((0, 4, 3), np.uint8), "empty image: 4x0"),
+    ],
+)
 def test_writers_reject_anything_but_rgb_arrays(array_in, error):
     with pytest.raises(ImageConversionError, match=error.replace("[", r"\[").replace("]", r"\]")):
         rgb_to_image_msg(array_in)
@@ -142,6 +164,7 @@ def test_writers_reject_unknown_formats(rgb):
 
 
 # --- compressed images -------------------------------------------------------------------------------------------
+
 
 def test_png_round_trips_exactly(rgb):
     msg = rgb_to_compressed_msg(rgb, "png", stamp=Time(sec=3), frame_id="wrist")
@@ -181,13 +204,16 @@ def test_image_transport_format_strings_and_grey_pngs_are_decoded():
     assert compressed_msg_to_rgb(jpeg).shape == (48, 64, 3)
 
 
-@pytest.mark.parametrize("fmt, data, error", [
-    ("jpeg", b"", "compressed image holds no data"),
-    ("jpeg", b"definitely not a jpeg", "cannot decode compressed image (21 bytes, format 'jpeg'): corrupt data"),
-    ("png", b"\x89PNG\r\n\x1a\n" + bytes(40), "cannot decode compressed image"),
-    ("16UC1; compressedDepth png", b"\x00" * 16, "is a compressed depth image, not a colour image"),
-    ("tiff", b"II*\x00", "unsupported compressed format 'tiff' (supported: jpeg, jpg, png)"),
-])
+@pytest.mark.parametrize(
+    "fmt, data, error",
+    [
+        ("jpeg", b"", "compressed image holds no data"),
+        ("jpeg", b"definitely not a jpeg", "cannot decode compressed image (21 bytes, format 'jpeg'): corrupt data"),
+        ("png", b"\x89PNG\r\n\x1a\n" + bytes(40), "cannot decode compressed image"),
+        ("16UC1; compressedDepth png", b"\x00" * 16, "is a compressed depth image, not a colour image"),
+        ("tiff", b"II*\x00", "unsupported compressed format 'tiff' (supported: jpeg, jpg, png)"),
+    ],
+)
 def test_bad_compressed_images_raise_a_clear_error(fmt, data, error):
     with pytest.raises(ImageConversionError) as caught:
         compressed_msg_to_rgb(SimpleNamespace(format=fmt, data=array.array("B", data)))

@@ -1,4 +1,5 @@
 """Typed parameters: declared once from a frozen dataclass, read back as an instance of it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,13 +64,16 @@ def test_a_value_of_the_wrong_type_is_refused_by_name_not_in_the_constructor(ros
         declared.read()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"mode": "medium"}, "mode: 'medium' is not one of fast, slow"),
-    ({"rate_hz": 500.0}, "rate_hz: Invalid parameter value (500.0)"),  # refused against the descriptor's range
-    ({"depth": 3}, "depth: 3 is odd"),
-    ({"rate_hz": "fast"}, "rate_hz"),
-    ({"low_s": 0.9}, "low_s (0.9) must be below high_s (0.5)"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"mode": "medium"}, "mode: 'medium' is not one of fast, slow"),
+        ({"rate_hz": 500.0}, "rate_hz: Invalid parameter value (500.0)"),  # refused against the descriptor's range
+        ({"depth": 3}, "depth: 3 is odd"),
+        ({"rate_hz": "fast"}, "rate_hz"),
+        ({"low_s": 0.9}, "low_s (0.9) must be below high_s (0.5)"),
+    ],
+)
 def test_bad_values_are_refused_with_the_parameter_named(ros_graph, overrides, message):
     node = node_with(ros_graph, "typed_refused", **overrides)
     with pytest.raises(ParameterError, match="invalid parameters: ") as raised:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pi0_ros.streamer.chunk_schedule import ChunkScheduler
 from pi0_ros.core.chunk import Handover, TimedChunk
+from pi0_ros.streamer.chunk_schedule import ChunkScheduler
 
 STEP = 0.02
 

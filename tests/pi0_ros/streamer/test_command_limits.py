@@ -1,18 +1,16 @@
-from support.robots import ROBOTS_DIR
-
 import numpy as np
 import pytest
 
-from pi0_ros.streamer.command_limits import CommandLimiter
 from pi0_ros.core.robot_description import load_robot_description
+from pi0_ros.streamer.command_limits import CommandLimiter
+from support.robots import ROBOTS_DIR
 
 ROBOTS = ROBOTS_DIR
 
 
 def simple_limiter() -> CommandLimiter:
     # dim 0: joint in [-1, 1], 0.1 per tick; dim 1: base velocity in [-0.5, 0.5], 0.02 per tick
-    return CommandLimiter(np.array([-1.0, -0.5]), np.array([1.0, 0.5]), np.array([0.1, 0.02]),
-                          np.array([False, True]))
+    return CommandLimiter(np.array([-1.0, -0.5]), np.array([1.0, 0.5]), np.array([0.1, 0.02]), np.array([False, True]))
 
 
 def test_targets_within_limits_pass_unchanged():

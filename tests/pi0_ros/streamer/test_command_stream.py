@@ -10,11 +10,18 @@ NAMES = ("j0", "j1")
 
 
 def make_stream(**overrides) -> CommandStream:
-    settings = dict(control_period=PERIOD, lookahead_points=3, status_timeout=0.5, max_chunk_latency=1.0,
-                    hold_duration=1.0, handover=Handover.SPLICE)
+    settings = dict(
+        control_period=PERIOD,
+        lookahead_points=3,
+        status_timeout=0.5,
+        max_chunk_latency=1.0,
+        hold_duration=1.0,
+        handover=Handover.SPLICE,
+    )
     settings.update(overrides)
-    limiter = CommandLimiter(np.array([-2.0, -2.0]), np.array([2.0, 2.0]), np.array([0.05, 0.05]),
-                             np.array([False, False]))
+    limiter = CommandLimiter(
+        np.array([-2.0, -2.0]), np.array([2.0, 2.0]), np.array([0.05, 0.05]), np.array([False, False])
+    )
     return CommandStream(StreamConfig(**settings), limiter, NAMES)
 
 
@@ -78,7 +85,6 @@ def test_a_far_chunk_is_approached_at_the_velocity_limit_not_jumped_to():
     np.testing.assert_allclose(first.commands[0], [0.05, 0.05])
     assert first.clamped
     np.testing.assert_allclose(np.diff(first.commands, axis=0), 0.05), "lookahead also respects the limit"
-
 
 
 def test_late_chunks_are_refused():
@@ -170,8 +176,14 @@ def test_without_joint_states_an_active_goal_publishes_nothing():
 
 def test_invalid_config_names_the_setting():
     with pytest.raises(ValueError, match="status_timeout"):
-        StreamConfig(control_period=0.02, lookahead_points=1, status_timeout=0.01, max_chunk_latency=1.0,
-                     hold_duration=1.0, handover=Handover.SPLICE)
+        StreamConfig(
+            control_period=0.02,
+            lookahead_points=1,
+            status_timeout=0.01,
+            max_chunk_latency=1.0,
+            hold_duration=1.0,
+            handover=Handover.SPLICE,
+        )
 
 
 def test_a_status_gap_holds_but_keeps_the_goal_and_its_command_count():

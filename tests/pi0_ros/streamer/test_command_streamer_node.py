@@ -1,4 +1,5 @@
 """The command streamer node on a real DDS graph."""
+
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ class Recorder:
         def store(message):
             with self.lock:
                 self.messages.setdefault(topic, []).append((time.monotonic(), message))
+
         return store
 
     def count(self, topic):
@@ -54,9 +56,20 @@ class Recorder:
 
 def start_streamer():
     return subprocess.Popen(
-        [sys.executable, "-m", "pi0_ros.streamer.node", "--ros-args",
-         "-p", f"robot_description:={robot_yaml('mobile_aloha')}", "-p", "hold_duration_s:=0.3"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pi0_ros.streamer.node",
+            "--ros-args",
+            "-p",
+            f"robot_description:={robot_yaml('mobile_aloha')}",
+            "-p",
+            "hold_duration_s:=0.3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -68,19 +81,26 @@ def streamer_graph(ros_graph):
         peer = ros_graph.node("streamer_peer")
         recorder = Recorder()
         reliable = qos_profile("reliable", 10)
-        types = {"joint_trajectory": JointTrajectory, "forward_position": Float64MultiArray,
-                 "base_velocity": TwistStamped}
+        types = {
+            "joint_trajectory": JointTrajectory,
+            "forward_position": Float64MultiArray,
+            "base_velocity": TwistStamped,
+        }
         for controller in description.controllers:
-            peer.create_subscription(types[controller.interface], controller.topic,
-                                     recorder.callback(controller.topic), reliable)
+            peer.create_subscription(
+                types[controller.interface], controller.topic, recorder.callback(controller.topic), reliable
+            )
         peer.create_subscription(StreamerStatus, "streamer_status", recorder.callback("streamer_status"), reliable)
         publishers = {
             "status": peer.create_publisher(PolicyStatus, "policy_status", qos_profile("reliable", 1, True)),
             "chunk": peer.create_publisher(ActionChunk, "action_chunk", reliable),
             "joints": peer.create_publisher(JointState, "joint_states", reliable),
         }
-        ros_graph.wait_for(lambda: publishers["chunk"].get_subscription_count() > 0
-                           and recorder.count("streamer_status") > 0, timeout=20.0, what="streamer discovery")
+        ros_graph.wait_for(
+            lambda: publishers["chunk"].get_subscription_count() > 0 and recorder.count("streamer_status") > 0,
+            timeout=20.0,
+            what="streamer discovery",
+        )
         fake_policy = FakePolicy(description, peer, publishers)
         peer.create_timer(0.1, fake_policy.publish)
         yield description, fake_policy, recorder
@@ -108,12 +128,14 @@ class FakePolicy:
 
     def publish(self):
         self.publishers["joints"].publish(
-            JointState(name=list(self.description.joint_names), position=list(self.measured)))
+            JointState(name=list(self.description.joint_names), position=list(self.measured))
+        )
         self.publishers["status"].publish(PolicyStatus(goal_active=self.active, goal_id=GOAL, lifecycle_state="active"))
         if self.active and self.rows is not None:
             self.sequence += 1
-            self.publishers["chunk"].publish(make_chunk(self.description, now_s(self.node), self.rows,
-                                                        sequence=self.sequence))
+            self.publishers["chunk"].publish(
+                make_chunk(self.description, now_s(self.node), self.rows, sequence=self.sequence)
+            )
 
 
 def now_s(node) -> float:
@@ -124,8 +146,13 @@ GOAL = "a" * 32
 
 
 def make_chunk(description, stamp, rows, goal_id=GOAL, sequence=1):
-    chunk = ActionChunk(goal_id=goal_id, sequence=sequence, names=list(description.policy.actions),
-                        step_period=Duration(nanosec=20_000_000), horizon=rows.shape[0])
+    chunk = ActionChunk(
+        goal_id=goal_id,
+        sequence=sequence,
+        names=list(description.policy.actions),
+        step_period=Duration(nanosec=20_000_000),
+        horizon=rows.shape[0],
+    )
     chunk.header.stamp = seconds_to_stamp(stamp)
     chunk.actions = [float(v) for v in rows.ravel()]
     return chunk
@@ -143,8 +170,10 @@ def test_no_command_before_a_goal_then_every_controller_streams_at_the_control_r
     target = np.concatenate([policy.home, [0.01, 0.0]])
     target[0] += 0.01  # left_waist, within one tick of velocity limit; base 0.01 m/s within one tick of accel
     policy.set(True, np.tile(target, (50, 1)))
-    ros_graph.wait_for(lambda: all(recorder.count(c.topic) > 0 for c in description.controllers),
-                       what="commands on every controller topic")
+    ros_graph.wait_for(
+        lambda: all(recorder.count(c.topic) > 0 for c in description.controllers),
+        what="commands on every controller topic",
+    )
     recorder.clear()
     time.sleep(1.0)
     for controller in description.controllers:
@@ -170,6 +199,7 @@ def test_goal_end_holds_position_stops_the_base_then_goes_quiet(streamer_graph, 
     def holding():
         status = streamer_status(recorder)
         return status and status.mode == StreamerStatus.MODE_HOLDING and status
+
     status = ros_graph.wait_for(holding, timeout=2.0, what="holding status")
     assert status.hold_reason.startswith("goal ") and status.hold_reason.endswith(" ended (policy status)")
     assert recorder.last("base_controller/cmd_vel").twist.linear.x == 0.0, "base stops on goal end"
@@ -188,6 +218,7 @@ def test_refused_chunks_keep_the_robot_holding_at_the_measured_pose(streamer_gra
     def holding():
         status = streamer_status(recorder)
         return status and status.mode == StreamerStatus.MODE_HOLDING and status
+
     status = ros_graph.wait_for(holding, what="holding status")
     assert "no chunk received" in status.hold_reason
     ros_graph.wait_for(lambda: recorder.count("left_arm_controller/joint_trajectory"), what="hold command")
@@ -207,6 +238,7 @@ def test_implausible_joint_states_make_a_goal_wait_and_never_command_a_jump(stre
     def waiting():
         status = streamer_status(recorder)
         return status and status.goal_id == GOAL and "plausible joint states" in status.hold_reason and status
+
     status = ros_graph.wait_for(waiting, what="a hold reason naming the implausible joint")
     assert "left_waist" in status.hold_reason and status.mode == StreamerStatus.MODE_HOLDING
     time.sleep(0.5)
@@ -223,21 +255,37 @@ def test_parameters_come_from_a_yaml_file_and_bad_values_are_refused_clearly(tmp
     tuning = tmp_path / "ur5e_tuning.yaml"
     tuning.write_text("/**/pi0_command_streamer:\n  ros__parameters:\n    trajectory_lookahead_points: 2\n")
     streamer = subprocess.Popen(
-        [sys.executable, "-m", "pi0_ros.streamer.node", "--ros-args", "--params-file", str(tuning),
-         "-p", f"robot_description:={robot_yaml('ur5e')}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "pi0_ros.streamer.node",
+            "--ros-args",
+            "--params-file",
+            str(tuning),
+            "-p",
+            f"robot_description:={robot_yaml('ur5e')}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         peer = ros_graph.node("yaml_peer")
         trajectories = []
-        peer.create_subscription(JointTrajectory, description.joint_groups[0].controller.topic,
-                                 trajectories.append, qos_profile("reliable", 10))
+        peer.create_subscription(
+            JointTrajectory,
+            description.joint_groups[0].controller.topic,
+            trajectories.append,
+            qos_profile("reliable", 10),
+        )
         publishers = {
             "status": peer.create_publisher(PolicyStatus, "policy_status", qos_profile("reliable", 1, True)),
             "chunk": peer.create_publisher(ActionChunk, "action_chunk", qos_profile("reliable", 10)),
             "joints": peer.create_publisher(JointState, "joint_states", qos_profile("reliable", 10)),
         }
-        ros_graph.wait_for(lambda: publishers["chunk"].get_subscription_count() > 0, timeout=20.0,
-                           what="streamer discovery")
+        ros_graph.wait_for(
+            lambda: publishers["chunk"].get_subscription_count() > 0, timeout=20.0, what="streamer discovery"
+        )
         policy = FakePolicy(description, peer, publishers)
         peer.create_timer(0.1, policy.publish)
         policy.set(True, np.tile(policy.home, (50, 1)))
@@ -247,11 +295,25 @@ def test_parameters_come_from_a_yaml_file_and_bad_values_are_refused_clearly(tmp
         streamer.send_signal(signal.SIGINT)
         streamer.communicate(timeout=10)
 
-    tuning.write_text("/**/pi0_command_streamer:\n  ros__parameters:\n    trajectory_lookahead_points: 500\n"
-                      "    chunk_handover: teleport\n")
+    tuning.write_text(
+        "/**/pi0_command_streamer:\n  ros__parameters:\n    trajectory_lookahead_points: 500\n"
+        "    chunk_handover: teleport\n"
+    )
     refused = subprocess.run(
-        [sys.executable, "-m", "pi0_ros.streamer.node", "--ros-args", "--params-file", str(tuning),
-         "-p", f"robot_description:={robot_yaml('ur5e')}"], capture_output=True, text=True, timeout=30)
+        [
+            sys.executable,
+            "-m",
+            "pi0_ros.streamer.node",
+            "--ros-args",
+            "--params-file",
+            str(tuning),
+            "-p",
+            f"robot_description:={robot_yaml('ur5e')}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "trajectory_lookahead_points" in refused.stderr and "'teleport' is not one of" in refused.stderr
 
@@ -266,23 +328,31 @@ def test_ctrl_c_under_launch_stops_the_process_at_once_leaving_the_robot_held(ro
     peer.create_subscription(JointTrajectory, arm, recorder.callback(arm), qos_profile("reliable", 10))
     peer.create_subscription(TwistStamped, base, recorder.callback(base), qos_profile("reliable", 10))
     reliable = qos_profile("reliable", 10)
-    policy = FakePolicy(description, peer, {
-        "status": peer.create_publisher(PolicyStatus, "policy_status", qos_profile("reliable", 1, True)),
-        "chunk": peer.create_publisher(ActionChunk, "action_chunk", reliable),
-        "joints": peer.create_publisher(JointState, "joint_states", reliable),
-    })
+    policy = FakePolicy(
+        description,
+        peer,
+        {
+            "status": peer.create_publisher(PolicyStatus, "policy_status", qos_profile("reliable", 1, True)),
+            "chunk": peer.create_publisher(ActionChunk, "action_chunk", reliable),
+            "joints": peer.create_publisher(JointState, "joint_states", reliable),
+        },
+    )
     peer.create_timer(0.1, policy.publish)
     policy.set(True, np.tile(np.concatenate([policy.home, [0.02, 0.0]]), (50, 1)))
     for first in (signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
         recorder.clear()
         streamer = start_streamer()
-        ros_graph.wait_for(lambda: any(m.twist.linear.x > 0 for m in recorder.since(base, 0.0)), timeout=30.0,
-                           what="the base streaming")
+        ros_graph.wait_for(
+            lambda: any(m.twist.linear.x > 0 for m in recorder.since(base, 0.0)),
+            timeout=30.0,
+            what="the base streaming",
+        )
         signalled = time.monotonic()
         assert_clean_prompt_exit(stop_like_launch(streamer, first))
         # Its last commands, published after the signal: hold the arm where it is and stop the base.
-        ros_graph.wait_for(lambda: recorder.since(base, signalled) and recorder.since(arm, signalled),
-                           what="commands after the signal")
+        ros_graph.wait_for(
+            lambda: recorder.since(base, signalled) and recorder.since(arm, signalled), what="commands after the signal"
+        )
         assert recorder.last(base).twist.linear.x == 0.0, f"base still driving after {first.name}"
         held = recorder.last(arm).points
         assert all(list(p.positions) == list(held[0].positions) for p in held), "the arm holds still"

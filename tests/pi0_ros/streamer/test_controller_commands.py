@@ -1,5 +1,3 @@
-from support.robots import ROBOTS_DIR
-
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
@@ -7,8 +5,9 @@ from geometry_msgs.msg import Twist, TwistStamped
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
-from pi0_ros.streamer.controller_commands import ControllerCommandBuilder
 from pi0_ros.core.robot_description import load_robot_description
+from pi0_ros.streamer.controller_commands import ControllerCommandBuilder
+from support.robots import ROBOTS_DIR
 
 ROBOTS = ROBOTS_DIR
 
@@ -18,8 +17,13 @@ def test_mobile_aloha_commands_split_into_one_message_per_controller():
     builder = ControllerCommandBuilder(description, point_period=0.02)
     commands = np.arange(3 * 16, dtype=float).reshape(3, 16)  # [points, dims]
     messages = dict((c.name, m) for c, m in builder.messages(Time(sec=5, nanosec=7), commands))
-    assert set(messages) == {"left_arm_controller", "left_gripper_controller", "right_arm_controller",
-                             "right_gripper_controller", "base_controller"}
+    assert set(messages) == {
+        "left_arm_controller",
+        "left_gripper_controller",
+        "right_arm_controller",
+        "right_gripper_controller",
+        "base_controller",
+    }
 
     left_arm = messages["left_arm_controller"]
     assert isinstance(left_arm, JointTrajectory)
