@@ -7,7 +7,7 @@ DEVICE ?=
 DTYPE ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast benchmark clean distclean
+.PHONY: setup demo test test-fast lint format clean distclean
 
 setup:
 	@scripts/setup.sh
@@ -18,6 +18,17 @@ demo: setup
 
 test: setup
 	@scripts/with_env.sh python -m pytest $(PYTEST_ARGS)
+
+# Static checks (configured in pyproject.toml): lint, formatting, types of pi0_model and the pure runtime.
+lint: setup
+	@scripts/with_env.sh ruff check .
+	@scripts/with_env.sh ruff format --check .
+	@scripts/with_env.sh mypy
+
+# Applies the formatter and the linter's safe fixes.
+format: setup
+	@scripts/with_env.sh ruff check --fix .
+	@scripts/with_env.sh ruff format .
 
 # Unit tests only: no ROS graph, no subprocesses.
 test-fast: setup

@@ -1,0 +1,52 @@
+"""The layers the tree shows hold: pure logic imports neither rclpy nor torch, and the robot-side
+streamer (and the command-line client) run without the ML stack.
+
+Each module is imported in a fresh interpreter, so what one test imported cannot hide another's import.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+# Importable without ROS and without torch: the logic the nodes wrap, unit-tested on plain data.
+PURE = (
+    "pi0_ros.core.chunk",
+    "pi0_ros.core.interpolation",
+    "pi0_ros.core.rate_monitor",
+    "pi0_ros.core.robot_description",
+    "pi0_ros.core.stop_signals",
+    "pi0_ros.policy.goal_session",
+    "pi0_ros.policy.inference_worker",
+    "pi0_ros.policy.observation_sync",
+    "pi0_ros.policy.rtc_planner",
+    "pi0_ros.policy.model_adaptations",
+    "pi0_ros.streamer.chunk_schedule",
+    "pi0_ros.streamer.command_limits",
+    "pi0_ros.streamer.command_stream",
+    "pi0_model.transforms",
+    "pi0_model.errors",
+)
+# What runs on the robot PC beside the controllers: ROS, but no ML stack.
+ROBOT_SIDE = ("pi0_ros.streamer.node", "pi0_ros.tools.send_instruction")
+ML = ("torch", "transformers", "pi0_model")
+
+
+def imported_packages(module: str) -> set[str]:
+    code = f"import json, sys; import {module}; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_modules_import_neither_ros_nor_torch(module):
+    forbidden = {"rclpy", "torch", "transformers"} & imported_packages(module)
+    assert not forbidden, f"{module} imports {sorted(forbidden)}"
+
+
+@pytest.mark.parametrize("module", ROBOT_SIDE)
+def test_robot_side_modules_need_no_ml_stack(module):
+    forbidden = set(ML) & imported_packages(module)
+    assert not forbidden, f"{module} imports {sorted(forbidden)}"
