@@ -134,6 +134,7 @@ class BenchmarkConfig:
     domain_id: int
     startup_timeout: float  # s allowed for each start-up step (process start, configure, first chunk)
     json_path: str | None
+    params_file: str = ""  # ros__parameters YAML tuning the nodes, as the launch files' params_file
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -244,6 +245,7 @@ def benchmark_graph(config: BenchmarkConfig, description: RobotDescription) -> t
         torch_threads=config.torch_threads,
         streamer_priority=config.streamer_priority,
         sim_image_size=(config.image_width, config.image_height),
+        params_file=config.params_file,
         respawn_delay=0,
     )
     camera_rate = {"camera_rate_hz": float(config.camera_rate_hz)}
@@ -793,6 +795,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--camera-rate", type=_positive, default=30.0, help="camera rate in Hz (default 30)")
     parser.add_argument(
+        "--params-file", default="", help="ros__parameters YAML tuning the nodes (the launch files' params_file)"
+    )
+    parser.add_argument(
         "--startup-timeout", type=_positive, default=120.0, help="seconds allowed for each start-up step (default 120)"
     )
     args = parser.parse_args(argv)
@@ -817,6 +822,7 @@ def make_config(args: argparse.Namespace) -> BenchmarkConfig:
         domain_id=int(domain),
         startup_timeout=args.startup_timeout,
         json_path=args.json,
+        params_file=args.params_file,
     )
 
 
