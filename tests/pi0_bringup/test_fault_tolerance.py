@@ -196,28 +196,26 @@ def assert_within_velocity_limits(graph: LiveGraph) -> None:
             assert np.all(np.abs(np.subtract(v1, v0)) <= limits * 5 + 1e-9), (group.controller.name, v0, v1)
 
 
+def running_graph(sim: bool):
+    """A LiveGraph whose policy is active; afterwards no node may have printed a traceback."""
+    graph = LiveGraph(sim=sim)
+    try:
+        graph.wait_policy_active(since=0.0)
+        yield graph
+    finally:
+        output = graph.close()
+        print(output)
+    assert "Traceback" not in output, output
+
+
 @pytest.fixture(scope="module")
 def sim_graph():
-    graph = LiveGraph(sim=True)
-    try:
-        graph.wait_policy_active(since=0.0)
-        yield graph
-    finally:
-        output = graph.close()
-        print(output)
-    assert "Traceback" not in output, output
+    yield from running_graph(sim=True)
 
 
 @pytest.fixture(scope="module")
-def sensor_graph():
-    graph = LiveGraph(sim=False)
-    try:
-        graph.wait_policy_active(since=0.0)
-        yield graph
-    finally:
-        output = graph.close()
-        print(output)
-    assert "Traceback" not in output, output
+def sensor_graph():  # cameras and joint states from this process (FakeSensors), to stop them one by one
+    yield from running_graph(sim=False)
 
 
 def test_policy_killed_mid_goal(sim_graph):
