@@ -2,10 +2,11 @@
 
 pi0 sees up to three image slots (`config.CAMERA_SLOTS`). A robot names its
 cameras freely and maps them to slots; a slot with no camera is a black
-(-1) image whose tokens are masked out. Slots that are empty for the whole
-batch are simply not sent to the model: masked tokens are invisible to every
-other token and do not advance the positions, so dropping them gives the
-same actions for less compute.
+(-1) image whose tokens are masked out: masked tokens are invisible to every
+other token and do not advance the positions. Every slot the robot maps a
+camera to is always sent, with a frame this time or not, so the input shapes
+never change (a dropped frame must not recompile a torch.compile'd model);
+slots the robot has no camera for are not sent at all.
 """
 
 from __future__ import annotations

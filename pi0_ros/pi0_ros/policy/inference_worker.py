@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -54,8 +54,8 @@ class WorkerConfig:
             raise ValueError(f"invalid inference worker settings: {self}")
 
 
-NextObservation = Callable[[float, float | None], "tuple[Any | None, str]"]
-Infer = Callable[[Any, str, RtcPlan | None], ModelOutput]
+NextObservation = Callable[[float, float | None], "tuple[Observation | None, str]"]
+Infer = Callable[[Observation, str, RtcPlan | None], ModelOutput]
 
 
 class InferenceWorker:
@@ -143,7 +143,7 @@ class InferenceWorker:
             waiting_since = self._clock()
 
     def _chunk_for(
-        self, session: GoalSession, observation: Any, previous: TimedChunk | None, expected_latency: float
+        self, session: GoalSession, observation: Observation, previous: TimedChunk | None, expected_latency: float
     ) -> ChunkRecord | None:
         """Runs the model; None when the goal ended meanwhile or the model failed (goal stopped)."""
         plan = None
