@@ -25,6 +25,7 @@ PURE = (
     "pi0_ros.streamer.chunk_schedule",
     "pi0_ros.streamer.command_limits",
     "pi0_ros.streamer.command_stream",
+    "pi0_model.interface",
     "pi0_model.transforms",
     "pi0_model.errors",
 )

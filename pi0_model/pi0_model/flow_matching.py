@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .interface import RTC_SCHEDULES
 from .model import KVCache, ModelInputs, Pi0Model, Prefix, SuffixContext
 
 VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]
@@ -35,8 +36,6 @@ VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]
 TIME_BETA_ALPHA = 1.5
 TIME_SCALE = 0.999
 TIME_OFFSET = 0.001
-
-RTC_SCHEDULES = ("exp", "linear")
 
 
 def sample_time(batch_size: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:

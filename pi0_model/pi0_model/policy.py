@@ -33,8 +33,9 @@ import torch
 from .checkpoint import load_model, read_config
 from .config import Pi0Config
 from .errors import CheckpointError, ConfigError, Pi0Error, Pi0InputError
-from .flow_matching import RTC_SCHEDULES, PrefixGuidance, cached_velocity, euler_denoise, rtc_weights
+from .flow_matching import PrefixGuidance, cached_velocity, euler_denoise, rtc_weights
 from .images import images_by_slot, prepare_images, validate_camera_slots
+from .interface import Inference, InferenceTiming, RtcGuidance
 from .model import KVCache, ModelInputs, Pi0Model, build_model, initialize_weights_
 from .normalization import NORM_MODES, Normalization, find_normalization, load_normalization
 from .options import COMPILE_MODES, DTYPE_NAMES
@@ -76,54 +77,6 @@ class RobotIO:
         TransformPipeline.parse(self.transforms).check_dims(self.state_dim, self.action_dim)
         if self.norm_mode not in NORM_MODES:
             raise ConfigError(f"RobotIO.norm_mode must be one of {NORM_MODES}, got {self.norm_mode!r}")
-
-
-@dataclass(frozen=True)
-class RtcGuidance:
-    """Real-time chunking request (arXiv 2506.07339), in robot units and order.
-
-    Row k of `previous_actions` is the previous chunk's action for the new
-    observation time + k * dt. Rows [0, frozen_steps) execute while this
-    inference runs and are returned exactly; the rest of the overlap is guided
-    toward the previous chunk with the paper's decaying soft mask; rows past
-    len(previous_actions) are free.
-    """
-
-    previous_actions: np.ndarray  # [rows <= horizon, action_dim], unnormalized
-    frozen_steps: int  # actions that will execute during inference
-    max_guidance_weight: float = 5.0  # the paper's clip beta on the guidance weight
-    schedule: str = "exp"  # soft-mask decay over the overlap: "exp" (paper) or "linear"
-
-    def __post_init__(self) -> None:
-        if (
-            not isinstance(self.frozen_steps, (int, np.integer))
-            or isinstance(self.frozen_steps, bool)
-            or self.frozen_steps < 0
-        ):
-            raise Pi0InputError(f"RtcGuidance.frozen_steps must be an int >= 0, got {self.frozen_steps!r}")
-        if not self.max_guidance_weight > 0:
-            raise Pi0InputError(f"RtcGuidance.max_guidance_weight must be > 0, got {self.max_guidance_weight!r}")
-        if self.schedule not in RTC_SCHEDULES:
-            raise Pi0InputError(f"RtcGuidance.schedule must be one of {RTC_SCHEDULES}, got {self.schedule!r}")
-
-
-@dataclass(frozen=True)
-class InferenceTiming:
-    """Wall-clock milliseconds of the phases of one `infer` call (device-synchronized on CUDA)."""
-
-    preprocess_ms: float
-    prefix_ms: float
-    denoise_ms: float
-    postprocess_ms: float
-    total_ms: float
-
-
-@dataclass(frozen=True)
-class Inference:
-    actions: np.ndarray  # [horizon, action_dim] float64, unnormalized, robot action order
-    timing: InferenceTiming
-    frozen_steps: int = 0  # leading rows copied from RtcGuidance.previous_actions
-    prompt_truncated: bool = False  # the instruction exceeded the token budget and was cut
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,10 @@ from typing import Protocol
 
 import numpy as np
 
+from pi0_model.interface import Inference, RtcGuidance
 from pi0_ros.core.chunk import TimedChunk
 from pi0_ros.policy.goal_session import EndReason, GoalSession
-from pi0_ros.policy.rtc_planner import LatencyEstimate, RtcPlan, plan_rtc
+from pi0_ros.policy.rtc_planner import LatencyEstimate, plan_rtc
 
 
 class Observation(Protocol):
@@ -25,18 +26,10 @@ class Observation(Protocol):
 
 
 @dataclass(frozen=True)
-class ModelOutput:
-    actions: np.ndarray  # [horizon, action_dim], unnormalized, robot action order
-    inference_ms: float  # model time (preprocessing to postprocessing)
-    frozen_steps: int  # rows kept from the previous chunk by real-time chunking
-
-
-@dataclass(frozen=True)
 class ChunkRecord:
-    chunk: TimedChunk
-    inference_ms: float
+    chunk: TimedChunk  # the model's actions on the observation's time base
+    inference: Inference  # what the model returned: timing, frozen rows
     latency: float  # s from the observation to the moment the chunk was ready
-    frozen_steps: int
 
 
 @dataclass(frozen=True)
@@ -55,7 +48,7 @@ class WorkerConfig:
 
 
 NextObservation = Callable[[float, float | None], "tuple[Observation | None, str]"]
-Infer = Callable[[Observation, str, RtcPlan | None], ModelOutput]
+Infer = Callable[[Observation, str, RtcGuidance | None], Inference]
 
 
 class InferenceWorker:
@@ -139,18 +132,20 @@ class InferenceWorker:
             self._publish(record)
             previous = record.chunk
             latency.record(record.latency)
-            session.record_chunk(record.inference_ms)
+            session.record_chunk(record.inference.timing.total_ms)
             waiting_since = self._clock()
 
     def _chunk_for(
         self, session: GoalSession, observation: Observation, previous: TimedChunk | None, expected_latency: float
     ) -> ChunkRecord | None:
         """Runs the model; None when the goal ended meanwhile or the model failed (goal stopped)."""
-        plan = None
+        guidance = None
         if self.config.real_time_chunking:
-            plan = plan_rtc(previous, observation.stamp, self.config.action_step, self.config.horizon, expected_latency)
+            guidance = plan_rtc(
+                previous, observation.stamp, self.config.action_step, self.config.horizon, expected_latency
+            )
         try:
-            output = self._infer(observation, session.instruction, plan)
+            output = self._infer(observation, session.instruction, guidance)
         except Exception as exc:  # noqa: BLE001 - any model failure must end the goal, not the thread
             session.stop(EndReason.INFERENCE_FAILED, f"inference failed: {type(exc).__name__}: {exc}")
             return None
@@ -161,4 +156,4 @@ class InferenceWorker:
             return None
         self._sequence += 1
         chunk = TimedChunk(session.goal_id, self._sequence, observation.stamp, self.config.action_step, output.actions)
-        return ChunkRecord(chunk, output.inference_ms, self._clock() - observation.stamp, output.frozen_steps)
+        return ChunkRecord(chunk, output, self._clock() - observation.stamp)

@@ -43,19 +43,19 @@ from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.task import Future
 
+from pi0_model.interface import Inference, RtcGuidance
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.core.heartbeat import STREAMER_TIMEOUT_S
 from pi0_ros.core.rate_monitor import RateMonitor
 from pi0_ros.core.robot_description import RobotDescription, load_robot_description
 from pi0_ros.policy.goal_session import EndReason, GoalSession, instruction_problem, normalize_instruction
-from pi0_ros.policy.inference_worker import ChunkRecord, InferenceWorker, ModelOutput
+from pi0_ros.policy.inference_worker import ChunkRecord, InferenceWorker
 from pi0_ros.policy.model_adaptations import check_model_adaptations
 from pi0_ros.policy.model_loader import load_policy
 from pi0_ros.policy.observation_source import ObservationSource
 from pi0_ros.policy.observation_sync import SyncedObservation
 from pi0_ros.policy.parameters import PolicyParameters
-from pi0_ros.policy.rtc_planner import RtcPlan
 from pi0_ros.ros.chunk_messages import chunk_message
 from pi0_ros.ros.conversions import (
     action_service_qos,
@@ -497,13 +497,9 @@ class PolicyNode(LifecycleNode):
         result = self._source.latest(newer_than)
         return result.observation, result.reason
 
-    def _infer(self, observation: SyncedObservation, instruction: str, plan: RtcPlan | None) -> ModelOutput:
-        from pi0_model.policy import RtcGuidance
-
+    def _infer(self, observation: SyncedObservation, instruction: str, guidance: RtcGuidance | None) -> Inference:
         assert self._policy is not None
-        guidance = None if plan is None else RtcGuidance(plan.previous_actions, plan.frozen_steps)
-        result = self._policy.infer(dict(observation.images), observation.state, instruction, rtc=guidance)
-        return ModelOutput(result.actions, result.timing.total_ms, result.frozen_steps)
+        return self._policy.infer(dict(observation.images), observation.state, instruction, rtc=guidance)
 
     def _publish_chunk(self, record: ChunkRecord) -> None:
         assert self._description is not None and self._chunk_publisher is not None
@@ -513,11 +509,11 @@ class PolicyNode(LifecycleNode):
                 self._description.policy.actions,
                 frame_id=self._description.name,
                 inference_latency_ms=record.latency * 1e3,
-                frozen_actions=record.frozen_steps,
+                frozen_actions=record.inference.frozen_steps,
             )
         )
         self._inference_times.record(time.monotonic())
-        self._last_inference_ms = record.inference_ms
+        self._last_inference_ms = record.inference.timing.total_ms
         self._chunks_total += 1
 
     def _on_streamer_status(self, message: StreamerStatus) -> None:

@@ -11,22 +11,16 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 
 import numpy as np
 
+from pi0_model.interface import RtcGuidance
 from pi0_ros.core.chunk import TimedChunk
-
-
-@dataclass(frozen=True)
-class RtcPlan:
-    previous_actions: np.ndarray  # [rows, dims]: row k is the previous chunk at t_obs + k * step
-    frozen_steps: int  # leading rows that will have executed before the new chunk arrives
 
 
 def plan_rtc(
     previous: TimedChunk | None, observation_time: float, step: float, horizon: int, expected_latency: float
-) -> RtcPlan | None:
+) -> RtcGuidance | None:
     """The guidance for a chunk observed at `observation_time`, or None without a usable previous chunk."""
     if previous is None:
         return None
@@ -39,7 +33,8 @@ def plan_rtc(
     if not rows:
         return None
     frozen = min(len(rows), max(0, math.ceil(expected_latency / step - 1e-9)))
-    return RtcPlan(np.stack(rows), frozen)
+    # Row k of previous_actions is the previous chunk at observation_time + k * step.
+    return RtcGuidance(np.stack(rows), frozen)
 
 
 class LatencyEstimate:

@@ -5,8 +5,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from pi0_model.interface import Inference, InferenceTiming
 from pi0_ros.policy.goal_session import EndReason, GoalSession
-from pi0_ros.policy.inference_worker import InferenceWorker, ModelOutput, WorkerConfig
+from pi0_ros.policy.inference_worker import InferenceWorker, WorkerConfig
 
 
 @dataclass
@@ -45,10 +46,15 @@ def make_worker(infer, camera=None, rtc=False, stale_timeout=0.3):
     return worker, published, camera
 
 
+def model_output(actions, total_ms, frozen_steps=0):
+    """What Pi0Policy.infer returns, for a model that takes `total_ms`."""
+    return Inference(actions, InferenceTiming(0.0, 0.0, total_ms, 0.0, total_ms), frozen_steps)
+
+
 def constant_model(value=0.5, delay=0.005):
     def infer(observation, instruction, plan):
         time.sleep(delay)
-        return ModelOutput(np.full((10, 2), value), inference_ms=delay * 1e3, frozen_steps=0)
+        return model_output(np.full((10, 2), value), delay * 1e3)
 
     return infer
 
@@ -114,7 +120,7 @@ def test_a_chunk_finished_after_preemption_is_dropped_and_the_new_goal_is_served
         calls.append(instruction)
         if instruction == "first":
             release.wait(5.0)
-        return ModelOutput(np.zeros((10, 2)), 1.0, 0)
+        return model_output(np.zeros((10, 2)), 1.0)
 
     worker, published, _ = make_worker(slow)
     first = GoalSession("a", "first", started=time.monotonic())
@@ -134,7 +140,7 @@ def test_real_time_chunking_passes_the_previous_chunk_from_the_second_chunk_on()
 
     def model(observation, instruction, plan):
         plans.append(plan)
-        return ModelOutput(np.ones((10, 2)), 1.0, 0 if plan is None else plan.frozen_steps)
+        return model_output(np.ones((10, 2)), 1.0, 0 if plan is None else plan.frozen_steps)
 
     worker, published, _ = make_worker(model, rtc=True)
     session = GoalSession("goal", "fold", started=time.monotonic(), max_chunks=3)

@@ -1,0 +1,60 @@
+"""What goes into and comes out of `Pi0Policy.infer` besides the observation: torch-free, so a runtime that
+only plans real-time chunking or handles results (the ROS inference worker) needs no ML stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import Pi0InputError
+
+RTC_SCHEDULES = ("exp", "linear")  # soft-mask decay over the guided overlap
+
+
+@dataclass(frozen=True)
+class RtcGuidance:
+    """Real-time chunking request (arXiv 2506.07339), in robot units and order.
+
+    Row k of `previous_actions` is the previous chunk's action for the new
+    observation time + k * dt. Rows [0, frozen_steps) execute while this
+    inference runs and are returned exactly; the rest of the overlap is guided
+    toward the previous chunk with the paper's decaying soft mask; rows past
+    len(previous_actions) are free.
+    """
+
+    previous_actions: np.ndarray  # [rows <= horizon, action_dim], unnormalized
+    frozen_steps: int  # actions that will execute during inference
+    max_guidance_weight: float = 5.0  # the paper's clip beta on the guidance weight
+    schedule: str = "exp"  # soft-mask decay over the overlap: "exp" (paper) or "linear"
+
+    def __post_init__(self) -> None:
+        if (
+            not isinstance(self.frozen_steps, (int, np.integer))
+            or isinstance(self.frozen_steps, bool)
+            or self.frozen_steps < 0
+        ):
+            raise Pi0InputError(f"RtcGuidance.frozen_steps must be an int >= 0, got {self.frozen_steps!r}")
+        if not self.max_guidance_weight > 0:
+            raise Pi0InputError(f"RtcGuidance.max_guidance_weight must be > 0, got {self.max_guidance_weight!r}")
+        if self.schedule not in RTC_SCHEDULES:
+            raise Pi0InputError(f"RtcGuidance.schedule must be one of {RTC_SCHEDULES}, got {self.schedule!r}")
+
+
+@dataclass(frozen=True)
+class InferenceTiming:
+    """Wall-clock milliseconds of the phases of one `infer` call (device-synchronized on CUDA)."""
+
+    preprocess_ms: float
+    prefix_ms: float
+    denoise_ms: float
+    postprocess_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class Inference:
+    actions: np.ndarray  # [horizon, action_dim] float64, unnormalized, robot action order
+    timing: InferenceTiming
+    frozen_steps: int = 0  # leading rows copied from RtcGuidance.previous_actions
+    prompt_truncated: bool = False  # the instruction exceeded the token budget and was cut
