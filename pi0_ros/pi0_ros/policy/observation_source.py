@@ -11,6 +11,11 @@ Times: message header stamps date the data; "now" is the node's clock, so
 ``use_sim_time`` works. A zero header stamp is replaced by the receive time and
 counted as a warning. Bad messages are counted on their stream, logged at most
 once per stream and ``log_period_s``, and never raise out of a callback.
+
+When the node clock jumps back (a simulator reset, a bag replay restarting) or
+switches between ROS and system time, the synchronizer's history is cleared and
+a warning logged: stamps from before the jump would otherwise be matched with
+those after it, or keep newer data out until the new stamps pass the old ones.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.callback_groups import CallbackGroup
+from rclpy.clock import ClockChange, JumpHandle, JumpThreshold, TimeJump
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.subscription import Subscription
@@ -50,6 +57,9 @@ from pi0_ros.ros.image_conversion import ImageConversionError, compressed_msg_to
 # destroyed (ros2/rclpy#1206), which the lifecycle cleanup does. A publisher with
 # incompatible QoS then shows as a stream without data in the diagnostics.
 _NO_EVENT_HANDLERS = SubscriptionEventCallbacks(use_default_callbacks=False)
+
+# A backward step of the node clock larger than this is a jump (1 ms: ROS time never steps back in normal use).
+_CLOCK_JUMP_BACK = Duration(nanoseconds=-1_000_000)
 
 # Diagnostic level of the synchronizer for each outcome of latest().
 _SYNC_LEVEL = {
@@ -156,6 +166,10 @@ class ObservationSource:
         self._reported: dict[str, tuple[int, int]] = {}
         self._subscriptions: list[Subscription] = [self._subscribe_camera(c, callback_group) for c in cameras]
         self._subscriptions += [self._subscribe_joint_states(t, callback_group) for t in topics]
+        self._jump_handle: JumpHandle | None = node.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=_CLOCK_JUMP_BACK, on_clock_change=True),
+            post_callback=self._on_clock_jump,
+        )
 
     @property
     def synchronizer(self) -> ObservationSynchronizer:
@@ -184,10 +198,21 @@ class ObservationSource:
         return statuses
 
     def destroy(self) -> None:
-        """Removes the subscriptions; the source receives nothing afterwards."""
+        """Removes the subscriptions and the clock jump callback; the source receives nothing afterwards."""
+        if self._jump_handle is not None:
+            self._jump_handle.unregister()
+            self._jump_handle = None
         for subscription in self._subscriptions:
             self._node.destroy_subscription(subscription)
         self._subscriptions.clear()
+
+    def _on_clock_jump(self, jump: TimeJump) -> None:
+        if jump.clock_change in (ClockChange.ROS_TIME_ACTIVATED, ClockChange.ROS_TIME_DEACTIVATED):
+            warning = f"clock switched ({jump.clock_change.name}); observation history cleared"
+        else:
+            warning = f"clock jumped back {-jump.delta.nanoseconds * 1e-9:.3f} s; observation history cleared"
+        self._sync.clear(warning)
+        self._node.get_logger().warning(warning)
 
     def _subscribe_camera(self, camera: CameraSpec, group: CallbackGroup | None) -> Subscription:
         msg_type = CompressedImage if camera.compressed else Image
@@ -255,10 +280,16 @@ class ObservationSource:
 
     def _sync_status(self, result: SyncResult, now: float) -> DiagnosticStatus:
         limits = self._params.limits
-        values = {"status": result.status.value, "slop_s": limits.slop_s, "max_age_s": limits.max_age_s}
+        values = {
+            "status": result.status.value,
+            "slop_s": f"{self._sync.slop_s():.4f}",
+            "slop_mode": "fixed" if limits.slop_s is not None else "auto",
+            "max_age_s": limits.max_age_s,
+        }
         if result.observation is not None:
             values["set_stamp"] = f"{result.observation.stamp:.6f}"
             values["set_age_s"] = f"{now - result.observation.stamp:.3f}"
+            values["set_spread_s"] = f"{result.observation.spread_s:.4f}"
         return _status(
             _SYNC_LEVEL[result.status],
             "observation sync",

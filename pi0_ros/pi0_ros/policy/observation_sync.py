@@ -11,10 +11,24 @@ state stream to the image time; and it keeps no per-stream health. (It is also
 missing from the PyPI ROS 2 wheels.)
 
 Rules
-- A set holds one frame per camera whose stamps spread by at most `slop_s`;
-  `latest()` picks the set with the newest frames (largest newest stamp, then
-  largest oldest stamp). Frames may arrive out of order; each camera keeps its
-  newest `queue_size` frames.
+- A set holds one frame per camera whose stamps spread by at most the slop.
+  Frames may arrive out of order; each camera keeps its newest `queue_size`
+  frames. A candidate set ends at some kept stamp and takes each camera's newest
+  frame at or before it; the newest candidate within the slop is the newest
+  complete set. `latest()` picks, among the candidates whose newest frame is at
+  most 1.5 frame periods (of the fastest camera) older than the oldest frame of
+  the newest complete set, the one with the smallest spread, newest first among
+  spreads within a quarter period of each other. So when one camera's frame of
+  the newest capture moment is late or lost, the complete set of the previous
+  moment wins over a set mixing both moments, and the picked set's newest frame
+  is never more than slop + 1.5 frame periods older than the newest complete
+  set's. Until every camera's rate is measured only the newest complete set is
+  a candidate.
+- The slop is `slop_s`, or when that is None, derived from the measured camera
+  rates: (1 - 1/n) of the shortest frame period for n cameras, clamped to
+  [5 ms, 50 ms] (50 ms until a rate is known). n free-running cameras always
+  have a set spreading less than that, while frames of neighbouring moments of
+  synchronized cameras spread by a whole period, so they are never one set.
 - The set time is the middle of its stamp range, so no image is more than
   slop/2 away from the state.
 - The state is every configured joint's position linearly interpolated at set
@@ -31,9 +45,16 @@ Rules
 - Bad input never raises: it is counted on its stream (see :meth:`health`), its
   text kept as the stream's last error, and the data dropped. Passing a stream
   name that is not configured is a programming error and raises ValueError.
-- A stamp more than `max_age_s` older than its stream's newest data means the
-  clock jumped back (a bag replay restarting, a simulator reset): the stream's
-  history is cleared and a warning counted, rather than waiting forever.
+- A stamp that jumps back means the clock jumped back (a bag replay
+  restarting, a simulator reset): a camera frame older than its camera's newest
+  by more than the queue could hold (queue_size frame periods, at least 50 ms),
+  or a joint sample older than its joint's newest by more than 50 ms (both at
+  most `max_age_s`). Then all history is cleared and a warning counted on every
+  stream, so no set mixes data from before and after the jump; shorter steps
+  back are reordering (frames are sorted in, joint samples dropped).
+  :meth:`ObservationSynchronizer.clear` does the same for a jump of the node's
+  clock. A `newer_than` newer than every kept frame predates such a clear and
+  is ignored.
 
 Thread safety: one lock guards the queues; ROS callbacks add while the inference
 thread pulls. Validation happens before taking the lock and images arrive
@@ -63,6 +84,18 @@ STAMP_TOLERANCE_S = 1e-6
 # Accepted stamps kept per stream to estimate its rate.
 _RATE_WINDOW = 20
 
+# Automatic slop: bounds and the value used until a camera rate is measured (see the module rules).
+AUTO_SLOP_MIN_S = 0.005
+AUTO_SLOP_MAX_S = 0.05
+
+# Candidate sets end at most this many frame periods before the newest complete set's oldest frame.
+_RECENT_PERIODS = 1.5
+# Spreads closer than this many frame periods count as equal, so jitter does not cost a frame of latency.
+_SPREAD_TIE_PERIODS = 0.25
+
+# A stream stepping back by more than this (and than its reorder window) means the clock jumped back.
+_JUMP_BACK_MIN_S = 0.05
+
 # Hard bound on joint samples kept per joint, whatever the stamps say.
 _MAX_JOINT_SAMPLES = 4096
 
@@ -83,14 +116,15 @@ def _is_number(value: object) -> bool:
 class SyncLimits:
     """Matching and freshness limits (the tunable part of the synchronizer)."""
 
-    slop_s: float = 0.05  # widest spread of camera stamps inside one set
+    slop_s: float | None = None  # widest spread of camera stamps inside one set; None: from the camera rates
     queue_size: int = 5  # frames kept per camera for matching
     max_age_s: float = 0.5  # every stream's newest data, and the set, must be younger than this
     joint_extrapolation_s: float = 0.05  # a set may lie this far past a joint's newest sample
 
     def __post_init__(self) -> None:
         _require(
-            _is_number(self.slop_s) and self.slop_s >= 0, f"slop_s must be a finite number >= 0, got {self.slop_s!r}"
+            self.slop_s is None or (_is_number(self.slop_s) and self.slop_s >= 0),
+            f"slop_s must be None or a finite number >= 0, got {self.slop_s!r}",
         )
         _require(
             isinstance(self.queue_size, int) and not isinstance(self.queue_size, bool) and self.queue_size >= 1,
@@ -143,6 +177,11 @@ class SyncedObservation:
     images: Mapping[str, np.ndarray]  # camera -> read-only uint8 [H, W, 3] RGB, in configured camera order
     state: np.ndarray  # float64 [n_joints] in configured joint order, interpolated at `stamp`
     image_stamps: Mapping[str, float]  # camera -> stamp of its frame, s
+
+    @property
+    def spread_s(self) -> float:
+        """Newest minus oldest image stamp of the set, s."""
+        return max(self.image_stamps.values()) - min(self.image_stamps.values())
 
 
 @dataclass(frozen=True)
@@ -201,7 +240,7 @@ class _StreamStats:
         self.last_warning = warning
 
     def restart(self, warning: str) -> None:
-        """Forgets the stamps after the clock jumped back."""
+        """Forgets the stamps after the clock jumped back (the history was cleared)."""
         self.warn(warning)
         self.last_stamp = None
         self._recent.clear()
@@ -334,21 +373,35 @@ class _JointHistory:
         return lerp(values[i - 1], values[i], (t - s0) / (s1 - s0)), ""
 
 
-def _newest_set(queues: Mapping[str, _FrameQueue], slop_s: float) -> dict[str, int] | None:
-    """Frame index per camera of the newest set whose stamps spread by at most slop_s."""
-    uppers = sorted({s for q in queues.values() for s in q.stamps}, reverse=True)
-    for upper in uppers:
+def _best_set(queues: Mapping[str, _FrameQueue], slop_s: float, period_s: float | None) -> dict[str, int] | None:
+    """Frame index per camera of the best-matched recent set within slop_s (see the module rules).
+
+    `period_s` is the fastest camera's frame period, None while unknown.
+    """
+    window = _RECENT_PERIODS * period_s if period_s is not None else 0.0
+    tie = _SPREAD_TIE_PERIODS * period_s if period_s is not None else STAMP_TOLERANCE_S
+    best: dict[str, int] | None = None
+    best_spread = floor = 0.0
+    for upper in sorted({s for q in queues.values() for s in q.stamps}, reverse=True):
+        if best is not None and upper < floor - STAMP_TOLERANCE_S:
+            break
         # Each camera's newest frame at or before `upper` gives the tightest set ending at `upper`.
         picks = {}
         for name, queue in queues.items():
             index = queue.index_at_or_before(upper)
             if index is None:
-                return None  # this camera has nothing this old, so no lower `upper` helps either
+                return best  # this camera has nothing this old, so no lower `upper` helps either
             picks[name] = index
-        oldest = min(queues[name].stamps[i] for name, i in picks.items())
-        if upper - oldest <= slop_s + STAMP_TOLERANCE_S:
-            return picks
-    return None
+        spread = upper - min(queues[name].stamps[i] for name, i in picks.items())
+        if spread > slop_s + STAMP_TOLERANCE_S:
+            continue
+        if best is None:
+            # The newest complete set; the window starts at its oldest frame, so when a frame of the
+            # newest moment is lost, the previous moment (one period before that frame) still competes.
+            best, best_spread, floor = picks, spread, upper - spread - window
+        elif spread < best_spread - tie:  # uppers descend, so a tie keeps the newer set
+            best, best_spread = picks, spread
+    return best
 
 
 def _image_problem(image: object) -> str:
@@ -429,9 +482,8 @@ class ObservationSynchronizer:
         frame.flags.writeable = False
         with self._lock:
             queue = self._frames[camera]
-            if queue.newest is not None and stamp_s < queue.newest - self._limits.max_age_s:
-                stats.restart(f"stamp jumped back {queue.newest - stamp_s:.3f} s; frames cleared")
-                queue.clear()
+            if queue.newest is not None and stamp_s < queue.newest - self._camera_reorder_s(stats):
+                self._clear(f"{camera} stamp jumped back {queue.newest - stamp_s:.3f} s; history cleared")
             outcome = queue.insert(stamp_s, frame)
             if outcome is not _Insert.STORED:
                 stats.dropped += 1
@@ -455,15 +507,24 @@ class ObservationSynchronizer:
             return str(exc)
         with self._lock:
             newest = max((n for n in map(self._joints.newest, joints) if n is not None), default=None)
-            if newest is not None and stamp_s < newest - self._limits.max_age_s:
-                stats.restart(f"stamp jumped back {newest - stamp_s:.3f} s; joint history cleared")
-                self._joints.clear(joints)
+            if newest is not None and stamp_s < newest - min(_JUMP_BACK_MIN_S, self._limits.max_age_s):
+                self._clear(f"{stream} stamp jumped back {newest - stamp_s:.3f} s; history cleared")
             elif newest is not None and stamp_s < newest - STAMP_TOLERANCE_S:
                 stats.dropped += 1  # out of order: interpolation needs samples in stamp order
                 return None
             self._joints.add(stamp_s, joints, values)
             stats.accept(stamp_s)
         return None
+
+    def clear(self, warning: str) -> None:
+        """Forgets all frames and joint samples (the clock jumped), counting `warning` on every stream."""
+        with self._lock:
+            self._clear(warning)
+
+    def slop_s(self) -> float:
+        """The slop in use: the configured one, or the one derived from the camera rates."""
+        with self._lock:
+            return self._slop_s(self._frame_period())
 
     def report_error(self, stream: str, error: str) -> None:
         """Counts a message rejected before it reached the synchronizer (e.g. an image that failed to decode)."""
@@ -496,6 +557,35 @@ class ObservationSynchronizer:
             raise ValueError(f"'{name}' is not a configured {kind or 'stream'}")
         return stats
 
+    def _clear(self, warning: str) -> None:
+        for queue in self._frames.values():
+            queue.clear()
+        self._joints.clear(range(len(self._config.joint_names)))
+        for stats in self._stats.values():
+            stats.restart(warning)
+
+    def _frame_period(self) -> float | None:
+        """Frame period of the fastest camera, s; None until every camera's rate is measured."""
+        rates = [self._stats[name].rate_hz() for name in self._frames]
+        known = [r for r in rates if r is not None]
+        return 1.0 / max(known) if known and len(known) == len(rates) else None
+
+    def _slop_s(self, period: float | None) -> float:
+        """The slop in use, given the fastest camera's frame period (None while unknown)."""
+        if self._limits.slop_s is not None:
+            return self._limits.slop_s
+        if period is None:
+            return AUTO_SLOP_MAX_S
+        fraction = 1.0 - 1.0 / len(self._frames)
+        return min(AUTO_SLOP_MAX_S, max(AUTO_SLOP_MIN_S, fraction * period))
+
+    def _camera_reorder_s(self, stats: _StreamStats) -> float:
+        """How far back a frame may step and still be reordering rather than a clock jump."""
+        rate = stats.rate_hz()
+        if rate is None:
+            return self._limits.max_age_s
+        return min(self._limits.max_age_s, max(_JUMP_BACK_MIN_S, self._limits.queue_size / rate))
+
     def _missing(self) -> SyncResult | None:
         cameras = [name for name, q in self._frames.items() if q.newest is None]
         joints = [name for j, name in enumerate(self._config.joint_names) if self._joints.newest(j) is None]
@@ -520,13 +610,13 @@ class ObservationSynchronizer:
         return SyncResult(None, SyncStatus.STALE, f"older than max_age {self._limits.max_age_s} s: {', '.join(old)}")
 
     def _match(self, now_s: float, newer_than: float | None) -> SyncResult:
-        picks = _newest_set(self._frames, self._limits.slop_s)
+        period = self._frame_period()
+        slop = self._slop_s(period)
+        picks = _best_set(self._frames, slop, period)
         if picks is None:
             newest = ", ".join(f"{name} {q.newest:.6f}" for name, q in self._frames.items())
             return SyncResult(
-                None,
-                SyncStatus.UNMATCHED,
-                f"no camera set within slop {self._limits.slop_s} s (newest stamps: {newest})",
+                None, SyncStatus.UNMATCHED, f"no camera set within slop {slop:g} s (newest stamps: {newest})"
             )
         image_stamps = {name: self._frames[name].stamps[i] for name, i in picks.items()}
         stamp = (max(image_stamps.values()) + min(image_stamps.values())) / 2
@@ -540,6 +630,7 @@ class ObservationSynchronizer:
             newer_than is not None
             and stamp <= newer_than + STAMP_TOLERANCE_S
             and newer_than <= now_s + self._limits.max_age_s
+            and newer_than <= max(q.stamps[-1] for q in self._frames.values()) + STAMP_TOLERANCE_S
         ):
             return SyncResult(None, SyncStatus.NOT_NEW, f"no camera set newer than {newer_than:.6f}")
         state, gap = self._joints.sample(stamp, self._limits.joint_extrapolation_s)

@@ -73,7 +73,10 @@ class PolicyParameters:
         range=(5.0, 100.0),
     )
     sync_slop_s: float = param(
-        SyncLimits.slop_s, "Widest spread of camera stamps inside one synchronized set.", range=(0.0, 1.0)
+        0.0,
+        "Widest spread of camera stamps inside one synchronized set; 0 = from the measured camera rates "
+        "((1 - 1/n) of the shortest frame period for n cameras, within 5-50 ms).",
+        range=(0.0, 1.0),
     )
     sync_queue_size: int = param(SyncLimits.queue_size, "Frames kept per camera for matching.", range=(1, 100))
     max_observation_age_s: float = param(
@@ -112,7 +115,7 @@ class PolicyParameters:
     def source_params(self) -> ObservationSourceParams:
         return ObservationSourceParams(
             limits=SyncLimits(
-                slop_s=self.sync_slop_s,
+                slop_s=self.sync_slop_s or None,  # a parameter cannot be None, so 0 stands for automatic
                 queue_size=self.sync_queue_size,
                 max_age_s=self.max_observation_age_s,
                 joint_extrapolation_s=self.joint_extrapolation_s,

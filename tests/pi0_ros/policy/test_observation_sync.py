@@ -3,11 +3,14 @@
 import math
 import random
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from pi0_ros.policy.observation_sync import (
+    AUTO_SLOP_MAX_S,
+    AUTO_SLOP_MIN_S,
     CAMERA,
     JOINT_STATE,
     ObservationSynchronizer,
@@ -46,8 +49,8 @@ def health_of(sync, name, now=T0 + 1.0):
 @pytest.mark.parametrize(
     "limits, message",
     [
-        (dict(slop_s=-0.01), "slop_s must be a finite number >= 0"),
-        (dict(slop_s=math.nan), "slop_s must be a finite number >= 0"),
+        (dict(slop_s=-0.01), "slop_s must be None or a finite number >= 0"),
+        (dict(slop_s=math.nan), "slop_s must be None or a finite number >= 0"),
         (dict(queue_size=0), "queue_size must be an integer >= 1"),
         (dict(queue_size=2.5), "queue_size must be an integer >= 1"),
         (dict(max_age_s=0.0), "max_age_s must be a finite number > 0"),
@@ -444,3 +447,203 @@ def test_concurrent_producers_and_a_reader_always_see_consistent_observations():
         thread.join()
     assert seen == sorted(set(seen))
     assert health_of(sync, "joint_states", T0 + 2.0).received == count
+
+
+# --- best-matched sets, automatic slop and resets on generated camera streams -------------------------------------
+
+PERIOD = 1 / 30  # 30 Hz cameras
+CAMERAS = ("cam_a", "cam_b", "cam_c")
+
+
+@dataclass(frozen=True)
+class Event:
+    arrival: float  # receive time on the sensors' clock before any reset, s after T0
+    camera: str | None  # None: a joint-state message
+    stamp: float
+    epoch: int  # 0 before the reset, 1 after
+    index: int  # capture moment (frame number) of a camera frame
+
+
+def sensor_events(seed, offsets=(0.0, 0.0, 0.0), jitter_s=0.0, drop=0.0, reset_at=None, reset_s=0.3, duration=8.0):
+    """Arrivals of 3 cameras at 30 Hz and joint states at 100 Hz, optionally with the clock set back once.
+
+    Frames take 5 to 35 ms to arrive, so cameras overtake each other and a camera's own frames are
+    sometimes reordered; `offsets` shift each camera's capture moment, `jitter_s` its stamps.
+    """
+    rng = random.Random(seed)
+
+    def clock(t):
+        return (t - reset_s, 1) if reset_at is not None and t >= reset_at else (t, 0)
+
+    events = []
+    for index in range(int(duration / PERIOD)):
+        for camera, offset in zip(CAMERAS, offsets):
+            if rng.random() < drop:
+                continue
+            captured, epoch = clock(index * PERIOD + offset)
+            stamp = T0 + captured + rng.uniform(-jitter_s, jitter_s)
+            events.append(Event(index * PERIOD + offset + rng.uniform(0.005, 0.035), camera, stamp, epoch, index))
+    for k in range(int(duration / 0.01)):
+        sampled, epoch = clock(k * 0.01)
+        events.append(Event(k * 0.01 + 0.002, None, T0 + sampled, epoch, k))
+    return sorted(events, key=lambda e: e.arrival)
+
+
+def replay(sync, events, reset_at=None, reset_s=0.3):
+    """Feeds the events and pulls after every frame as a loop that passes its previous stamp would.
+
+    Returns (arrival, observation, frames by camera and stamp) per observation returned.
+    """
+    frames, pulled, previous = {}, [], None
+    for event in events:
+        if event.camera is None:
+            # j0 carries the epoch, so a state interpolated across the reset is recognisable.
+            sync.add_joint_state("joint_states", event.stamp, ["j0", "j1"], [float(event.epoch), event.stamp - T0])
+            continue
+        sync.add_image(event.camera, event.stamp, frame(event.index % 256))
+        frames[event.camera, event.stamp] = event
+        after_reset = reset_at is not None and event.arrival >= reset_at
+        result = sync.latest(T0 + event.arrival - (reset_s if after_reset else 0.0), newer_than=previous)
+        if result.ok:
+            previous = result.observation.stamp
+            pulled.append((event.arrival, result.observation, dict(frames)))
+    return pulled
+
+
+def moments(observation, frames):
+    return {frames[camera, stamp].index for camera, stamp in observation.image_stamps.items()}
+
+
+def newest_complete_moment(frames, arrival, queue_size=5):
+    """(index, oldest stamp) of the newest capture moment every camera delivered by `arrival` and still queues."""
+    kept = {
+        camera: sorted(e.stamp for (c, _), e in frames.items() if c == camera and e.arrival <= arrival)[-queue_size:]
+        for camera in CAMERAS
+    }
+    by_moment = {}
+    for (camera, stamp), event in frames.items():
+        if stamp in kept[camera]:
+            by_moment.setdefault(event.index, []).append(stamp)
+    complete = [(index, min(stamps)) for index, stamps in sorted(by_moment.items()) if len(stamps) == len(CAMERAS)]
+    return complete[-1] if complete else None
+
+
+def three_cameras(slop_s):
+    return make_sync(cameras=CAMERAS, slop_s=slop_s, max_age_s=0.5, joint_extrapolation_s=0.05)
+
+
+@pytest.mark.parametrize(
+    "offsets, jitter_s",
+    [((0.0, 0.0, 0.0), 0.0), ((0.0, 0.004, 0.009), 0.002)],
+    ids=["hardware-synced", "offsets-and-jitter"],
+)
+@pytest.mark.parametrize("slop_s", [None, 0.05], ids=["auto-slop", "slop-50ms"])
+def test_pulls_return_sets_from_one_capture_moment_and_never_lag_far(offsets, jitter_s, slop_s):
+    sync = three_cameras(slop_s)
+    pulled = replay(sync, sensor_events(seed=7, offsets=offsets, jitter_s=jitter_s, drop=0.05))
+    assert len(pulled) > 150
+
+    # Pulls for which one moment, at most one frame older than the set's oldest frame, was complete.
+    could_be_single = single = 0
+    for arrival, obs, frames in pulled:
+        complete = newest_complete_moment(frames, arrival)
+        if complete is not None and complete[0] >= min(moments(obs, frames)) - 1:
+            could_be_single += 1
+            single += len(moments(obs, frames)) == 1
+        if complete is not None:
+            # The stated bound: the newest frame at most 1.5 periods older than the newest complete moment's oldest.
+            assert max(obs.image_stamps.values()) >= complete[1] - 1.5 * PERIOD - 1e-6
+        assert obs.spread_s == pytest.approx(max(obs.image_stamps.values()) - min(obs.image_stamps.values()))
+    assert could_be_single > 0.95 * len(pulled) and single / could_be_single >= 0.99
+
+
+def test_the_previous_moment_wins_over_a_newer_set_mixing_two_moments():
+    sync = three_cameras(0.05)
+    for k in range(4):
+        for camera in CAMERAS:
+            sync.add_image(camera, T0 + k * PERIOD, frame(k))
+    sync.add_image("cam_a", T0 + 4 * PERIOD, frame(4))
+    sync.add_image("cam_b", T0 + 4 * PERIOD, frame(4))  # cam_c's frame 4 is still on its way
+    add_ramp(sync, T0, T0 + 0.2)
+    obs = sync.latest(T0 + 0.2).observation
+    assert set(obs.image_stamps.values()) == {T0 + 3 * PERIOD} and obs.spread_s == 0.0
+    sync.add_image("cam_c", T0 + 4 * PERIOD, frame(4))
+    assert set(sync.latest(T0 + 0.2).observation.image_stamps.values()) == {T0 + 4 * PERIOD}
+
+
+def test_spreads_within_a_quarter_period_count_as_equal_so_the_newer_set_wins():
+    sync = make_sync(slop_s=0.05)
+    for k in range(4):
+        sync.add_image("cam_a", T0 + k * PERIOD, frame(k))
+        sync.add_image("cam_b", T0 + k * PERIOD + (0.006 if k == 3 else 0.001), frame(k))
+    add_ramp(sync, T0, T0 + 0.2)
+    assert sync.latest(T0 + 0.2).observation.image_stamps["cam_a"] == T0 + 3 * PERIOD
+
+
+def add_frames(sync, camera, rate_hz, count=10):
+    for k in range(count):
+        sync.add_image(camera, T0 + k / rate_hz, frame(k))
+
+
+def test_the_default_slop_follows_the_camera_rates():
+    assert SyncLimits().slop_s is None
+    sync = make_sync(cameras=CAMERAS, slop_s=None)
+    assert sync.slop_s() == AUTO_SLOP_MAX_S  # no rate measured yet
+    for camera in CAMERAS:
+        add_frames(sync, camera, 30.0)
+    # Three free-running cameras always have a set within 2/3 of a period; neighbouring moments are a period apart.
+    assert sync.slop_s() == pytest.approx(2 / 3 / 30, rel=1e-3)
+
+    two = make_sync(slop_s=None)
+    add_frames(two, "cam_a", 15.0)
+    assert two.slop_s() == AUTO_SLOP_MAX_S  # cam_b's rate is not known yet
+    add_frames(two, "cam_b", 30.0)
+    assert two.slop_s() == pytest.approx(0.5 / 30, rel=1e-3)  # half the fastest camera's period
+
+    fast = make_sync(cameras=("cam",), slop_s=None)
+    add_frames(fast, "cam", 1000.0)
+    assert fast.slop_s() == AUTO_SLOP_MIN_S
+
+    slow = make_sync(slop_s=None)
+    add_frames(slow, "cam_a", 5.0)
+    add_frames(slow, "cam_b", 5.0)
+    assert slow.slop_s() == AUTO_SLOP_MAX_S
+
+    explicit = make_sync(slop_s=0.03)
+    add_frames(explicit, "cam_a", 30.0)
+    add_frames(explicit, "cam_b", 30.0)
+    assert explicit.slop_s() == 0.03
+
+
+def test_a_reset_smaller_than_max_age_clears_history_and_never_mixes_epochs():
+    sync = three_cameras(None)
+    reset_at = 4.0
+    events = sensor_events(seed=11, jitter_s=0.001, drop=0.02, reset_at=reset_at)
+    pulled = replay(sync, events, reset_at=reset_at)
+
+    for _, obs, frames in pulled:
+        epochs = {frames[camera, stamp].epoch for camera, stamp in obs.image_stamps.items()}
+        assert len(epochs) == 1
+        assert obs.state[0] == epochs.pop()  # the joint state is from the same side of the reset
+    before = [arrival for arrival, obs, frames in pulled if obs.state[0] == 0]
+    after = [arrival for arrival, obs, frames in pulled if obs.state[0] == 1]
+    assert before and after and max(before) < min(after)
+    assert min(after) - reset_at < 0.15  # no stall until the new stamps pass the old ones
+    for name in (*CAMERAS, "joint_states"):
+        assert "jumped back" in health_of(sync, name, T0 + 8.0).last_warning
+
+
+def test_frames_reordered_within_the_queue_span_do_not_clear_history():
+    sync = make_sync(slop_s=None)
+    for k in (0, 1, 2, 4, 5, 3):  # frame 3 arrives two frames late
+        sync.add_image("cam_a", T0 + k * PERIOD, frame(k))
+        sync.add_image("cam_b", T0 + k * PERIOD, frame(k))
+    assert health_of(sync, "cam_a").warnings == 0
+
+
+def test_clear_forgets_everything_and_warns_every_stream():
+    sync = fresh_sync()
+    sync.clear("clock jumped back 0.300 s")
+    result = sync.latest(T0 + 1.0)
+    assert result.status is SyncStatus.MISSING
+    assert all(h.last_warning == "clock jumped back 0.300 s" and h.last_stamp is None for h in sync.health(T0))
