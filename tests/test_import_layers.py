@@ -15,6 +15,7 @@ PURE = (
     "pi0_ros.core.chunk",
     "pi0_ros.core.interpolation",
     "pi0_ros.core.rate_monitor",
+    "pi0_ros.core.rgb_image",
     "pi0_ros.core.robot_description",
     "pi0_ros.core.stop_signals",
     "pi0_ros.policy.goal_session",

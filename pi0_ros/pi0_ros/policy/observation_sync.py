@@ -76,6 +76,7 @@ from enum import Enum
 import numpy as np
 
 from pi0_ros.core.interpolation import lerp
+from pi0_ros.core.rgb_image import rgb_image_problem
 
 # Stamps are integer nanoseconds turned into float seconds; at epoch scale a
 # float resolves about 0.24 us, so comparisons allow 1 us.
@@ -404,16 +405,6 @@ def _best_set(queues: Mapping[str, _FrameQueue], slop_s: float, period_s: float 
     return best
 
 
-def _image_problem(image: object) -> str:
-    if not isinstance(image, np.ndarray):
-        return f"image is a {type(image).__name__}, not a numpy array"
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        return f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}"
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        return f"empty image {image.shape}"
-    return ""
-
-
 def _stamp_problem(stamp_s: object) -> str:
     return "" if _is_number(stamp_s) else f"stamp must be a finite number of seconds, got {stamp_s!r}"
 
@@ -473,7 +464,7 @@ class ObservationSynchronizer:
     def add_image(self, camera: str, stamp_s: float, image: np.ndarray) -> str | None:
         """Adds a decoded uint8 [H, W, 3] RGB frame; returns the error text if it was rejected."""
         stats = self._stream(camera, CAMERA)
-        problem = _stamp_problem(stamp_s) or _image_problem(image)
+        problem = _stamp_problem(stamp_s) or rgb_image_problem(image)
         if problem:
             with self._lock:
                 stats.reject(problem)

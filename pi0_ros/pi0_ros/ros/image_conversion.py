@@ -1,8 +1,9 @@
 """Conversions between sensor_msgs images and uint8 RGB arrays (what cv_bridge does, in numpy/cv2).
 
 The readers take any object with the message's fields (duck typing), so bag
-readers and tests can pass their own message classes. They return a read-only
-uint8 array of shape [H, W, 3] in RGB order:
+readers and tests can pass their own message classes. They return a uint8
+array of shape [H, W, 3] in RGB order (the observation synchronizer hands it on
+read-only):
 
 - rgb8 is returned as a view of the message buffer, honouring row padding
   (`step > width * 3`), so the common case costs no copy; the view keeps the
@@ -22,6 +23,8 @@ import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
+
+from pi0_ros.core.rgb_image import rgb_image_problem
 
 # Channels per pixel of the raw encodings we read and write.
 ENCODING_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
@@ -51,7 +54,7 @@ class ImageConversionError(ValueError):
 
 
 def image_msg_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image -> read-only uint8 [H, W, 3] RGB."""
+    """sensor_msgs/Image -> uint8 [H, W, 3] RGB."""
     encoding = str(msg.encoding)
     channels = ENCODING_CHANNELS.get(encoding)
     if channels is None:
@@ -74,11 +77,11 @@ def image_msg_to_rgb(msg: Any) -> np.ndarray:
     # [H, step] -> drop row padding -> [H, W, C]; both steps are views.
     pixels = data.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
     rgb = pixels if encoding == "rgb8" else cv2.cvtColor(pixels, _TO_RGB[encoding])
-    return _read_only(rgb)
+    return rgb
 
 
 def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg or png) -> read-only uint8 [H, W, 3] RGB."""
+    """sensor_msgs/CompressedImage (jpeg or png) -> uint8 [H, W, 3] RGB."""
     fmt = str(msg.format)
     if "compresseddepth" in fmt.lower():
         raise ImageConversionError(f"'{fmt}' is a compressed depth image, not a colour image")
@@ -96,7 +99,7 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
         raise ImageConversionError(f"cannot decode compressed image: {exc}") from None
     if bgr is None:
         raise ImageConversionError(f"cannot decode compressed image ({data.size} bytes, format '{fmt}'): corrupt data")
-    return _read_only(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def rgb_to_image_msg(rgb: np.ndarray, encoding: str = "rgb8", stamp: Time | None = None, frame_id: str = "") -> Image:
@@ -149,23 +152,12 @@ def _byte_view(data: Any) -> np.ndarray:
 
 
 def _check_rgb(rgb: Any) -> None:
-    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        shape = getattr(rgb, "shape", None)
-        dtype = getattr(rgb, "dtype", type(rgb).__name__)
-        raise ImageConversionError(f"expected a uint8 [H, W, 3] RGB array, got {dtype} {shape}")
-    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise ImageConversionError(f"empty image: {rgb.shape[1]}x{rgb.shape[0]}")
+    problem = rgb_image_problem(rgb)
+    if problem:
+        raise ImageConversionError(problem)
 
 
 def _set_header(msg: Any, stamp: Time | None, frame_id: str) -> None:
     if stamp is not None:
         msg.header.stamp = stamp
     msg.header.frame_id = frame_id
-
-
-def _read_only(image: np.ndarray) -> np.ndarray:
-    # Consumers share one decoded image (several readers of the synchronizer);
-    # a read-only view stops one from silently changing it for the others.
-    view = image.view()
-    view.flags.writeable = False
-    return view

@@ -319,9 +319,9 @@ def test_a_clock_jump_back_restarts_the_streams_instead_of_blocking_them():
 @pytest.mark.parametrize(
     "image, error",
     [
-        (np.zeros((4, 6, 3), np.float32), "image must be uint8 [H, W, 3], got float32"),
-        (np.zeros((4, 6), np.uint8), "image must be uint8 [H, W, 3]"),
-        (np.zeros((4, 6, 4), np.uint8), "image must be uint8 [H, W, 3]"),
+        (np.zeros((4, 6, 3), np.float32), "image must be uint8 [H, W, 3] RGB, got float32"),
+        (np.zeros((4, 6), np.uint8), "image must be uint8 [H, W, 3] RGB"),
+        (np.zeros((4, 6, 4), np.uint8), "image must be uint8 [H, W, 3] RGB"),
         (np.zeros((0, 6, 3), np.uint8), "empty image"),
         ([[1, 2, 3]], "image is a list, not a numpy array"),
     ],

@@ -93,13 +93,10 @@ def test_row_padding_is_skipped(rgb, encoding):
     np.testing.assert_array_equal(image_msg_to_rgb(raw_msg(source, encoding, padding=5)), pixels)
 
 
-def test_rgb8_is_a_read_only_view_of_the_message_without_a_copy(rgb):
+def test_rgb8_is_a_view_of_the_message_without_a_copy(rgb):
     msg = raw_msg(rgb, "rgb8", padding=3)
     out = image_msg_to_rgb(msg)
     assert np.shares_memory(out, np.frombuffer(msg.data, np.uint8))
-    assert not out.flags.writeable
-    converted = image_msg_to_rgb(raw_msg(rgb[..., ::-1], "bgr8"))
-    assert not converted.flags.writeable
 
 
 def test_big_endian_flag_is_irrelevant_for_8_bit_channels(rgb):
@@ -144,8 +141,8 @@ def test_malformed_images_raise_a_clear_error(rgb, fields, error):
 @pytest.mark.parametrize(
     "array_in, error",
     [
-        (np.zeros((4, 4, 3), np.float32), "expected a uint8 [H, W, 3] RGB array, got float32"),
-        (np.zeros((4, 4), np.uint8), "expected a uint8 [H, W, 3] RGB array"),
+        (np.zeros((4, 4, 3), np.float32), "image must be uint8 [H, W, 3] RGB, got float32"),
+        (np.zeros((4, 4), np.uint8), "image must be uint8 [H, W, 3] RGB, got uint8 [4, 4]"),
         (np.zeros((0, 4, 3), np.uint8), "empty image: 4x0"),
     ],
 )
@@ -172,7 +169,6 @@ def test_png_round_trips_exactly(rgb):
     assert bytes(msg.data[:4]) == b"\x89PNG"
     out = compressed_msg_to_rgb(msg)
     np.testing.assert_array_equal(out, rgb)
-    assert not out.flags.writeable
 
 
 def test_jpeg_round_trips_within_compression_error():
