@@ -112,7 +112,7 @@ class PolicyNode(LifecycleNode):
         # Runs for the node's life (nothing to release) and returns at once unless a goal waits to start.
         self.create_timer(START_POLL_S, self._supervise_goal)
         self._autostart_timer = None
-        if self.get_parameter("autostart").value is True:
+        if self._declared.read_one("autostart") is True:
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
     def _autostart(self) -> None:

@@ -148,9 +148,7 @@ class DeclaredParameters(Generic[P]):
         values: dict[str, Value] = {}
         problems = list(self._declare_problems)
         for spec in self.params:
-            value = self._node.get_parameter(spec.name).value
-            if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
+            value = self._current(spec)
             problem = spec.problem(value)
             if problem:
                 problems.append(problem)
@@ -163,6 +161,28 @@ class DeclaredParameters(Generic[P]):
         if problems:
             raise ParameterError("invalid parameters: " + "; ".join(problems))
         return instance
+
+    def read_one(self, name: str) -> Value:
+        """One parameter's current value, checked as read() checks it.
+
+        For a value needed before the whole set has to be valid: the policy node decides
+        on autostart in its constructor, while its other parameters are read on configure.
+        """
+        spec = next((spec for spec in self.params if spec.name == name), None)
+        if spec is None:
+            raise KeyError(f"{self._cls.__name__} declares no parameter {name!r}")
+        value = self._current(spec)
+        problem = spec.problem(value)
+        if problem:
+            raise ParameterError(f"invalid parameter: {problem}")
+        return value
+
+    def _current(self, spec: Param) -> Value:
+        value = self._node.get_parameter(spec.name).value
+        # ROS keeps an integer override of a double parameter as an int.
+        if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        return value
 
 
 def declare_and_read(node: Node, cls: type[P]) -> P:
