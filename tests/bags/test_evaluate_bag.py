@@ -200,8 +200,8 @@ def expected_errors(outcome, reference: str) -> dict[str, np.ndarray]:
     """Prediction minus the exactly known recorded signal, per action, over the rows the bag covers."""
     description_names = outcome.evaluation.settings.action_names
     errors = {name: [] for name in description_names}
-    for chunk in outcome.evaluation.chunks:
-        t = chunk.row_times(0.02) - T0 / SECOND
+    for chunk in (c.chunk for c in outcome.evaluation.chunks):
+        t = chunk.row_times() - T0 / SECOND
         covered = t <= 2.0
         truth = measured(t)
         if reference == COMMANDS:
@@ -223,7 +223,7 @@ def test_report_metrics_match_the_recorded_trajectory_and_commands(tmp_path, rob
     # 21 camera sets (10 Hz over 2 s, both ends included); a stride of 0.5 s takes every fifth. Stamps are
     # compared to 1 us: seconds since the epoch in a float resolve about 0.24 us.
     assert document["selection"]["synchronized_observations"] == 21
-    assert [c.stamp - T0 / SECOND for c in outcome.evaluation.chunks] == pytest.approx(
+    assert [c.chunk.stamp - T0 / SECOND for c in outcome.evaluation.chunks] == pytest.approx(
         [0.005, 0.505, 1.005, 1.505, 2.005], abs=1e-6
     )
     assert document["timing"]["chunks_per_s"] > 0 and document["timing"]["inference_ms"]["mean"] > 0
@@ -249,7 +249,7 @@ def test_report_metrics_match_the_recorded_trajectory_and_commands(tmp_path, rob
     assert counts[0] == 4 * 5 and counts[-1] == 3 * 5
 
     # Chunks 0.5 s apart overlap (1 s horizon): four hand-overs, each jump recomputed from the chunks.
-    chunks = outcome.evaluation.chunks
+    chunks = [c.chunk for c in outcome.evaluation.chunks]
     jumps = [np.max(np.abs(chunks[i].actions[0] - chunks[i - 1].actions[25])) for i in range(1, 5)]
     assert document["discontinuity"]["handovers"] == 4
     assert document["discontinuity"]["max_over_joints"]["max"] == pytest.approx(max(jumps), abs=1e-5)
@@ -262,7 +262,7 @@ def test_a_chunk_is_the_policy_output_for_its_synchronized_observation_and_seede
     first = evaluate_bag(
         config(tmp_path / "bag", robot_yaml, tmp_path / "a", selection=Selection(every=2, max_chunks=2))
     )
-    chunks = first.evaluation.chunks
+    chunks = [c.chunk for c in first.evaluation.chunks]
     assert [c.stamp - T0 / SECOND for c in chunks] == pytest.approx([0.005, 0.205], abs=1e-6)
 
     description = load_robot_description(robot_yaml)
@@ -280,11 +280,11 @@ def test_a_chunk_is_the_policy_output_for_its_synchronized_observation_and_seede
         np.testing.assert_allclose(chunk.actions, expected, atol=1e-9)
 
     again = evaluate_bag(config(tmp_path / "bag", robot_yaml, tmp_path / "b", selection=Selection(max_chunks=1)))
-    np.testing.assert_array_equal(again.evaluation.chunks[0].actions, chunks[0].actions)
+    np.testing.assert_array_equal(again.evaluation.chunks[0].chunk.actions, chunks[0].actions)
     other_seed = evaluate_bag(
         config(tmp_path / "bag", robot_yaml, tmp_path / "c", seed=4, selection=Selection(every=2, max_chunks=1))
     )
-    assert np.max(np.abs(other_seed.evaluation.chunks[0].actions - chunks[0].actions)) > 1e-3
+    assert np.max(np.abs(other_seed.evaluation.chunks[0].chunk.actions - chunks[0].actions)) > 1e-3
 
 
 def test_each_observation_gets_the_instruction_of_its_goal_unless_one_is_given(tmp_path, robot_yaml):

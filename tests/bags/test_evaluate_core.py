@@ -29,6 +29,7 @@ from pi0_ros.bag.evaluation import (
     write_plots,
     write_report,
 )
+from pi0_ros.core.chunk import TimedChunk
 
 STEP = 0.1
 NAMES = ("a", "b")
@@ -41,7 +42,8 @@ def line(times, slope, offset=0.0) -> Trajectory:
 
 
 def chunk(stamp: float, actions, instruction: str = "go") -> PredictedChunk:
-    return PredictedChunk(stamp, np.asarray(actions, dtype=np.float64), inference_ms=10.0, instruction=instruction)
+    timed = TimedChunk("", 0, stamp, STEP, np.asarray(actions, dtype=np.float64))
+    return PredictedChunk(timed, inference_ms=10.0, instruction=instruction)
 
 
 def run_info(**overrides) -> RunInfo:
@@ -101,14 +103,6 @@ def test_reference_samples_missing_names_as_nan():
     np.testing.assert_allclose(values[:, 1], [0.25, 0.5])
 
 
-def test_chunk_is_linear_between_rows_and_absent_outside():
-    c = chunk(10.0, [[0.0, 0.0], [1.0, -1.0], [3.0, -3.0]])
-    np.testing.assert_allclose(c.row_times(STEP), [10.0, 10.1, 10.2])
-    np.testing.assert_allclose(c.at(10.15, STEP), [2.0, -2.0])
-    np.testing.assert_allclose(c.at(10.2, STEP), [3.0, -3.0])
-    assert c.at(9.99, STEP) is None and c.at(10.21, STEP) is None
-
-
 def test_errors_are_prediction_minus_reference_per_row_and_joint():
     # a is recorded at 1.0 * t, b at a constant 2.0; both chunks predict a = t + 0.5 and b = 2.0 exactly.
     times = np.arange(0, 1.01, 0.05)
@@ -149,7 +143,7 @@ def test_handover_jumps_compare_the_new_first_row_with_the_previous_chunk_at_tha
         chunk(0.15, [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]),  # previous at 0.15 s: [1.5, 3.0]
         chunk(5.0, [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]),
     ]  # no overlap with the one before
-    jumps, indices, skipped = handover_jumps(chunks, STEP)
+    jumps, indices, skipped = handover_jumps(chunks)
     np.testing.assert_allclose(jumps, [[0.5, 1.0]])
     assert indices == (1,) and skipped == 1
     document = report(evaluate(chunks, [], SETTINGS), run_info())
@@ -216,13 +210,6 @@ def test_write_report_and_plots(tmp_path):
 def test_plots_without_references_or_hand_overs(tmp_path):
     evaluation = evaluate([chunk(0.0, [[0.0, 1.0]] * 3)], [], SETTINGS)
     assert all(p.stat().st_size > 0 for p in write_plots(evaluation, tmp_path))
-
-
-def test_chunks_are_validated():
-    with pytest.raises(EvaluationError, match="horizon >= 1"):
-        chunk(0.0, [1.0, 2.0])
-    with pytest.raises(EvaluationError, match="finite"):
-        chunk(math.nan, [[1.0, 2.0]])
 
 
 def test_evaluate_rejects_inconsistent_inputs():

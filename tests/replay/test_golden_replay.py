@@ -289,7 +289,7 @@ def evaluate_offline(
             torch_threads=1,
         )
     )
-    return [c.actions for c in outcome.evaluation.chunks[WARMUP_ITERATIONS:]]
+    return [c.chunk.actions for c in outcome.evaluation.chunks[WARMUP_ITERATIONS:]]
 
 
 def test_offline_evaluation_reproduces_the_live_chunks(sim_bag, golden, tmp_path):

@@ -62,6 +62,7 @@ from pi0_ros.bag.evaluation import (
 )
 from pi0_ros.bag.interfaces import deserialize
 from pi0_ros.bag.reader import BagInfo, BagReader
+from pi0_ros.core.chunk import TimedChunk
 from pi0_ros.core.robot_description import (
     BASE_ACTION_NAMES,
     CameraSpec,
@@ -382,15 +383,19 @@ class ChunkPredictor:
     evaluator's chunks equal the live node's for the same observations.
     """
 
-    def __init__(self, policy: Pi0Policy, seed: int) -> None:
+    def __init__(self, policy: Pi0Policy, seed: int, step: float) -> None:
         self._policy = policy
         self._generator = torch.Generator(device="cpu").manual_seed(seed)
         self._shape = (1, policy.horizon, policy.config.action_dim)
+        self._step = step  # s between chunk rows
+        self._predicted = 0
 
     def predict(self, observation: SyncedObservation, instruction: str) -> PredictedChunk:
         noise = torch.randn(self._shape, generator=self._generator, dtype=torch.float32)[0].numpy()
         result = self._policy.infer(dict(observation.images), observation.state, instruction, noise=noise)
-        return PredictedChunk(observation.stamp, result.actions, result.timing.total_ms, instruction)
+        chunk = TimedChunk("", self._predicted, observation.stamp, self._step, result.actions)
+        self._predicted += 1
+        return PredictedChunk(chunk, result.timing.total_ms, instruction)
 
 
 class Progress:
@@ -519,7 +524,9 @@ def _run_policy(
         )
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    predictor = ChunkPredictor(load_policy(config.description, config.model), config.model.seed)
+    predictor = ChunkPredictor(
+        load_policy(config.description, config.model), config.model.seed, config.description.action_period
+    )
     progress = Progress(progress_stream, info.start_ns, info.end_ns) if progress_stream is not None else None
     chunks = predict_chunks(itertools.chain([first], stream), predictor, selector, instruction_at, progress)
     if progress is not None:

@@ -36,7 +36,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
-from pi0_ros.core.interpolation import interpolate_rows
+from pi0_ros.core.chunk import TimedChunk
 
 SCHEMA = "pi0_ros.bag_evaluation"
 SCHEMA_VERSION = 1
@@ -117,27 +117,11 @@ class Reference:
 
 @dataclass(frozen=True, eq=False)
 class PredictedChunk:
-    stamp: float  # observation time, s: row 0 is for this time
-    actions: np.ndarray  # float64 [horizon, action_dim], robot units and action order
+    """One chunk the policy predicted for a recorded observation."""
+
+    chunk: TimedChunk  # robot units and action order; row 0 is for the observation time
     inference_ms: float
     instruction: str
-
-    def __post_init__(self) -> None:
-        _require(math.isfinite(self.stamp), f"chunk stamp must be finite, got {self.stamp}")
-        _require(
-            self.actions.ndim == 2 and self.actions.shape[0] >= 1,
-            f"chunk actions must be [horizon >= 1, action_dim], got {self.actions.shape}",
-        )
-
-    def row_times(self, step: float) -> np.ndarray:
-        return self.stamp + step * np.arange(self.actions.shape[0])
-
-    def at(self, t: float, step: float) -> np.ndarray | None:
-        """The chunk's action for time t (linear between rows); None outside [stamp, last row]."""
-        position = (t - self.stamp) / step
-        if position < 0 or position > self.actions.shape[0] - 1 + 1e-9:
-            return None
-        return interpolate_rows(self.actions, position)
 
 
 @dataclass(frozen=True)
@@ -237,34 +221,33 @@ def evaluate(
     labels = [r.label for r in references]
     _require(len(set(labels)) == len(labels), f"reference labels must be unique, got {labels}")
     width = len(settings.action_names)
-    for chunk in chunks:
-        _require(
-            chunk.actions.ndim == 2 and chunk.actions.shape[1] == width,
-            f"chunk actions must be [horizon, {width}], got {chunk.actions.shape}",
-        )
-    errors = {r.label: np.stack([chunk_errors(c, r, settings) for c in chunks]) for r in references}
-    jumps, jump_chunks, skipped = handover_jumps(chunks, settings.step)
+    for predicted in chunks:
+        shape = predicted.chunk.actions.shape
+        _require(shape[1] == width, f"chunk actions must be [horizon, {width}], got {shape}")
+        _require(predicted.chunk.step == settings.step, f"chunk step {predicted.chunk.step} is not {settings.step}")
+    errors = {r.label: np.stack([chunk_errors(c.chunk, r, settings) for c in chunks]) for r in references}
+    jumps, jump_chunks, skipped = handover_jumps(chunks)
     return Evaluation(settings, tuple(chunks), tuple(references), errors, jumps, jump_chunks, skipped)
 
 
-def chunk_errors(chunk: PredictedChunk, reference: Reference, settings: EvaluationSettings) -> np.ndarray:
+def chunk_errors(chunk: TimedChunk, reference: Reference, settings: EvaluationSettings) -> np.ndarray:
     """[horizon, action_dim] prediction minus reference at every row's time."""
-    recorded = reference.sample(settings.action_names, chunk.row_times(settings.step), settings.max_reference_gap)
+    recorded = reference.sample(settings.action_names, chunk.row_times(), settings.max_reference_gap)
     return chunk.actions - recorded
 
 
-def handover_jumps(chunks: Sequence[PredictedChunk], step: float) -> tuple[np.ndarray, tuple[int, ...], int]:
+def handover_jumps(chunks: Sequence[PredictedChunk]) -> tuple[np.ndarray, tuple[int, ...], int]:
     """(|jump| per hand-over and action [n, dim], index of each new chunk, hand-overs without overlap)."""
     jumps, indices, skipped = [], [], 0
     for index in range(1, len(chunks)):
-        previous, current = chunks[index - 1], chunks[index]
-        planned = previous.at(current.stamp, step)
+        previous, current = chunks[index - 1].chunk, chunks[index].chunk
+        planned = previous.sample(current.stamp)
         if planned is None:
             skipped += 1
             continue
         jumps.append(np.abs(current.actions[0] - planned))
         indices.append(index)
-    width = chunks[0].actions.shape[1] if chunks else 0
+    width = chunks[0].chunk.actions.shape[1] if chunks else 0
     return (np.array(jumps) if jumps else np.empty((0, width))), tuple(indices), skipped
 
 
@@ -311,7 +294,7 @@ def report(evaluation: Evaluation, run: RunInfo) -> dict[str, Any]:
         "model": {"checkpoint": run.checkpoint, "device": run.device, "dtype": run.dtype, "seed": run.seed},
         "action_names": list(settings.action_names),
         "step_s": settings.step,
-        "horizon": int(evaluation.chunks[0].actions.shape[0]),
+        "horizon": int(evaluation.chunks[0].chunk.actions.shape[0]),
         "instructions": list(dict.fromkeys(c.instruction for c in evaluation.chunks)),
         "selection": {
             "every": run.selection.every,
@@ -419,7 +402,7 @@ def _chunk_rows(evaluation: Evaluation) -> list[dict[str, Any]]:
     for index, chunk in enumerate(evaluation.chunks):
         row: dict[str, Any] = {
             "index": index,
-            "stamp_s": chunk.stamp,
+            "stamp_s": chunk.chunk.stamp,
             "inference_ms": chunk.inference_ms,
             "instruction": instructions.index(chunk.instruction),
         }
@@ -467,7 +450,7 @@ def _joints_figure(evaluation: Evaluation) -> Figure:
     figure.subplots_adjust(left=0.06, right=0.98, top=1 - 0.35 / height, bottom=0.75 / height, hspace=0.45, wspace=0.15)
     axes = figure.subplots(rows, columns, squeeze=False, sharex=True).ravel()
     plotted = evaluation.chunks[:: max(1, math.ceil(len(evaluation.chunks) / _MAX_PLOTTED_CHUNKS))]
-    t0 = evaluation.chunks[0].stamp
+    t0 = evaluation.chunks[0].chunk.stamp
     for j, (axis, name) in enumerate(zip(axes, names)):
         for reference, style in zip(evaluation.references, ("-", "--")):
             series = reference.series.get(name)
@@ -480,7 +463,7 @@ def _joints_figure(evaluation: Evaluation) -> Figure:
                     linewidth=1.0,
                     label=f"recorded {reference.label}",
                 )
-        lines = [np.column_stack((c.row_times(settings.step) - t0, c.actions[:, j])) for c in plotted]
+        lines = [np.column_stack((c.chunk.row_times() - t0, c.chunk.actions[:, j])) for c in plotted]
         axis.add_collection(
             LineCollection(lines, colors="tab:orange", linewidths=0.8, alpha=0.5, label="predicted chunks")
         )
@@ -497,7 +480,7 @@ def _horizon_figure(evaluation: Evaluation) -> Figure:
     figure = Figure(figsize=(7, 4))
     figure.subplots_adjust(left=0.12, right=0.97, top=0.92, bottom=0.13)
     axis = figure.subplots()
-    times = np.arange(evaluation.chunks[0].actions.shape[0]) * evaluation.settings.step
+    times = evaluation.chunks[0].chunk.row_times() - evaluation.chunks[0].chunk.stamp
     for label, errors in evaluation.errors.items():
         stats = [_error_stats(errors[:, k, :]) for k in range(errors.shape[1])]
         mae = np.array([np.nan if s["mae"] is None else s["mae"] for s in stats])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,12 @@ class TimedChunk:
             raise ValueError(f"chunk actions must be [horizon>=1, dims], got shape {self.actions.shape}")
         if not self.step > 0:
             raise ValueError(f"chunk step must be positive, got {self.step}")
+        if not math.isfinite(self.stamp):
+            raise ValueError(f"chunk stamp must be finite, got {self.stamp}")
+
+    def row_times(self) -> np.ndarray:
+        """float64 [horizon]: the time each row is for, s."""
+        return self.stamp + self.step * np.arange(self.actions.shape[0])
 
     @property
     def end(self) -> float:

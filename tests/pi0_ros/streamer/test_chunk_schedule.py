@@ -21,6 +21,16 @@ def test_sample_interpolates_between_rows_and_ends_after_last_row():
     assert chunk.sample(9.99)[0] == pytest.approx(0.0), "times before the observation use row 0"
 
 
+def test_row_times_and_validation():
+    np.testing.assert_allclose(ramp_chunk(1, stamp=10.0, start=0.0, horizon=3).row_times(), [10.0, 10.02, 10.04])
+    with pytest.raises(ValueError, match="horizon>=1"):
+        TimedChunk("g", 1, 0.0, STEP, np.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        TimedChunk("g", 1, float("nan"), STEP, np.zeros((3, 1)))
+    with pytest.raises(ValueError, match="positive"):
+        TimedChunk("g", 1, 0.0, 0.0, np.zeros((3, 1)))
+
+
 def test_splice_switches_at_once_skipping_rows_that_passed_during_inference():
     scheduler = ChunkScheduler(Handover.SPLICE)
     scheduler.offer(ramp_chunk(1, stamp=0.0, start=0.0), now=0.05)
