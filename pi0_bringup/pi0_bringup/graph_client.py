@@ -26,7 +26,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from rclpy.signals import SignalHandlerOptions
 
-from pi0_bringup.supervisor import GraphProcesses
+from pi0_bringup.supervisor import GraphProcesses, wait_until
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import PolicyStatus, StreamerStatus
 from pi0_ros.core.robot_description import ControllerSpec, RobotDescription
@@ -199,18 +199,10 @@ class GraphClient:
     def wait_until(
         self, predicate: Callable[[], T], timeout: float, what: str, processes: GraphProcesses | None = None
     ) -> T:
-        """Polls `predicate` until it returns a truthy value, which it returns. Raises GraphClientError
-        on timeout, and ProcessExitedError (with the node's last output) when a node of `processes` ends."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if processes is not None:
-                processes.check_running()
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise GraphClientError(f"timed out after {timeout:.0f} s waiting for {what}")
-            time.sleep(POLL_S)
+        """`wait_until` raising GraphClientError; a node of `processes` that ends stops the wait with
+        ProcessExitedError and the node's last output."""
+        check = None if processes is None else processes.check_running
+        return wait_until(predicate, timeout, what, check, poll=POLL_S, error=GraphClientError)
 
     def wait_until_ready(
         self,

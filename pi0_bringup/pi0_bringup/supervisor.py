@@ -25,13 +25,38 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import yaml
 
 from pi0_bringup.graph import NodeSpec
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    check: Callable[[], None] | None = None,
+    poll: float = 0.02,
+    error: type[Exception] = TimeoutError,
+) -> T:
+    """Polls `predicate` until it returns a truthy value, which it returns; raises `error` naming `what`
+    after `timeout` s. `check` runs before each poll and raises to end the wait early (a node exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check is not None:
+            check()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise error(f"timed out after {timeout:.1f} s waiting for {what}")
+        time.sleep(poll)
+
 
 # Runs in the child before its command: PR_SET_PDEATHSIG (which survives exec), so that the
 # child dies with a supervisor killed without clean-up. The ppid check closes the race of a

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import numpy as np
@@ -20,7 +19,7 @@ from pi0_bringup.graph import NodeSpec
 from pi0_bringup.graph_client import GraphClient
 from pi0_bringup.robots import load_robot
 from pi0_bringup.run import run_until_stopped
-from pi0_bringup.supervisor import GraphProcesses
+from pi0_bringup.supervisor import GraphProcesses, wait_until
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import StreamerStatus
 from support.robots import ROBOT_NAMES
@@ -119,10 +118,12 @@ def test_the_runner_fails_when_a_node_does_not_stop_cleanly(tmp_path):
     specs = [NodeSpec("stub", "stub", "stub_node", name, {}) for name in ("clean", "unclean")]
     stop = threading.Event()
     with GraphProcesses(specs, env={**os.environ, "PYTHONPATH": str(tmp_path)}) as graph:
-        deadline = time.monotonic() + 30.0
-        while not all((tmp_path / f"{n}.ready").exists() for n in ("clean", "unclean")):
-            assert time.monotonic() < deadline and graph.exited() is None, "the stub nodes did not start"
-            time.sleep(0.05)
+        wait_until(
+            lambda: all((tmp_path / f"{n}.ready").exists() for n in ("clean", "unclean")),
+            30.0,
+            "the stub nodes to start",
+            graph.check_running,
+        )
         stop.set()
         assert run_until_stopped(graph, stop) == 1
         assert {name: p.returncode for name, p in graph.processes.items()} == {"clean": 0, "unclean": 3}

@@ -24,7 +24,7 @@ from pi0_ros.core.robot_description import load_robot_description
 from pi0_ros.ros.conversions import qos_profile, seconds_to_stamp
 from pi0_ros.ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb
 from pi0_ros.ros.parameters import ParameterError
-from support.node_process import assert_clean_prompt_exit, stop_like_launch
+from support.node_process import assert_clean_prompt_exit, start_node, stop_like_launch
 from support.robots import robot_yaml
 
 pytestmark = pytest.mark.ros
@@ -262,23 +262,9 @@ def test_process_exits_cleanly_and_at_once_on_ctrl_c_under_launch(ros_graph):
     # the process (exit -2) in 8 of 19 runs, hence several runs.
     _, recorder = observe(ros_graph, "aloha", raw_images=False)
     for first in (signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pi0_bringup.sim_robot_node",
-                "--ros-args",
-                "-p",
-                f"robot_description:={robot_yaml('aloha')}",
-                "-p",
-                "image_width:=32",
-                "-p",
-                "image_height:=24",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=dict(os.environ),
+        process = start_node(
+            "pi0_bringup.sim_robot_node",
+            {"robot_description": robot_yaml("aloha"), "image_width": 32, "image_height": 24},
         )
         started = time.monotonic()
         ros_graph.wait_for(

@@ -4,12 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from pi0_bringup.graph import NodeSpec
-from pi0_bringup.supervisor import GraphProcesses, NodeProcess, ProcessExitedError, stop_processes
+from pi0_bringup.supervisor import GraphProcesses, NodeProcess, ProcessExitedError, stop_processes, wait_until
 
 STUBBORN = (
     "import signal, sys, time\n"
@@ -20,19 +19,9 @@ STUBBORN = (
 )
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_stop_processes_escalates_to_sigkill(tmp_path):
     child = NodeProcess("stubborn", [sys.executable, "-c", STUBBORN], os.environ, tmp_path)
-    wait_for(lambda: "ready" in child.stdout_text(), what="the child to start")
+    wait_until(lambda: "ready" in child.stdout_text(), 30.0, "the child to start")
     stop_processes([child], sequence=((signal.SIGINT, 0.2), (signal.SIGTERM, 0.2), (signal.SIGKILL, 5.0)))
     assert not child.running
     assert child.returncode == -signal.SIGKILL
@@ -75,11 +64,11 @@ def test_children_die_with_a_supervisor_killed_without_clean_up():
     supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR], stdout=subprocess.PIPE, text=True)
     try:
         child = int(supervisor.stdout.readline())
-        wait_for(lambda: _cmdline(child).endswith("time.sleep(120)"), what="the child to exec its command")
+        wait_until(lambda: _cmdline(child).endswith("time.sleep(120)"), 30.0, "the child to exec its command")
     finally:
         supervisor.kill()
         supervisor.wait()
-    wait_for(lambda: not _alive(child), what="the child to die with its supervisor")
+    wait_until(lambda: not _alive(child), 30.0, "the child to die with its supervisor")
 
 
 def _cmdline(pid: int) -> str:
@@ -118,11 +107,11 @@ def test_graph_processes_log_per_node_and_a_restart_appends(tmp_path):
     specs = [NodeSpec("stub", "stub", "stub_node", "flaky", {})]
     logs = tmp_path / "logs"
     with GraphProcesses(specs, log_dir=logs, env={**os.environ, "PYTHONPATH": str(tmp_path)}) as graph:
-        assert wait_for(graph.exited, what="the first process to crash") == ("flaky", 5)
+        assert wait_until(graph.exited, 30.0, "the first process to crash") == ("flaky", 5)
         with pytest.raises(ProcessExitedError, match="flaky exited early with code 5"):
             graph.check_running()
         graph.restart("flaky")
-        wait_for(lambda: (logs / "flaky.log").read_text().count("started flaky") == 2, what="the restart")
+        wait_until(lambda: (logs / "flaky.log").read_text().count("started flaky") == 2, 30.0, "the restart")
         assert graph.exited() is None
     assert graph.processes["flaky"].returncode == 0
 

@@ -50,7 +50,7 @@ from pi0_ros.ros.conversions import duration_to_seconds, qos_profile, stamp_to_s
 from pi0_ros.ros.image_conversion import image_msg_to_rgb
 from pi0_ros.streamer.node import CommandStreamerNode
 from support.robots import robot_yaml
-from support.ros_graph import RosGraph
+from support.ros_graph import RosGraph, spin_until
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "golden_replay.json"
 REGENERATE = "scripts/with_env.sh python tests/replay/regenerate_golden.py"
@@ -114,22 +114,20 @@ def record_sim_bag(path: Path, seconds: float = RECORD_SECONDS) -> None:
         nodes.append(recorder)
         for node in nodes:
             executor.add_node(node)
-        _spin_until(executor, lambda: all(recorder.message_counts().get(f"/{t}", 0) > 0 for t in topics), 10.0)
+        spin_until(
+            executor,
+            lambda: all(recorder.message_counts().get(f"/{t}", 0) > 0 for t in topics),
+            10.0,
+            "the simulated robot's topics to be recorded",
+        )
         started = time.monotonic()
-        _spin_until(executor, lambda: time.monotonic() - started >= seconds, seconds + 1.0)
+        spin_until(executor, lambda: time.monotonic() - started >= seconds, seconds + 1.0, "the recording time")
         recorder.close()
     finally:
         executor.shutdown()
         for node in nodes:
             node.destroy_node()
         rclpy.shutdown(context=context)
-
-
-def _spin_until(executor: SingleThreadedExecutor, condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the simulated robot's topics were not recorded in time"
-        executor.spin_once(timeout_sec=0.01)
 
 
 @dataclass(frozen=True)

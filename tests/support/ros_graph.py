@@ -8,13 +8,14 @@ allows: nodes sharing one executor delay each other's timers.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+
+from pi0_bringup.supervisor import wait_until
 
 T = TypeVar("T")
 
@@ -56,13 +57,7 @@ class RosGraph:
 
     def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
         """Polls `predicate` until it returns a truthy value; fails with `what` on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.01)
-        raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
+        return wait_until(predicate, timeout, what, poll=0.01)
 
     def shutdown(self) -> None:
         for _, executor, thread in self._spinning:
@@ -72,3 +67,15 @@ class RosGraph:
             node.destroy_node()
         if self.context.ok():
             rclpy.shutdown(context=self.context)
+
+
+def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Spins `executor` on this thread until `predicate` holds; raises TimeoutError naming `what`."""
+
+    def spun() -> bool:
+        if predicate():
+            return True
+        executor.spin_once(timeout_sec=0.01)
+        return False
+
+    wait_until(spun, timeout, what, poll=0.0)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from pi0_bringup.supervisor import wait_until
 from pi0_model.interface import Inference, InferenceTiming
 from pi0_ros.policy.goal_session import EndReason, GoalSession
 from pi0_ros.policy.inference_worker import InferenceWorker, WorkerConfig
@@ -59,15 +60,6 @@ def constant_model(value=0.5, delay=0.005):
     return infer
 
 
-def wait(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
-
-
 def test_publishes_chunks_stamped_with_their_observation_until_the_chunk_limit():
     worker, published, _ = make_worker(constant_model())
     session = GoalSession("goal", "fold", started=time.monotonic(), max_chunks=3)
@@ -105,7 +97,7 @@ def test_stale_observations_end_the_goal():
     worker, published, camera = make_worker(constant_model(), stale_timeout=0.1)
     session = GoalSession("goal", "fold", started=time.monotonic())
     worker.serve(session)
-    assert wait(lambda: len(published) >= 2)
+    wait_until(lambda: len(published) >= 2, 5.0, "two chunks", poll=0.005)
     camera.stopped = True
     assert session.ended.wait(5.0)
     worker.stop()
@@ -125,7 +117,7 @@ def test_a_chunk_finished_after_preemption_is_dropped_and_the_new_goal_is_served
     worker, published, _ = make_worker(slow)
     first = GoalSession("a", "first", started=time.monotonic())
     worker.serve(first)
-    assert wait(lambda: calls == ["first"])
+    wait_until(lambda: calls == ["first"], 5.0, "the first inference", poll=0.005)
     first.stop(EndReason.PREEMPTED, "preempted")
     second = GoalSession("b", "second", started=time.monotonic(), max_chunks=2)
     worker.serve(second)
@@ -190,7 +182,7 @@ def test_a_waiting_worker_is_woken_by_a_new_camera_frame_not_by_polling():
     assert not published
     frames.append(Obs(time.monotonic()))
     worker.notify_observation()
-    assert wait(lambda: published, timeout=10.0), "the new frame did not wake the worker"
+    wait_until(lambda: published, 10.0, "the new frame to wake the worker", poll=0.005)
     session.stop(EndReason.CANCELED, "done")
     worker.notify_observation()
     worker.stop()

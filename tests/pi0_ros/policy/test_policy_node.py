@@ -23,6 +23,7 @@ from pi0_ros.policy.observation_sync import SyncStatus
 from pi0_ros.ros.conversions import action_service_qos, qos_profile, stamp_to_seconds
 from support.fake_sensors import FakeSensors
 from support.robots import robot_yaml
+from support.ros_graph import spin_until
 
 pytestmark = pytest.mark.ros
 Result = ExecuteInstruction.Result
@@ -89,15 +90,28 @@ class Harness:
 
 
 @pytest.fixture
-def harness(ros_graph):
+def active_policy(ros_graph):
+    """Makes a configured, active policy node with its test peer: `active_policy(sensors=..., **parameters)`."""
+    made = []
+
+    def make(sensors=True, **params):
+        policy = make_policy_node(ros_graph, **params)
+        assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        made.append(Harness(ros_graph, policy, sensors=sensors))
+        return made[-1]
+
+    yield make
+    for harness in made:
+        harness.client.destroy()
+
+
+@pytest.fixture
+def harness(active_policy):
     # A goal waiting for observations (test_stale_observations_abort_the_goal) must not give up on a loaded machine.
-    policy = make_policy_node(ros_graph, goal_start_timeout_s=60.0)
-    assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    harness = Harness(ros_graph, policy)
+    harness = active_policy(goal_start_timeout_s=60.0)
     harness.wait_ready()
-    yield harness
-    harness.client.destroy()
+    return harness
 
 
 def test_goal_runs_to_its_chunk_limit_with_feedback_and_stamped_chunks(harness):
@@ -312,11 +326,9 @@ def test_cli_cancels_on_ctrl_c(harness, first):
     assert time.monotonic() - signalled < 5.0, "the CLI did not exit promptly"
 
 
-def test_a_goal_sent_right_after_activation_waits_for_the_streamer_and_observations(ros_graph):
-    policy = make_policy_node(ros_graph, require_streamer=True, goal_start_timeout_s=120.0)
-    harness = Harness(ros_graph, policy, sensors=False)  # no camera, joint state or streamer yet
-    assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
+def test_a_goal_sent_right_after_activation_waits_for_the_streamer_and_observations(active_policy):
+    # No camera, joint state or streamer yet.
+    harness = active_policy(sensors=False, require_streamer=True, goal_start_timeout_s=120.0)
     feedback = []
     handle = harness.send(max_chunks=2, feedback=lambda m: feedback.append(m.feedback))
     assert handle.accepted
@@ -334,14 +346,10 @@ def test_a_goal_sent_right_after_activation_waits_for_the_streamer_and_observati
     response = harness.result(handle, timeout=120.0)
     assert response.result.end_reason == Result.END_REASON_CHUNK_LIMIT_REACHED, response.result.message
     assert {c.goal_id for c in harness.chunks} == {bytes(handle.goal_id.uuid).hex()}
-    harness.client.destroy()
 
 
-def test_a_goal_that_cannot_start_in_time_aborts_with_the_reason(ros_graph):
-    policy = make_policy_node(ros_graph, require_streamer=True, goal_start_timeout_s=1.0)
-    assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    harness = Harness(ros_graph, policy)
+def test_a_goal_that_cannot_start_in_time_aborts_with_the_reason(active_policy):
+    harness = active_policy(require_streamer=True, goal_start_timeout_s=1.0)
     harness.wait_ready()  # observations flow; no command streamer ever comes
     handle = harness.send()
     assert handle.accepted
@@ -358,14 +366,10 @@ def test_a_goal_that_cannot_start_in_time_aborts_with_the_reason(ros_graph):
     )
     assert status.message.startswith("last goal ended (not_ready): not ready within goal_start_timeout_s")
     assert not any(s.goal_active for s in harness.statuses)
-    harness.client.destroy()
 
 
-def test_a_goal_waits_while_the_streamer_says_it_is_not_ready(ros_graph):
-    policy = make_policy_node(ros_graph, require_streamer=True, goal_start_timeout_s=60.0)
-    assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    harness = Harness(ros_graph, policy)
+def test_a_goal_waits_while_the_streamer_says_it_is_not_ready(active_policy):
+    harness = active_policy(require_streamer=True, goal_start_timeout_s=60.0)
     reason = ["it hears no policy_status (DDS discovery may still be under way)"]
     publisher = harness.peer.create_publisher(StreamerStatus, "streamer_status", qos_profile("reliable", 10))
     harness.peer.create_timer(0.1, lambda: publisher.publish(StreamerStatus(not_ready_reason=reason[0])))
@@ -381,14 +385,10 @@ def test_a_goal_waits_while_the_streamer_says_it_is_not_ready(ros_graph):
     reason[0] = ""
     response = harness.result(handle, timeout=60.0)
     assert response.result.end_reason == Result.END_REASON_CHUNK_LIMIT_REACHED, response.result.message
-    harness.client.destroy()
 
 
-def test_a_goal_whose_streamer_is_lost_aborts_and_clears_goal_active(ros_graph):
-    policy = make_policy_node(ros_graph, require_streamer=True, goal_start_timeout_s=60.0)
-    assert policy.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert policy.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    harness = Harness(ros_graph, policy)
+def test_a_goal_whose_streamer_is_lost_aborts_and_clears_goal_active(active_policy):
+    harness = active_policy(require_streamer=True, goal_start_timeout_s=60.0)
     streamer = harness.start_streamer_status()
     harness.wait_ready()
     handle = harness.send()
@@ -399,7 +399,6 @@ def test_a_goal_whose_streamer_is_lost_aborts_and_clears_goal_active(ros_graph):
     assert response.result.end_reason == Result.END_REASON_STREAMER_LOST
     assert "command streamer was lost" in response.result.message
     harness.graph.wait_for(lambda: not harness.last_status().goal_active, what="goal_active cleared")
-    harness.client.destroy()
 
 
 class BurstClients:
@@ -417,17 +416,13 @@ class BurstClients:
         ]
 
     def spin_until(self, predicate, timeout, what):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-            self.executor.spin_once(timeout_sec=0.01)
+        spin_until(self.executor, predicate, timeout, what)
 
     def wait_all(self, futures, what, timeout=120.0):
         """Spins until every future is done; the failure says how many were."""
         try:
             self.spin_until(lambda: all(f.done() for f in futures), timeout, what)
-        except AssertionError as exc:
+        except TimeoutError as exc:
             raise AssertionError(f"{exc}: {sum(f.done() for f in futures)} of {len(futures)} done") from None
         return [f.result() for f in futures]
 

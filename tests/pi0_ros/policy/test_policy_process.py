@@ -3,7 +3,6 @@ with the running goal ended first."""
 
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -17,33 +16,22 @@ from pi0_msgs.msg import ActionChunk, PolicyStatus
 from pi0_ros.core.robot_description import load_robot_description
 from pi0_ros.ros.conversions import action_service_qos, qos_profile
 from support.fake_sensors import FakeSensors
-from support.node_process import EXIT_LIMIT_S, assert_clean_prompt_exit, stop_like_launch
+from support.node_process import EXIT_LIMIT_S, assert_clean_prompt_exit, start_node, stop_like_launch
 from support.robots import robot_yaml
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 def start_policy() -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pi0_ros.policy.node",
-            "--ros-args",
-            "-p",
-            f"robot_description:={robot_yaml('aloha')}",
-            "-p",
-            "autostart:=true",
-            "-p",
-            "require_streamer:=false",
-            "-p",
-            "warmup_iterations:=1",
-            "-p",
-            "torch_threads:=1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return start_node(
+        "pi0_ros.policy.node",
+        {
+            "robot_description": robot_yaml("aloha"),
+            "autostart": True,
+            "require_streamer": False,
+            "warmup_iterations": 1,
+            "torch_threads": 1,
+        },
     )
 
 
@@ -90,7 +78,7 @@ def send_goal(ros_graph, client, patience: float = 60.0):
         future = client.send_goal_async(ExecuteInstruction.Goal(instruction="wipe the table"))
         try:
             return ros_graph.wait_for(lambda: future.done() and future.result(), timeout=5.0, what="goal response")
-        except AssertionError:
+        except TimeoutError:
             if time.monotonic() > deadline:
                 raise
 

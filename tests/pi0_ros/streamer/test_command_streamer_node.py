@@ -17,7 +17,7 @@ from trajectory_msgs.msg import JointTrajectory
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.core.robot_description import load_robot_description
 from pi0_ros.ros.conversions import qos_profile, seconds_to_stamp
-from support.node_process import assert_clean_prompt_exit, stop_like_launch
+from support.node_process import assert_clean_prompt_exit, start_node, stop_like_launch
 from support.robots import robot_yaml
 
 pytestmark = pytest.mark.ros
@@ -55,20 +55,8 @@ class Recorder:
 
 
 def start_streamer():
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pi0_ros.streamer.node",
-            "--ros-args",
-            "-p",
-            f"robot_description:={robot_yaml('mobile_aloha')}",
-            "-p",
-            "hold_duration_s:=0.3",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    return start_node(
+        "pi0_ros.streamer.node", {"robot_description": robot_yaml("mobile_aloha"), "hold_duration_s": 0.3}
     )
 
 
@@ -254,21 +242,7 @@ def test_parameters_come_from_a_yaml_file_and_bad_values_are_refused_clearly(tmp
     description = load_robot_description(robot_yaml("ur5e"))
     tuning = tmp_path / "ur5e_tuning.yaml"
     tuning.write_text("/**/pi0_command_streamer:\n  ros__parameters:\n    trajectory_lookahead_points: 2\n")
-    streamer = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pi0_ros.streamer.node",
-            "--ros-args",
-            "--params-file",
-            str(tuning),
-            "-p",
-            f"robot_description:={robot_yaml('ur5e')}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    streamer = start_node("pi0_ros.streamer.node", {"robot_description": robot_yaml("ur5e")}, params_file=tuning)
     try:
         peer = ros_graph.node("yaml_peer")
         trajectories = []
