@@ -43,6 +43,8 @@ class TimedChunk:
     stamp: float  # time of row 0, s (the observation time)
     step: float  # seconds between rows
     actions: np.ndarray  # [horizon, dims], in the streamer's action order
+    # Leading rows that real-time chunking froze to the previous chunk; 0 when the chunk was not guided.
+    frozen_steps: int = 0
 
     def __post_init__(self) -> None:
         if self.actions.ndim != 2 or self.actions.shape[0] < 1:
@@ -51,6 +53,8 @@ class TimedChunk:
             raise ValueError(f"chunk step must be positive, got {self.step}")
         if not math.isfinite(self.stamp):
             raise ValueError(f"chunk stamp must be finite, got {self.stamp}")
+        if not 0 <= self.frozen_steps <= self.actions.shape[0]:
+            raise ValueError(f"frozen_steps {self.frozen_steps} is outside [0, horizon {self.actions.shape[0]}]")
 
     def row_times(self) -> np.ndarray:
         """float64 [horizon]: the time each row is for, s."""

@@ -35,7 +35,6 @@ class ChunkRecord:
 @dataclass(frozen=True)
 class WorkerConfig:
     action_step: float  # s between chunk rows
-    horizon: int
     stale_timeout: float  # end the goal when no new observation arrives for this long
     real_time_chunking: bool
     initial_latency: float  # s, latency estimate before the first chunk (from warm-up)
@@ -43,7 +42,7 @@ class WorkerConfig:
     idle_wait: float = 0.05
 
     def __post_init__(self) -> None:
-        if not (self.action_step > 0 and self.horizon >= 1 and self.stale_timeout > 0 and self.initial_latency >= 0):
+        if not (self.action_step > 0 and self.stale_timeout > 0 and self.initial_latency >= 0):
             raise ValueError(f"invalid inference worker settings: {self}")
 
 
@@ -141,9 +140,7 @@ class InferenceWorker:
         """Runs the model; None when the goal ended meanwhile or the model failed (goal stopped)."""
         guidance = None
         if self.config.real_time_chunking:
-            guidance = plan_rtc(
-                previous, observation.stamp, self.config.action_step, self.config.horizon, expected_latency
-            )
+            guidance = plan_rtc(previous, observation.stamp, self.config.action_step, expected_latency)
         try:
             output = self._infer(observation, session.instruction, guidance)
         except Exception as exc:  # noqa: BLE001 - any model failure must end the goal, not the thread
@@ -155,5 +152,12 @@ class InferenceWorker:
         if not session.active or self._session is not session:
             return None
         self._sequence += 1
-        chunk = TimedChunk(session.goal_id, self._sequence, observation.stamp, self.config.action_step, output.actions)
+        chunk = TimedChunk(
+            session.goal_id,
+            self._sequence,
+            observation.stamp,
+            self.config.action_step,
+            output.actions,
+            output.frozen_steps,
+        )
         return ChunkRecord(chunk, output, self._clock() - observation.stamp)

@@ -216,7 +216,7 @@ class PolicyNode(LifecycleNode):
             StreamerStatus, "streamer_status", self._on_streamer_status, qos_profile("reliable", 10)
         )
         self._worker = InferenceWorker(
-            params.worker_config(description.action_period, self._policy.horizon, warmup_latency),
+            params.worker_config(description.action_period, warmup_latency),
             clock=self._now,
             next_observation=self._next_observation,
             infer=self._infer,
@@ -509,7 +509,6 @@ class PolicyNode(LifecycleNode):
                 self._description.policy.actions,
                 frame_id=self._description.name,
                 inference_latency_ms=record.latency * 1e3,
-                frozen_actions=record.inference.frozen_steps,
             )
         )
         self._inference_times.record(time.monotonic())

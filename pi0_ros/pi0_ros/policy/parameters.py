@@ -124,10 +124,9 @@ class PolicyParameters:
             joint_state_qos=QosSettings(self.joint_state_qos_reliability, self.joint_state_qos_depth),
         )
 
-    def worker_config(self, action_step: float, horizon: int, initial_latency: float) -> WorkerConfig:
+    def worker_config(self, action_step: float, initial_latency: float) -> WorkerConfig:
         return WorkerConfig(
             action_step=action_step,
-            horizon=horizon,
             stale_timeout=self.stale_observation_timeout_s,
             real_time_chunking=self.real_time_chunking,
             initial_latency=initial_latency,

@@ -19,16 +19,16 @@ from pi0_ros.core.chunk import TimedChunk
 
 
 def plan_rtc(
-    previous: TimedChunk | None, observation_time: float, step: float, horizon: int, expected_latency: float
+    previous: TimedChunk | None, observation_time: float, step: float, expected_latency: float
 ) -> RtcGuidance | None:
-    """The guidance for a chunk observed at `observation_time`, or None without a usable previous chunk."""
-    if previous is None:
+    """The guidance for a chunk observed at `observation_time`, or None without a usable previous chunk.
+
+    The previous chunk's remaining rows are at most a horizon: it began no later than this observation.
+    """
+    if previous is None or observation_time < previous.stamp:
         return None
-    rows = []
-    for k in range(horizon):
-        action = previous.sample(observation_time + k * step)
-        if action is None:
-            break
+    rows: list[np.ndarray] = []
+    while (action := previous.sample(observation_time + len(rows) * step)) is not None:
         rows.append(action)
     if not rows:
         return None

@@ -1,8 +1,8 @@
 """pi0_msgs/ActionChunk <-> TimedChunk: where a chunk crosses the wire, and the one gate a received chunk passes.
 
 A received chunk is validated here once (names cover the robot's actions, rows are complete, every value is
-finite, the step is positive) and reordered into the receiver's action order; past this gate the streamer
-trusts it.
+finite, the step is positive, the frozen rows are rows) and reordered into the receiver's action order; past
+this gate the streamer trusts it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ class ChunkRefusedError(ValueError):
     """A received ActionChunk that cannot be executed; the message says why."""
 
 
-def chunk_message(
-    chunk: TimedChunk, names: Sequence[str], frame_id: str, inference_latency_ms: float, frozen_actions: int
-) -> ActionChunk:
+def chunk_message(chunk: TimedChunk, names: Sequence[str], frame_id: str, inference_latency_ms: float) -> ActionChunk:
     """The message of `chunk`, whose action columns are `names`; stamped with its observation time."""
     message = ActionChunk(
         goal_id=chunk.goal_id,
@@ -32,7 +30,7 @@ def chunk_message(
         horizon=chunk.actions.shape[0],
         actions=chunk.actions.astype(np.float64).ravel().tolist(),
         inference_latency_ms=inference_latency_ms,
-        frozen_actions=frozen_actions,
+        frozen_actions=chunk.frozen_steps,
     )
     message.header.stamp = seconds_to_stamp(chunk.stamp)
     message.header.frame_id = frame_id
@@ -60,6 +58,7 @@ def received_chunk(message: ActionChunk, action_names: Sequence[str]) -> TimedCh
             stamp_to_seconds(message.header.stamp),
             duration_to_seconds(message.step_period),
             table[:, [names.index(n) for n in action_names]],
+            message.frozen_actions,
         )
-    except ValueError as exc:  # no rows, or a step that is not positive
+    except ValueError as exc:  # no rows, a step that is not positive, more frozen rows than rows
         raise ChunkRefusedError(f"chunk {message.sequence} refused: {exc}") from None

@@ -14,7 +14,10 @@ tick time and decides when a newer chunk takes over. Hand-over strategies:
               chunk over ``blend_duration`` seconds.
 - ``rtc``:    real-time chunking: the policy already froze the actions that
               execute during inference and guided the rest toward the old
-              chunk, so the streamer splices.
+              chunk, so the streamer splices. A chunk that replaces a running
+              one without that guidance (a policy server without real-time
+              chunking, a guidance the model could not apply) is blended in
+              instead, and so is any chunk while such a blend runs.
 """
 
 from __future__ import annotations
@@ -64,8 +67,8 @@ class ChunkScheduler:
     """Chooses the target action at each tick from the chunks offered so far."""
 
     def __init__(self, handover: Handover, blend_duration: float = DEFAULT_BLEND_DURATION_S) -> None:
-        if handover is Handover.BLEND and not blend_duration > 0:
-            raise ValueError("blend handover needs a positive blend_duration")
+        if handover in (Handover.BLEND, Handover.RTC) and not blend_duration > 0:
+            raise ValueError(f"the {handover.value} handover needs a positive blend_duration")
         self.handover = handover
         self.blend_duration = blend_duration
         self._current: TimedChunk | None = None
@@ -90,7 +93,9 @@ class ChunkScheduler:
             else:
                 self._pending = chunk
             return
-        if self.handover is Handover.BLEND:
+        if self.handover is Handover.BLEND or (
+            self.handover is Handover.RTC and (chunk.frozen_steps == 0 or self._blend is not None)
+        ):
             self._blend = self._blend_into(chunk, now)
         self._current = chunk
 

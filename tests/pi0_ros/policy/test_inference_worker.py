@@ -35,9 +35,7 @@ def make_worker(infer, camera=None, rtc=False, stale_timeout=0.3):
     camera = camera or Camera()
     published = []
     worker = InferenceWorker(
-        WorkerConfig(
-            action_step=0.02, horizon=10, stale_timeout=stale_timeout, real_time_chunking=rtc, initial_latency=0.05
-        ),
+        WorkerConfig(action_step=0.02, stale_timeout=stale_timeout, real_time_chunking=rtc, initial_latency=0.05),
         clock=time.monotonic,
         next_observation=camera.next,
         infer=infer,
@@ -143,9 +141,9 @@ def test_real_time_chunking_passes_the_previous_chunk_from_the_second_chunk_on()
     assert plans[1].frozen_steps >= 1 and plans[1].previous_actions.shape[1] == 2
 
 
-@pytest.mark.parametrize("field", [dict(action_step=0.0), dict(horizon=0), dict(stale_timeout=0.0)])
+@pytest.mark.parametrize("field", [dict(action_step=0.0), dict(initial_latency=-1.0), dict(stale_timeout=0.0)])
 def test_invalid_worker_config_is_refused(field):
-    settings = dict(action_step=0.02, horizon=50, stale_timeout=0.5, real_time_chunking=False, initial_latency=0.1)
+    settings = dict(action_step=0.02, stale_timeout=0.5, real_time_chunking=False, initial_latency=0.1)
     settings.update(field)
     with pytest.raises(ValueError):
         WorkerConfig(**settings)
@@ -164,7 +162,6 @@ def test_a_waiting_worker_is_woken_by_a_new_camera_frame_not_by_polling():
     worker = InferenceWorker(
         WorkerConfig(
             action_step=0.02,
-            horizon=10,
             stale_timeout=60.0,
             real_time_chunking=False,
             initial_latency=0.05,

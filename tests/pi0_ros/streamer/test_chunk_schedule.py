@@ -84,6 +84,21 @@ def test_a_chunk_arriving_mid_blend_fades_from_the_output_as_it_is():
     assert np.max(np.diff(outputs)) <= 2 * 1.0 * STEP / 0.2 + 1e-9
 
 
+def test_rtc_splices_guided_chunks_and_blends_one_without_guidance():
+    scheduler = ChunkScheduler(Handover.RTC, blend_duration=0.1)
+    scheduler.offer(TimedChunk("g", 1, 0.0, STEP, np.zeros((50, 1))), now=0.0)
+    scheduler.offer(TimedChunk("g", 2, 0.0, STEP, np.ones((50, 1)), frozen_steps=5), now=0.2)
+    assert scheduler.target(0.2).action[0] == pytest.approx(1.0), "a guided chunk is spliced in"
+    # A policy server without real-time chunking returns unguided chunks: cross-faded, no jump.
+    scheduler.offer(TimedChunk("g", 3, 0.0, STEP, np.full((50, 1), 3.0)), now=0.3)
+    assert scheduler.target(0.3).action[0] == pytest.approx(1.0)
+    assert scheduler.target(0.35).action[0] == pytest.approx(2.0)
+    # A guided chunk arriving during that fade continues from the output as it is.
+    scheduler.offer(TimedChunk("g", 4, 0.0, STEP, np.full((50, 1), 3.0), frozen_steps=5), now=0.36)
+    assert scheduler.target(0.36).action[0] == pytest.approx(2.2)
+    assert scheduler.target(0.5).action[0] == pytest.approx(3.0)
+
+
 def test_peek_does_not_change_state():
     scheduler = ChunkScheduler(Handover.WAIT)
     scheduler.offer(ramp_chunk(1, stamp=0.0, start=0.0, horizon=3), now=0.0)
