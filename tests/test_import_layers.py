@@ -22,6 +22,7 @@ PURE = (
     "pi0_ros.policy.inference_worker",
     "pi0_ros.policy.observation_sync",
     "pi0_ros.policy.rtc_planner",
+    "pi0_ros.policy.policy_backend",
     "pi0_ros.policy.model_adaptations",
     "pi0_ros.streamer.chunk_schedule",
     "pi0_ros.streamer.command_limits",

@@ -28,7 +28,8 @@ from pi0_ros.bag.definitions import DefinitionSource
 from pi0_ros.bag.evaluate import EvaluateConfig, Progress, evaluate_bag
 from pi0_ros.bag.evaluation import COMMANDS, JOINT_STATES, SCHEMA_VERSION, Selection
 from pi0_ros.core.robot_description import load_robot_description
-from pi0_ros.policy.model_loader import ModelSettings, load_policy
+from pi0_ros.policy.model_loader import load_policy
+from pi0_ros.policy.model_settings import ModelSettings
 
 SECOND = 1_000_000_000
 T0 = 1_700_000_000 * SECOND

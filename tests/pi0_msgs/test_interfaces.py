@@ -28,8 +28,9 @@ def test_generated_types_have_the_documented_fields_and_constants():
         result.END_REASON_NODE_INACTIVE,
         result.END_REASON_NOT_READY,
         result.END_REASON_STREAMER_LOST,
+        result.END_REASON_POLICY_SERVER_LOST,
     }
-    assert len(reasons) == 9 and result.END_REASON_UNKNOWN not in reasons
+    assert len(reasons) == 10 and result.END_REASON_UNKNOWN not in reasons
     feedback = ExecuteInstruction.Feedback
     phases = {feedback.PHASE_WAITING_FOR_OBSERVATION, feedback.PHASE_RUNNING, feedback.PHASE_WAITING_FOR_STREAMER}
     assert len(phases) == 3

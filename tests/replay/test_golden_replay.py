@@ -63,7 +63,7 @@ from trajectory_msgs.msg import JointTrajectory
 from pi0_msgs.action import ExecuteInstruction
 from pi0_ros.bag.evaluate import EvaluateConfig, evaluate_bag
 from pi0_ros.bag.evaluation import Selection
-from pi0_ros.policy.model_loader import ModelSettings
+from pi0_ros.policy.model_settings import ModelSettings
 from pi0_ros.ros.conversions import duration_to_seconds, stamp_to_seconds
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

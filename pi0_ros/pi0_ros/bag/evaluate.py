@@ -71,7 +71,8 @@ from pi0_ros.core.robot_description import (
     RobotDescription,
     load_robot_description,
 )
-from pi0_ros.policy.model_loader import ModelSettings, load_policy
+from pi0_ros.policy.model_loader import load_policy
+from pi0_ros.policy.model_settings import ModelSettings
 from pi0_ros.policy.observation_source import state_joint_topics
 from pi0_ros.policy.observation_sync import (
     ObservationSynchronizer,

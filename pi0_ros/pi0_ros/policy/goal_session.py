@@ -29,6 +29,7 @@ class EndReason(enum.IntEnum):
     NODE_INACTIVE = 7
     NOT_READY = 8
     STREAMER_LOST = 9
+    POLICY_SERVER_LOST = 10
 
     @property
     def succeeded(self) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 from pi0_model.interface import Inference, RtcGuidance
 from pi0_ros.core.chunk import TimedChunk
 from pi0_ros.policy.goal_session import EndReason, GoalSession
+from pi0_ros.policy.policy_backend import PolicyUnavailableError
 from pi0_ros.policy.rtc_planner import LatencyEstimate, plan_rtc
 
 
@@ -143,6 +144,9 @@ class InferenceWorker:
             guidance = plan_rtc(previous, observation.stamp, self.config.action_step, expected_latency)
         try:
             output = self._infer(observation, session.instruction, guidance)
+        except PolicyUnavailableError as exc:
+            session.stop(EndReason.POLICY_SERVER_LOST, str(exc))
+            return None
         except Exception as exc:  # noqa: BLE001 - any model failure must end the goal, not the thread
             session.stop(EndReason.INFERENCE_FAILED, f"inference failed: {type(exc).__name__}: {exc}")
             return None

@@ -1,34 +1,17 @@
-"""Builds the pi0 policy a robot description asks for (checkpoint or tiny demo model)."""
+"""Builds the pi0 policy a robot description asks for (checkpoint or tiny demo model), to run in this process."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
 
 import numpy as np
 
+from pi0_model.interface import Inference, RtcGuidance
 from pi0_model.normalization import Normalization, NormStats
-from pi0_model.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype, compile_mode_or_none
 from pi0_model.policy import Pi0Policy, RobotIO
 from pi0_model.transforms import TransformPipeline
 from pi0_ros.core.robot_description import BASE_ACTION_NAMES, RobotDescription
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    checkpoint: str = ""  # checkpoint directory; "" builds the random-init tiny model
-    device: str = DEFAULT_DEVICE  # "cpu", "cuda" or "cuda:N"
-    dtype: str = DEFAULT_DTYPE  # one of pi0_model.options.DTYPE_NAMES
-    num_steps: int | None = None  # denoising steps; None keeps the checkpoint's
-    tokenizer_path: str | None = None  # None looks inside the checkpoint
-    norm_stats_path: str | None = None  # None uses the description's, then the checkpoint's
-    seed: int = 0  # tiny-model weights and sampling noise
-    compile_mode: str | None = None  # one of pi0_model.options.COMPILE_MODES, None for eager
-
-    def __post_init__(self) -> None:
-        check_device(self.device)
-        check_dtype(self.dtype)
-        if self.compile_mode is not None:
-            compile_mode_or_none(self.compile_mode)
+from pi0_ros.policy.model_settings import ModelSettings
 
 
 def robot_io(description: RobotDescription, norm_stats_path: str | None = None) -> RobotIO:
@@ -91,3 +74,24 @@ def load_policy(description: RobotDescription, settings: ModelSettings) -> Pi0Po
         compile_mode=settings.compile_mode,
         seed=settings.seed,
     )
+
+
+class LocalPolicy:
+    """A PolicyBackend: pi0 in this process, always available."""
+
+    def __init__(self, model: Pi0Policy) -> None:
+        self.model = model
+
+    def infer(
+        self, images: Mapping[str, np.ndarray], state: np.ndarray, instruction: str, rtc: RtcGuidance | None
+    ) -> Inference:
+        return self.model.infer(images, state, instruction, rtc=rtc)
+
+    def unavailable_reason(self) -> str:
+        return ""
+
+    def describe(self) -> str:
+        return f"pi0 in this process (horizon {self.model.horizon})"
+
+    def close(self) -> None:
+        """Nothing to release beyond dropping the reference (the node frees accelerator memory)."""

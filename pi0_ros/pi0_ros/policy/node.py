@@ -29,6 +29,7 @@ one test process, inference ran 10-50x slower than standalone).
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -51,11 +52,10 @@ from pi0_ros.core.rate_monitor import RateMonitor
 from pi0_ros.core.robot_description import RobotDescription, load_robot_description
 from pi0_ros.policy.goal_session import EndReason, GoalSession, instruction_problem, normalize_instruction
 from pi0_ros.policy.inference_worker import ChunkRecord, InferenceWorker
-from pi0_ros.policy.model_adaptations import check_model_adaptations
-from pi0_ros.policy.model_loader import load_policy
 from pi0_ros.policy.observation_source import ObservationSource
 from pi0_ros.policy.observation_sync import SyncedObservation
 from pi0_ros.policy.parameters import PolicyParameters
+from pi0_ros.policy.policy_backend import PolicyBackend
 from pi0_ros.ros.chunk_messages import chunk_message
 from pi0_ros.ros.conversions import (
     action_service_qos,
@@ -78,7 +78,7 @@ class PolicyNode(LifecycleNode):
         self._declared = DeclaredParameters(self, PolicyParameters)
         self._params = PolicyParameters()  # as read by the last successful configure
         self._description: RobotDescription | None = None
-        self._policy = None
+        self._policy: PolicyBackend | None = None
         self._source: ObservationSource | None = None
         self._worker: InferenceWorker | None = None
         self._action_server: ActionServer | None = None
@@ -127,26 +127,32 @@ class PolicyNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._params = params = self._declared.read()
-            self._description = check_model_adaptations(load_robot_description(params.robot_description))
-            if params.torch_threads:
-                import torch
-
-                torch.set_num_threads(params.torch_threads)
-            self.get_logger().info(
-                f"loading {'checkpoint ' + params.checkpoint if params.checkpoint else 'the tiny demo model'}"
-                f" for '{self._description.name}' on {params.device} ({params.dtype})"
-            )
-            self._policy = load_policy(self._description, params.model_settings())
+            self._description = load_robot_description(params.robot_description)
+            self._policy = self._local_policy(params, self._description)
             warmup_latency = self._warm_up(params.warmup_iterations)
         except Exception as exc:  # noqa: BLE001 - any configure failure must be reported, not crash the node
             self._policy = None
             return self._fail(f"configure failed: {type(exc).__name__}: {exc}")
         self._create_runtime(params, warmup_latency)
         self._set_lifecycle("inactive", PolicyStatus.LEVEL_OK, "configured")
-        self.get_logger().info(
-            f"configured: horizon {self._policy.horizon}, warm-up latency {warmup_latency * 1e3:.0f} ms"
-        )
+        self.get_logger().info(f"configured: {self._policy.describe()}, warm-up latency {warmup_latency * 1e3:.0f} ms")
         return TransitionCallbackReturn.SUCCESS
+
+    def _local_policy(self, params: PolicyParameters, description: RobotDescription) -> PolicyBackend:
+        # Imported here: only a node that runs the model itself needs torch and pi0_model's network.
+        from pi0_ros.policy.model_adaptations import check_model_adaptations
+        from pi0_ros.policy.model_loader import LocalPolicy, load_policy
+
+        check_model_adaptations(description)
+        if params.torch_threads:
+            import torch
+
+            torch.set_num_threads(params.torch_threads)
+        self.get_logger().info(
+            f"loading {'checkpoint ' + params.checkpoint if params.checkpoint else 'the tiny demo model'}"
+            f" for '{description.name}' on {params.device} ({params.dtype})"
+        )
+        return LocalPolicy(load_policy(description, params.model_settings()))
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = True
@@ -200,7 +206,7 @@ class PolicyNode(LifecycleNode):
         slowest = 0.0
         for _ in range(iterations):
             start = time.perf_counter()
-            self._policy.infer(images, state, "warm up")
+            self._policy.infer(images, state, "warm up", None)
             slowest = max(slowest, time.perf_counter() - start)
         return slowest
 
@@ -254,6 +260,8 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(self._feedback_timer)
         self._worker = self._action_server = self._source = self._feedback_timer = None
         self._chunk_publisher = self._streamer_subscription = None
+        if self._policy is not None:
+            self._policy.close()
         self._policy = None
         _free_accelerator_memory()
 
@@ -275,6 +283,10 @@ class PolicyNode(LifecycleNode):
         them (_supervise_goal)."""
         if not self._active:
             return f"the policy node is {self._lifecycle_label}, not active"
+        assert self._policy is not None  # an active node is configured
+        unavailable = self._policy.unavailable_reason()
+        if unavailable:
+            return unavailable
         problem = instruction_problem(goal.instruction, self._params.max_instruction_chars)
         if problem:
             return problem
@@ -499,7 +511,7 @@ class PolicyNode(LifecycleNode):
 
     def _infer(self, observation: SyncedObservation, instruction: str, guidance: RtcGuidance | None) -> Inference:
         assert self._policy is not None
-        return self._policy.infer(dict(observation.images), observation.state, instruction, rtc=guidance)
+        return self._policy.infer(observation.images, observation.state, instruction, guidance)
 
     def _publish_chunk(self, record: ChunkRecord) -> None:
         assert self._description is not None and self._chunk_publisher is not None
@@ -606,10 +618,10 @@ def _goal_id_hex(goal_handle: ServerGoalHandle) -> str:
 
 
 def _free_accelerator_memory() -> None:
-    import torch
-
-    # Only a process that used CUDA has a cache to free; is_available() would initialize the driver.
-    if torch.cuda.is_initialized():
+    # Only a process that ran the model (imported torch and used CUDA) has a cache to free; importing torch
+    # here would load it into a node that uses a policy server, and is_available() would start the driver.
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
 

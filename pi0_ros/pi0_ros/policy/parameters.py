@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pi0_model.options import COMPILE_MODES, DEVICE_FORMS, DTYPE_NAMES, NO_COMPILE, compile_mode_or_none, device_problem
 from pi0_ros.core.chunk import Handover
 from pi0_ros.policy.inference_worker import WorkerConfig
-from pi0_ros.policy.model_loader import ModelSettings
+from pi0_ros.policy.model_settings import ModelSettings
 from pi0_ros.policy.observation_source import ObservationSourceParams, QosSettings
 from pi0_ros.policy.observation_sync import SyncLimits
 from pi0_ros.ros.conversions import RELIABILITY_CHOICES

@@ -116,7 +116,7 @@ def test_a_field_without_param_or_a_default_outside_the_choices_is_a_programming
 
 
 def test_the_nodes_parameters_take_their_defaults_from_the_component_settings():
-    from pi0_ros.policy.model_loader import ModelSettings
+    from pi0_ros.policy.model_settings import ModelSettings
     from pi0_ros.policy.observation_sync import SyncLimits
     from pi0_ros.policy.parameters import PolicyParameters
     from pi0_ros.streamer.command_stream import StreamConfig
