@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up the development workspace: a virtual environment with ROS 2 and the
-# ML stack, then a colcon build of the four packages. Idempotent: every step is
+# ML stack, then a colcon build of the five packages. Idempotent: every step is
 # skipped when its inputs have not changed since the last successful run.
 #
 # Two modes:
@@ -78,7 +78,7 @@ else
   log "Python dependencies up to date"
 fi
 
-packages=(pi0_msgs pi0_model pi0_ros pi0_bringup)
+packages=(pi0_msgs pi0_client pi0_model pi0_ros pi0_bringup)
 build_inputs=$(git ls-files -co --exclude-standard -- \
   'pi0_msgs' '*/package.xml' '*/setup.py' '*/setup.cfg' '*/CMakeLists.txt' \
   'pi0_bringup/config' 'pi0_bringup/launch' 2>/dev/null | sort)

@@ -25,10 +25,11 @@ PURE = (
     "pi0_ros.streamer.chunk_schedule",
     "pi0_ros.streamer.command_limits",
     "pi0_ros.streamer.command_stream",
-    "pi0_model.interface",
     "pi0_model.transforms",
     "pi0_model.errors",
 )
+# The policy client: what a robot PC needs to use a remote policy server, without ROS or the model.
+CLIENT = ("pi0_client.errors", "pi0_client.interface")
 # What runs on the robot PC beside the controllers: ROS, but no ML stack.
 ROBOT_SIDE = ("pi0_ros.streamer.node", "pi0_ros.tools.send_instruction")
 ML = ("torch", "transformers", "pi0_model")
@@ -44,6 +45,12 @@ def imported_packages(module: str) -> set[str]:
 @pytest.mark.parametrize("module", PURE)
 def test_pure_modules_import_neither_ros_nor_torch(module):
     forbidden = {"rclpy", "torch", "transformers"} & imported_packages(module)
+    assert not forbidden, f"{module} imports {sorted(forbidden)}"
+
+
+@pytest.mark.parametrize("module", CLIENT)
+def test_client_modules_need_neither_ros_nor_the_model(module):
+    forbidden = ({"rclpy"} | set(ML)) & imported_packages(module)
     assert not forbidden, f"{module} imports {sorted(forbidden)}"
 
 

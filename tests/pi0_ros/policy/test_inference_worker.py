@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from pi0_model.interface import Inference, InferenceTiming
+from pi0_client.interface import Inference, InferenceTiming
 from pi0_ros.policy.goal_session import EndReason, GoalSession
 from pi0_ros.policy.inference_worker import InferenceWorker, WorkerConfig
 
