@@ -12,7 +12,7 @@ setup(
     ],
     python_requires=">=3.10",
     # Deliberately small: the robot PC installs this without torch or the model.
-    install_requires=["numpy", "msgpack", "websockets"],
+    install_requires=["numpy", "msgpack>=1.0", "websockets>=15"],
     zip_safe=True,
     maintainer="pi0_ros maintainers",
     maintainer_email="maintainers@pi0-ros.dev",

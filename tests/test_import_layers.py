@@ -29,7 +29,15 @@ PURE = (
     "pi0_model.errors",
 )
 # The policy client: what a robot PC needs to use a remote policy server, without ROS or the model.
-CLIENT = ("pi0_client.errors", "pi0_client.interface")
+CLIENT = (
+    "pi0_client.errors",
+    "pi0_client.interface",
+    "pi0_client.msgpack_numpy",
+    "pi0_client.observation_formats",
+    "pi0_client.protocol",
+    "pi0_client.websocket_client",
+    "pi0_client.remote_policy",
+)
 # What runs on the robot PC beside the controllers: ROS, but no ML stack.
 ROBOT_SIDE = ("pi0_ros.streamer.node", "pi0_ros.tools.send_instruction")
 ML = ("torch", "transformers", "pi0_model")

@@ -44,13 +44,18 @@ class RtcGuidance:
 
 @dataclass(frozen=True)
 class InferenceTiming:
-    """Wall-clock milliseconds of the phases of one `infer` call (device-synchronized on CUDA)."""
+    """Wall-clock milliseconds of the phases of one `infer` call (device-synchronized on CUDA).
+
+    For a remote call the phases are the server's, `total_ms` is the round trip the caller waited, and
+    `transport_ms` what of it the server did not spend inferring (encoding, network, decoding).
+    """
 
     preprocess_ms: float
     prefix_ms: float
     denoise_ms: float
     postprocess_ms: float
     total_ms: float
+    transport_ms: float = 0.0  # 0 for a local call
 
 
 @dataclass(frozen=True)
