@@ -25,6 +25,7 @@ PURE = (
     "pi0_ros.streamer.chunk_schedule",
     "pi0_ros.streamer.command_limits",
     "pi0_ros.streamer.command_stream",
+    "pi0_ros.serve.server",
     "pi0_model.transforms",
     "pi0_model.errors",
 )
@@ -38,6 +39,8 @@ CLIENT = (
     "pi0_client.websocket_client",
     "pi0_client.remote_policy",
 )
+# The policy server: the model, but no ROS.
+SERVER = ("pi0_ros.serve.cli",)
 # What runs on the robot PC beside the controllers: ROS, but no ML stack.
 ROBOT_SIDE = ("pi0_ros.streamer.node", "pi0_ros.tools.send_instruction")
 ML = ("torch", "transformers", "pi0_model")
@@ -60,6 +63,11 @@ def test_pure_modules_import_neither_ros_nor_torch(module):
 def test_client_modules_need_neither_ros_nor_the_model(module):
     forbidden = ({"rclpy"} | set(ML)) & imported_packages(module)
     assert not forbidden, f"{module} imports {sorted(forbidden)}"
+
+
+@pytest.mark.parametrize("module", SERVER)
+def test_policy_server_needs_no_ros(module):
+    assert "rclpy" not in imported_packages(module)
 
 
 @pytest.mark.parametrize("module", ROBOT_SIDE)

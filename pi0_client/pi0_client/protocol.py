@@ -19,6 +19,7 @@ ignores them and a stock client never sees a difference:
     request    "pi0/rtc": {"previous_actions": float [rows, action_dim], "frozen_steps": int,
                            "max_guidance_weight": float, "schedule": str}
     response   "policy_timing": {"infer_ms", "preprocess_ms", "prefix_ms", "denoise_ms", "postprocess_ms"}
+               "server_timing": {"infer_ms", "queue_ms", "prev_total_ms"}   queue_ms: waiting for the model
                "pi0/frozen_steps": int        rows copied bit-exactly from previous_actions
                "pi0/prompt_truncated": bool
 
@@ -178,7 +179,8 @@ def decode_response(
     """Validates a response once and returns it as an Inference; raises ResponseError with a diagnostic.
 
     `timing.total_ms` is the client's round trip and `timing.transport_ms` that minus the server's
-    "server_timing.infer_ms"; the model phases are the server's "policy_timing" (0 where not reported).
+    "server_timing" infer_ms and queue_ms (the wait behind other clients' requests); the model phases
+    are the server's "policy_timing" (0 where not reported).
     """
     if not isinstance(response, Mapping):
         raise ResponseError(f"a response must be a map, got {type(response).__name__}")
@@ -202,7 +204,8 @@ def decode_response(
     if not isinstance(truncated, bool):
         raise ResponseError(f"{PROMPT_TRUNCATED_KEY} must be a bool, got {truncated!r}")
     policy_timing = _timing_map(response, "policy_timing")
-    server_ms = _timing_map(response, "server_timing").get("infer_ms", 0.0)
+    server_timing = _timing_map(response, "server_timing")
+    server_ms = server_timing.get("infer_ms", 0.0) + server_timing.get("queue_ms", 0.0)
     timing = InferenceTiming(
         **{phase: policy_timing.get(phase, 0.0) for phase in PHASES},
         total_ms=round_trip_ms,

@@ -10,6 +10,7 @@ new client must be connected (`connect_with_backoff` helps with that).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -56,41 +57,44 @@ class WebsocketClient:
         if not open_timeout > 0 or max_frame_bytes < 1:
             raise ValueError(f"need open_timeout > 0 and max_frame_bytes >= 1, got {open_timeout}, {max_frame_bytes}")
         headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
-        try:
-            connection = websockets.sync.client.connect(
-                url,
-                open_timeout=open_timeout,
-                max_size=max_frame_bytes,
-                compression=None,  # images do not compress; openpi disables it too
-                close_timeout=CLOSE_TIMEOUT,
-                additional_headers=headers,
-                # Robot-to-server traffic stays on the LAN: an HTTP(S)_PROXY set for downloads must not capture it.
-                proxy=None,
-            )
-        except websockets.exceptions.InvalidStatus as error:
-            status = error.response.status_code
-            hint = " (API key missing or wrong)" if status == 401 else ""
-            raise ConnectError(f"{url} refused the websocket handshake: HTTP {status}{hint}", status=status) from error
-        except (OSError, TimeoutError, websockets.exceptions.InvalidHandshake) as error:
-            raise ConnectError(f"cannot connect to {url}: {type(error).__name__}: {error}") from error
-        try:
-            frame = connection.recv(timeout=open_timeout)
-        except TimeoutError as error:
-            connection.close()
-            raise ConnectError(f"{url} sent no metadata frame within {open_timeout} s") from error
-        except websockets.exceptions.ConnectionClosed as error:
-            raise ConnectError(f"{url} closed before sending its metadata: {_close_text(error)}") from error
-        if isinstance(frame, str):
-            connection.close()
-            raise ConnectError(f"{url} sent an error instead of its metadata:\n{frame}")
-        try:
-            metadata = msgpack_numpy.unpackb(frame)
-        except CodecError as error:
-            connection.close()
-            raise ProtocolError(f"{url}: malformed metadata frame: {error}") from error
-        if not isinstance(metadata, dict):
-            connection.close()
-            raise ProtocolError(f"{url}: metadata must be a map, got {type(metadata).__name__}")
+        # Entered as a context manager (websockets >= 17.1 deprecates anything else) that closes the connection
+        # on every failure below; pop_all() hands it over to the session once the metadata is read.
+        with contextlib.ExitStack() as on_failure:
+            try:
+                connection = on_failure.enter_context(
+                    websockets.sync.client.connect(
+                        url,
+                        open_timeout=open_timeout,
+                        max_size=max_frame_bytes,
+                        compression=None,  # images do not compress; openpi disables it too
+                        close_timeout=CLOSE_TIMEOUT,
+                        additional_headers=headers,
+                        # Robot-to-server traffic stays on the LAN: an HTTP(S)_PROXY set for downloads must not
+                        # capture it.
+                        proxy=None,
+                    )
+                )
+            except websockets.exceptions.InvalidStatus as error:
+                status = error.response.status_code
+                hint = " (API key missing or wrong)" if status == 401 else ""
+                raise ConnectError(f"{url} refused the websocket handshake: HTTP {status}{hint}", status) from error
+            except (OSError, TimeoutError, websockets.exceptions.InvalidHandshake) as error:
+                raise ConnectError(f"cannot connect to {url}: {type(error).__name__}: {error}") from error
+            try:
+                frame = connection.recv(timeout=open_timeout)
+            except TimeoutError as error:
+                raise ConnectError(f"{url} sent no metadata frame within {open_timeout} s") from error
+            except websockets.exceptions.ConnectionClosed as error:
+                raise ConnectError(f"{url} closed before sending its metadata: {_close_text(error)}") from error
+            if isinstance(frame, str):
+                raise ConnectError(f"{url} sent an error instead of its metadata:\n{frame}")
+            try:
+                metadata = msgpack_numpy.unpackb(frame)
+            except CodecError as error:
+                raise ProtocolError(f"{url}: malformed metadata frame: {error}") from error
+            if not isinstance(metadata, dict):
+                raise ProtocolError(f"{url}: metadata must be a map, got {type(metadata).__name__}")
+            on_failure.pop_all()
         return cls(connection, metadata, url)
 
     @property
