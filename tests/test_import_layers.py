@@ -40,7 +40,7 @@ CLIENT = (
     "pi0_client.remote_policy",
 )
 # The policy server: the model, but no ROS.
-SERVER = ("pi0_ros.serve.cli",)
+SERVER = ("pi0_ros.serve.cli", "pi0_ros.serve.benchmark")
 # What runs on the robot PC beside the controllers: ROS, but no ML stack.
 ROBOT_SIDE = ("pi0_ros.streamer.node", "pi0_ros.tools.send_instruction")
 ML = ("torch", "transformers", "pi0_model")

@@ -7,4 +7,5 @@ RemotePolicy additionally uses the RTC extension. See docs/remote_inference.md.
 - ``server``     the websocket server (asyncio; inference on one worker thread)
 - ``backend``    request map -> Pi0Policy.infer -> response map, and the per-request noise
 - ``cli``        ``pi0_serve`` / ``python -m pi0_ros.serve``
+- ``benchmark``  local inference vs the same through pi0_serve on loopback
 """
