@@ -38,8 +38,8 @@ class RemotePolicy:
         self._client = client
         self._format = observation_format
         self._response_timeout = response_timeout
-        self.metadata = ServerMetadata.parse(client.metadata)
         try:
+            self.metadata = ServerMetadata.parse(client.metadata)
             self._action_dim = _agreed_action_dim(self.metadata, observation_format, action_dim)
         except IncompatibleServer:
             client.close()

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from server_support import health_status
 
-from pi0_client.errors import ConnectError, ConnectionLost, ResponseError, RtcUnsupported, ServerError
+from pi0_client.errors import (
+    ConnectError,
+    ConnectionLost,
+    IncompatibleServer,
+    ResponseError,
+    RtcUnsupported,
+    ServerError,
+)
 from pi0_client.interface import RtcGuidance
 from pi0_client.observation_formats import identity_format
 from pi0_client.protocol import CLOSE_INTERNAL_ERROR, server_metadata
@@ -145,3 +152,18 @@ def test_api_key_is_checked_and_health_stays_open(serve):
 def test_server_config_is_validated(config, message):
     with pytest.raises(ValueError, match=message):
         ServerConfig(**config)
+
+
+@pytest.mark.parametrize(
+    "metadata, action_dim, message",
+    [
+        (server_metadata(10, 8, 8, "droid", False, {}), None, "reads droid observations"),
+        (server_metadata(10, 7, 9, "libero", False, {}), None, "state of 9"),
+        (server_metadata(10, 6, 7, "libero", False, {}), 7, "returns 6 action dims"),
+        ({"pi0/protocol_version": 99}, None, "update pi0_client"),
+    ],
+)
+def test_a_server_that_cannot_serve_this_robot_is_refused_at_connect(serve, metadata, action_dim, message):
+    server = serve(FixedBackend(np.zeros((10, 7)), metadata=metadata))
+    with pytest.raises(IncompatibleServer, match=message):
+        RemotePolicy.connect(server.url, FORMAT, action_dim=action_dim)
