@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up the development workspace: a virtual environment with ROS 2 and the
-# ML stack, then a colcon build of the four packages. Idempotent: every step is
+# ML stack, then a colcon build of the five packages. Idempotent: every step is
 # skipped when its inputs have not changed since the last successful run.
 #
 # Two modes:
@@ -50,7 +50,8 @@ else
   "$python" -c 'import cv2' 2>/dev/null \
     || die "OpenCV for the system Python is missing: sudo apt install python3-opencv"
 fi
-deps_hash=$(printf '%s\n' "$mode" | cat - "${requirements[@]}" "${constraints[@]}" scripts/setup.sh \
+no_deps=requirements/test-no-deps.txt
+deps_hash=$(printf '%s\n' "$mode" | cat - "${requirements[@]}" "${constraints[@]}" "$no_deps" scripts/setup.sh \
   | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp_dir/deps" 2>/dev/null)" != "$deps_hash" ]; then
   log "installing Python dependencies (${requirements[*]}); a first run takes a few minutes"
@@ -61,6 +62,11 @@ if [ "$(cat "$stamp_dir/deps" 2>/dev/null)" != "$deps_hash" ]; then
   if ! "$venv/bin/python" -m pip install --quiet "${req_args[@]}" > "$stamp_dir/pip.log" 2>&1; then
     grep -v 'is ignored: it is neither' "$stamp_dir/pip.log" | tail -n 30 >&2
     die "pip install failed (full log: .venv/.pi0_setup/pip.log)"
+  fi
+  # Without their dependency lists: see the file (openpi-client pins numpy<2, which we do not need).
+  if ! "$venv/bin/python" -m pip install --quiet --no-deps -r "$no_deps" >> "$stamp_dir/pip.log" 2>&1; then
+    tail -n 30 "$stamp_dir/pip.log" >&2
+    die "pip install --no-deps -r $no_deps failed (full log: .venv/.pi0_setup/pip.log)"
   fi
   if [[ $mode == wheels-* ]]; then
     # The wheels' CMake exports name include paths of the machine they were built
@@ -78,7 +84,7 @@ else
   log "Python dependencies up to date"
 fi
 
-packages=(pi0_msgs pi0_model pi0_ros pi0_bringup)
+packages=(pi0_msgs pi0_client pi0_model pi0_ros pi0_bringup)
 build_inputs=$(git ls-files -co --exclude-standard -- \
   'pi0_msgs' '*/package.xml' '*/setup.py' '*/setup.cfg' '*/CMakeLists.txt' \
   'pi0_bringup/config' 'pi0_bringup/launch' 2>/dev/null | sort)

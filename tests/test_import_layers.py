@@ -27,10 +27,22 @@ PURE = (
     "pi0_ros.streamer.chunk_schedule",
     "pi0_ros.streamer.command_limits",
     "pi0_ros.streamer.command_stream",
-    "pi0_model.interface",
+    "pi0_ros.serve.server",
     "pi0_model.transforms",
     "pi0_model.errors",
 )
+# The policy client: what a robot PC needs to use a remote policy server, without ROS or the model.
+CLIENT = (
+    "pi0_client.errors",
+    "pi0_client.interface",
+    "pi0_client.msgpack_numpy",
+    "pi0_client.observation_formats",
+    "pi0_client.protocol",
+    "pi0_client.websocket_client",
+    "pi0_client.remote_policy",
+)
+# The policy server: the model, but no ROS.
+SERVER = ("pi0_ros.serve.cli", "pi0_ros.serve.benchmark")
 # What runs on the robot PC beside the controllers: ROS, but no ML stack.
 ROBOT_SIDE = ("pi0_ros.streamer.node", "pi0_ros.tools.send_instruction")
 ML = ("torch", "transformers", "pi0_model")
@@ -47,6 +59,17 @@ def imported_packages(module: str) -> set[str]:
 def test_pure_modules_import_neither_ros_nor_torch(module):
     forbidden = {"rclpy", "torch", "transformers"} & imported_packages(module)
     assert not forbidden, f"{module} imports {sorted(forbidden)}"
+
+
+@pytest.mark.parametrize("module", CLIENT)
+def test_client_modules_need_neither_ros_nor_the_model(module):
+    forbidden = ({"rclpy"} | set(ML)) & imported_packages(module)
+    assert not forbidden, f"{module} imports {sorted(forbidden)}"
+
+
+@pytest.mark.parametrize("module", SERVER)
+def test_policy_server_needs_no_ros(module):
+    assert "rclpy" not in imported_packages(module)
 
 
 @pytest.mark.parametrize("module", ROBOT_SIDE)

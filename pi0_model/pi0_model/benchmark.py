@@ -21,12 +21,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from pi0_client.interface import InferenceTiming, RtcGuidance
+
 from .checkpoint import load_model
 from .config import CAMERA_SLOTS, Pi0Config
 from .errors import Pi0Error
 from .normalization import Normalization
 from .options import COMPILE_MODES, DEFAULT_DTYPE, DTYPE_NAMES, NO_COMPILE, compile_mode_or_none
-from .policy import DTYPES, InferenceTiming, Pi0Policy, RobotIO, RtcGuidance
+from .policy import DTYPES, Pi0Policy, RobotIO
 from .tokenizer import find_tokenizer, load_tokenizer, tiny_tokenizer
 
 PHASES = ("preprocess_ms", "prefix_ms", "denoise_ms", "postprocess_ms", "total_ms")

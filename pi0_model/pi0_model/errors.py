@@ -5,13 +5,15 @@ which should be reported and skipped, from a broken deployment, which should
 stop the node.
 """
 
+from pi0_client.errors import InputError
+
 
 class Pi0Error(Exception):
     """Base class of every error this package raises on purpose."""
 
 
-class Pi0InputError(Pi0Error, ValueError):
-    """An observation, prompt or argument handed to the policy is unusable."""
+class Pi0InputError(Pi0Error, InputError):
+    """An observation, prompt or argument handed to the policy is unusable (an `InputError`, so a `ValueError`)."""
 
 
 class ConfigError(Pi0Error, ValueError):

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .interface import RTC_SCHEDULES
+from pi0_client.interface import RTC_SCHEDULES
+
 from .model import KVCache, ModelInputs, Pi0Model, Prefix, SuffixContext
 
 VelocityFn = Callable[[torch.Tensor, float], torch.Tensor]

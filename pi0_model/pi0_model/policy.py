@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pi0_client.interface import Inference, InferenceTiming, RtcGuidance
+
 from .checkpoint import load_model, read_config
 from .config import Pi0Config
 from .errors import CheckpointError, ConfigError, Pi0Error, Pi0InputError
 from .flow_matching import PrefixGuidance, cached_velocity, euler_denoise, rtc_weights
 from .images import images_by_slot, prepare_images, validate_camera_slots
-from .interface import Inference, InferenceTiming, RtcGuidance
 from .model import KVCache, ModelInputs, Pi0Model, build_model, initialize_weights_
 from .normalization import NORM_MODES, Normalization, find_normalization, load_normalization
 from .options import COMPILE_MODES, DTYPE_NAMES

@@ -5,8 +5,9 @@ import pytest
 import torch
 from tiny_pi0 import ALOHA_CAMERAS, aloha_state, camera_frames, make_inputs, make_tiny_model
 
+from pi0_client.interface import RtcGuidance
 from pi0_model.flow_matching import sample_actions
-from pi0_model.policy import Pi0Policy, RobotIO, RtcGuidance
+from pi0_model.policy import Pi0Policy, RobotIO
 
 pytestmark = pytest.mark.gpu
 

@@ -7,10 +7,12 @@ import pytest
 import torch
 from tiny_pi0 import ALOHA_CAMERAS, aloha_state, camera_frames
 
+from pi0_client.errors import InputError
+from pi0_client.interface import Inference, RtcGuidance
 from pi0_model.checkpoint import save_checkpoint
 from pi0_model.errors import CheckpointError, ConfigError, Pi0InputError
 from pi0_model.normalization import Normalization, NormStats
-from pi0_model.policy import Inference, Pi0Policy, RobotIO, RtcGuidance
+from pi0_model.policy import Pi0Policy, RobotIO
 from pi0_model.tokenizer import tiny_sentencepiece_model
 
 INSTRUCTION = "fold the towel"
@@ -121,9 +123,9 @@ def test_input_error_is_a_value_error(aloha_policy, rng):
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        (dict(frozen_steps=-1), Pi0InputError, "frozen_steps must be an int >= 0"),
-        (dict(frozen_steps=2, max_guidance_weight=0.0), Pi0InputError, "max_guidance_weight must be > 0"),
-        (dict(frozen_steps=2, schedule="cosine"), Pi0InputError, "schedule must be one of"),
+        (dict(frozen_steps=-1), InputError, "frozen_steps must be an int >= 0"),
+        (dict(frozen_steps=2, max_guidance_weight=0.0), InputError, "max_guidance_weight must be > 0"),
+        (dict(frozen_steps=2, schedule="cosine"), InputError, "schedule must be one of"),
     ],
 )
 def test_bad_rtc_requests(kwargs, error, message):

@@ -2,8 +2,9 @@
 
 A description names the robot's joint groups (joints, limits, the ros2_control
 controller that drives them), an optional mobile base, the cameras and their
-pi0 image slots, the joint-state topics, and how the policy's state and action
-vectors are laid out. Nodes, the simulator and the launch files all derive
+pi0 image slots, the joint-state topics, how the policy's state and action
+vectors are laid out, and which openpi observation family a policy server
+reads its observations in (remote inference). Nodes, the simulator and the launch files all derive
 their topics and limits from it, so a robot is described exactly once.
 
 Loading validates everything and raises :class:`DescriptionError` naming the
@@ -14,11 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pi0_client.errors import ObservationError
+from pi0_client.observation_formats import FAMILIES, ObservationFormat
 
 # The three image slots of pi0 checkpoints (openpi naming).
 PI0_IMAGE_SLOTS = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
@@ -135,6 +139,14 @@ class PolicyLayout:
 
 
 @dataclass(frozen=True)
+class OpenpiSpec:
+    """How the robot's observations travel to an openpi policy server (pi0_client.observation_formats)."""
+
+    family: str  # "aloha", "droid" or "libero"
+    cameras: tuple[tuple[str, str], ...]  # (robot camera name, the family's camera key)
+
+
+@dataclass(frozen=True)
 class RobotDescription:
     name: str
     control_rate_hz: float
@@ -142,6 +154,7 @@ class RobotDescription:
     cameras: tuple[CameraSpec, ...]
     policy: PolicyLayout
     base: BaseSpec | None = None
+    openpi: OpenpiSpec | None = None  # None: no policy server can be used for this robot
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -169,6 +182,11 @@ class RobotDescription:
         return tuple(by_slot[s] for s in PI0_IMAGE_SLOTS if s in by_slot)
 
     @property
+    def camera_slots(self) -> dict[str, str]:
+        """Policy camera name -> its pi0 slot, in slot order."""
+        return {c.name: c.slot for c in self.policy_cameras if c.slot is not None}  # (all have one; for the type)
+
+    @property
     def control_period(self) -> float:
         return 1.0 / self.control_rate_hz
 
@@ -182,6 +200,15 @@ class RobotDescription:
         if self.base is not None:
             found.append(self.base.controller)
         return tuple(found)
+
+    def observation_format(self) -> ObservationFormat:
+        """The openpi observation dicts of this robot; DescriptionError when it has no `openpi` section."""
+        if self.openpi is None:
+            raise DescriptionError(
+                f"robot '{self.name}' has no 'openpi' section: a policy server needs its observation family "
+                f"({', '.join(FAMILIES)}) and camera mapping"
+            )
+        return ObservationFormat(self.openpi.family, dict(self.openpi.cameras), len(self.policy.state))
 
     def norm_stats_path(self) -> Path | None:
         if self.policy.norm_stats is None:
@@ -222,6 +249,7 @@ def parse_robot_description(raw: Any, source: Path | None = None) -> RobotDescri
             "base",
             "cameras",
             "policy",
+            "openpi",
         },
     )
     name = _string(data, "name", "description")
@@ -246,6 +274,8 @@ def parse_robot_description(raw: Any, source: Path | None = None) -> RobotDescri
         source=source,
     )
     _check_unique(description)
+    if data.get("openpi") is not None:
+        description = replace(description, openpi=_parse_openpi(data["openpi"], description))
     stats = description.norm_stats_path()
     if stats is not None and source is not None and not stats.is_file():
         raise DescriptionError(f"policy.norm_stats: {stats} does not exist")
@@ -394,6 +424,35 @@ def _parse_policy(
     transforms = tuple(str(t) for t in data.get("transforms", ()))
     norm_stats = data.get("norm_stats")
     return PolicyLayout(state, actions, action_rate, transforms, None if norm_stats is None else str(norm_stats))
+
+
+def _parse_openpi(raw: Any, description: RobotDescription) -> OpenpiSpec:
+    """The family and camera mapping, checked against the family (camera keys, state length) and the cameras."""
+    data = _mapping(raw, "openpi")
+    _reject_unknown(data, "openpi", {"family", "cameras"})
+    family = _string(data, "family", "openpi")
+    if family not in FAMILIES:
+        raise DescriptionError(f"openpi: unknown family '{family}' (expected one of {', '.join(FAMILIES)})")
+    camera_names = [c.name for c in description.cameras]
+    if "cameras" in data:
+        cameras = {str(k): str(v) for k, v in _mapping(data["cameras"], "openpi.cameras").items()}
+    else:
+        # Robots that name their cameras like the family (ALOHA's cam_high, ...) need no mapping.
+        cameras = {name: name for name in camera_names if name in FAMILIES[family].camera_keys}
+    unknown = [name for name in cameras if name not in camera_names]
+    if unknown:
+        raise DescriptionError(f"openpi.cameras: unknown camera(s) {', '.join(unknown)}")
+    unmapped = [c.name for c in description.policy_cameras if c.name not in cameras]
+    if unmapped:
+        raise DescriptionError(
+            f"openpi.cameras: policy camera(s) {', '.join(unmapped)} have no {family} key "
+            f"(one of {', '.join(FAMILIES[family].camera_keys)})"
+        )
+    try:
+        ObservationFormat(family, cameras, len(description.policy.state))
+    except ObservationError as exc:
+        raise DescriptionError(f"openpi: {exc}") from None
+    return OpenpiSpec(family, tuple(cameras.items()))
 
 
 def _require_unique(label: str, names: Sequence[str]) -> None:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pi0_model.interface import Inference, RtcGuidance
+from pi0_client.interface import Inference, RtcGuidance
 from pi0_ros.core.chunk import TimedChunk
 from pi0_ros.policy.goal_session import EndReason, GoalSession
 from pi0_ros.policy.policy_backend import PolicyUnavailableError

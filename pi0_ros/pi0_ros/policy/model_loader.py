@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pi0_model.interface import Inference, RtcGuidance
+from pi0_client.interface import Inference, RtcGuidance
 from pi0_model.normalization import Normalization, NormStats
 from pi0_model.policy import Pi0Policy, RobotIO
 from pi0_model.transforms import TransformPipeline
@@ -18,7 +18,7 @@ def robot_io(description: RobotDescription, norm_stats_path: str | None = None) 
     """How the description's cameras, state and actions map onto the model."""
     stats = norm_stats_path or description.norm_stats_path()
     return RobotIO(
-        camera_slots={c.name: c.slot for c in description.policy_cameras},
+        camera_slots=description.camera_slots,
         state_dim=len(description.policy.state),
         action_dim=len(description.policy.actions),
         transforms=description.policy.transforms,

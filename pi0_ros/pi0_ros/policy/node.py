@@ -44,7 +44,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.task import Future
 
-from pi0_model.interface import Inference, RtcGuidance
+from pi0_client.interface import Inference, RtcGuidance
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.core.heartbeat import STREAMER_TIMEOUT_S

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pi0_model.interface import Inference, RtcGuidance
+from pi0_client.interface import Inference, RtcGuidance
 
 
 class PolicyUnavailableError(RuntimeError):

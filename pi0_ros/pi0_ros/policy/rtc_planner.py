@@ -14,7 +14,7 @@ from collections import deque
 
 import numpy as np
 
-from pi0_model.interface import RtcGuidance
+from pi0_client.interface import RtcGuidance
 from pi0_ros.core.chunk import TimedChunk
 
 

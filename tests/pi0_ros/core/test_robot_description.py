@@ -139,3 +139,40 @@ def test_model_adaptations_are_checked_against_pi0_model(transforms, message):
     with pytest.raises(DescriptionError) as error:
         check_model_adaptations(description)
     assert message in str(error.value)
+
+
+def test_shipped_robots_name_their_openpi_family():
+    families = {name: load_robot_description(robot_yaml(name)).openpi.family for name in ROBOT_NAMES}
+    assert families == {"aloha": "aloha", "mobile_aloha": "aloha", "franka": "droid", "ur5e": "libero"}
+    aloha = load_robot_description(robot_yaml("aloha")).observation_format()
+    assert aloha.cameras == {name: name for name in ("cam_high", "cam_low", "cam_left_wrist", "cam_right_wrist")}
+    franka = load_robot_description(robot_yaml("franka")).observation_format()
+    assert franka.cameras["wrist_camera"] == "observation/wrist_image_left" and franka.state_dim == 8
+
+
+def test_a_description_without_openpi_section_cannot_use_a_policy_server():
+    description = parse_robot_description(mutate(lambda d: d.pop("openpi")))
+    assert description.openpi is None
+    with pytest.raises(DescriptionError, match="no 'openpi' section"):
+        description.observation_format()
+
+
+LIBERO_CAMERAS = {"scene_camera": "observation/image", "wrist_camera": "observation/wrist_image"}
+
+
+@pytest.mark.parametrize(
+    "openpi, message",
+    [
+        ({"family": "rt1"}, "unknown family 'rt1'"),
+        ({"family": "libero", "camera": {}}, "unknown key(s) camera"),
+        ({"family": "libero"}, "policy camera(s) scene_camera, wrist_camera have no libero key"),
+        ({"family": "libero", "cameras": {**LIBERO_CAMERAS, "top": "observation/image"}}, "unknown camera(s) top"),
+        ({"family": "libero", "cameras": {"scene_camera": "observation/image"}}, "wrist_camera have no libero key"),
+        ({"family": "libero", "cameras": {**LIBERO_CAMERAS, "wrist_camera": "wrist"}}, "no camera key(s) ['wrist']"),
+        ({"family": "aloha", "cameras": {"scene_camera": "cam_high", "wrist_camera": "cam_low"}}, "state of 14"),
+    ],
+)
+def test_broken_openpi_sections_name_the_problem(openpi, message):
+    with pytest.raises(DescriptionError) as error:
+        parse_robot_description(mutate(lambda d: d.update(openpi=openpi)))
+    assert message in str(error.value)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pi0_bringup.supervisor import wait_until
-from pi0_model.interface import Inference, InferenceTiming
+from pi0_client.interface import Inference, InferenceTiming
 from pi0_ros.policy.goal_session import EndReason, GoalSession
 from pi0_ros.policy.inference_worker import InferenceWorker, WorkerConfig
 

@@ -1,5 +1,6 @@
-"""What goes into and comes out of `Pi0Policy.infer` besides the observation: torch-free, so a runtime that
-only plans real-time chunking or handles results (the ROS inference worker) needs no ML stack."""
+"""What goes into and comes out of one pi0 inference besides the observation, local (`Pi0Policy.infer`) or
+remote (`RemotePolicy.infer`): torch-free, so a runtime that only plans real-time chunking or handles results
+(the ROS inference worker, a robot PC talking to a policy server) needs no ML stack."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import Pi0InputError
+from .errors import InputError
 
 RTC_SCHEDULES = ("exp", "linear")  # soft-mask decay over the guided overlap
 
@@ -34,22 +35,27 @@ class RtcGuidance:
             or isinstance(self.frozen_steps, bool)
             or self.frozen_steps < 0
         ):
-            raise Pi0InputError(f"RtcGuidance.frozen_steps must be an int >= 0, got {self.frozen_steps!r}")
+            raise InputError(f"RtcGuidance.frozen_steps must be an int >= 0, got {self.frozen_steps!r}")
         if not self.max_guidance_weight > 0:
-            raise Pi0InputError(f"RtcGuidance.max_guidance_weight must be > 0, got {self.max_guidance_weight!r}")
+            raise InputError(f"RtcGuidance.max_guidance_weight must be > 0, got {self.max_guidance_weight!r}")
         if self.schedule not in RTC_SCHEDULES:
-            raise Pi0InputError(f"RtcGuidance.schedule must be one of {RTC_SCHEDULES}, got {self.schedule!r}")
+            raise InputError(f"RtcGuidance.schedule must be one of {RTC_SCHEDULES}, got {self.schedule!r}")
 
 
 @dataclass(frozen=True)
 class InferenceTiming:
-    """Wall-clock milliseconds of the phases of one `infer` call (device-synchronized on CUDA)."""
+    """Wall-clock milliseconds of the phases of one `infer` call (device-synchronized on CUDA).
+
+    For a remote call the phases are the server's, `total_ms` is the round trip the caller waited, and
+    `transport_ms` what of it the server did not spend inferring (encoding, network, decoding).
+    """
 
     preprocess_ms: float
     prefix_ms: float
     denoise_ms: float
     postprocess_ms: float
     total_ms: float
+    transport_ms: float = 0.0  # 0 for a local call
 
 
 @dataclass(frozen=True)
