@@ -20,6 +20,7 @@ import argparse
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from pi0_bringup.graph import GraphOptions, node_graph
 from pi0_bringup.robots import available_robots
@@ -27,7 +28,7 @@ from pi0_bringup.supervisor import GraphProcesses
 from pi0_model.options import DEVICE_FORMS, DTYPE_NAMES
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.robot_description import DescriptionError
-from pi0_ros.core.stop_signals import stop_on_first_signal
+from pi0_ros.core.stop_signals import exit_process, stop_on_first_signal
 
 
 def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
@@ -120,7 +121,11 @@ def run_until_stopped(graph: GraphProcesses, stop: threading.Event) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
+    exit_process(_run_graph(argv))
+
+
+def _run_graph(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description="Start a pi0_ros node graph (what the launch files start).")
     add_graph_arguments(parser)
     args = parser.parse_args(argv)
@@ -138,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -15,9 +15,12 @@ runner, which starts no node itself, uses it too.
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from types import FrameType
+from typing import NoReturn
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -26,9 +29,21 @@ def stop_on_first_signal(stop: threading.Event) -> None:
     """Makes the first SIGINT or SIGTERM set `stop`, and every later one do nothing. Main thread only."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        for sig in STOP_SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
+        # The handler stays installed: switching to SIG_IGN here raised "OSError: Signal 15 ignored due to
+        # race condition" when a second signal had already arrived and Python ran its handler next.
         stop.set()
 
     for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
+
+
+def exit_process(code: int) -> NoReturn:
+    """Flushes stdout and stderr and ends the process at once, with `code`.
+
+    The interpreter's normal shutdown restores the default SIGINT and SIGTERM handlers, so a second
+    Ctrl-C arriving during it killed the process (exit -2) after a clean stop; os._exit skips that
+    shutdown (and torch's slow teardown in the policy node). Call it once everything is released.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

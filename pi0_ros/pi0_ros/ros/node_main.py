@@ -11,7 +11,6 @@ memory that the kernel reclaims anyway.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -26,7 +25,7 @@ from rclpy.publisher import Publisher
 from rclpy.signals import SignalHandlerOptions
 
 from pi0_ros.core.robot_description import DescriptionError
-from pi0_ros.core.stop_signals import stop_on_first_signal
+from pi0_ros.core.stop_signals import exit_process, stop_on_first_signal
 from pi0_ros.ros.parameters import ParameterError
 
 # How long the spin loop waits for work before it looks at the stop request again: a signal's Python
@@ -75,9 +74,7 @@ def spin_node(
     # Closes the ROS log file. Not rclpy.shutdown(): uninstalling its handlers resets SIGINT to the default
     # for a moment, and a second Ctrl-C then would kill the process.
     rclpy.try_shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_process(code)
 
 
 def _spin(make_node: Callable[[], Node], make_executor: Callable[[], Executor]) -> int:

@@ -18,7 +18,7 @@ import argparse
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 import rclpy
 from rclpy.action import ActionClient
@@ -28,7 +28,7 @@ from rclpy.task import Future
 
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import PolicyStatus
-from pi0_ros.core.stop_signals import stop_on_first_signal
+from pi0_ros.core.stop_signals import exit_process, stop_on_first_signal
 from pi0_ros.policy.goal_session import EndReason, instruction_problem
 from pi0_ros.ros.conversions import (
     action_service_qos,
@@ -234,7 +234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
     args = parse_args(rclpy.utilities.remove_ros_args(sys.argv)[1:] if argv is None else argv)
     # Ctrl-C only sets `stop`, checked between spins (stop_signals): rclpy's handler would shut the context
     # down before the cancel request is sent, and a KeyboardInterrupt raised inside an rclpy callback left
@@ -243,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_first_signal(stop)
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     try:
-        return run(args, stop)
+        code = run(args, stop)
     finally:
         rclpy.try_shutdown()
+    exit_process(code)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
