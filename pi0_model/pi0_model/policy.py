@@ -39,7 +39,14 @@ from .interface import Inference, InferenceTiming, RtcGuidance
 from .model import KVCache, ModelInputs, Pi0Model, build_model, initialize_weights_
 from .normalization import NORM_MODES, Normalization, find_normalization, load_normalization
 from .options import COMPILE_MODES, DEFAULT_MODEL_TYPE, DTYPE_NAMES
-from .tokenizer import PromptTokenizer, TokenizedPrompt, find_tokenizer, load_tokenizer, tiny_tokenizer
+from .tokenizer import (
+    PromptTokenizer,
+    TokenizedPrompt,
+    find_tokenizer,
+    load_tokenizer,
+    model_prompt,
+    tiny_tokenizer,
+)
 from .transforms import RobotTransform, TransformPipeline, pad_to
 
 logger = logging.getLogger(__name__)
@@ -286,8 +293,7 @@ class Pi0Policy:
         slot_images = images_by_slot(images, self.io.camera_slots)
         stages = self._pipeline.adapt_state(self._check_state(state))
         normalized_state = self.normalization.normalize_state(stages[-1])
-        # pi0.5 writes the state into the prompt, normalized but not padded (openpi tokenizes before padding).
-        prompt = self.tokenizer.tokenize(instruction, normalized_state if self.config.discrete_state_input else None)
+        prompt = model_prompt(self.tokenizer, self.config, instruction, normalized_state)
         if prompt.truncated and instruction not in self._warned_prompts:
             self._warned_prompts.add(instruction)
             logger.warning("prompt longer than %d tokens was truncated: %r", self.config.max_token_len, instruction)

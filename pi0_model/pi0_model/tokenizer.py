@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import Pi0Config
 from .errors import CheckpointError, Pi0InputError
 
 SENTENCEPIECE_FILE = "tokenizer.model"
@@ -113,6 +114,16 @@ class PromptTokenizer:
         ids[: len(tokens)] = tokens
         mask = np.arange(self.max_len) < len(tokens)
         return TokenizedPrompt(ids, mask, truncated)
+
+
+def model_prompt(
+    tokenizer: PromptTokenizer, config: Pi0Config, instruction: str, normalized_state: np.ndarray
+) -> TokenizedPrompt:
+    """The prompt `config`'s model reads: pi0.5 with state input writes the state into it, pi0 does not.
+
+    `normalized_state` is the robot's state after normalization and before padding (openpi tokenizes first).
+    """
+    return tokenizer.tokenize(instruction, normalized_state if config.discrete_state_input else None)
 
 
 def _sentencepiece_tokenizer(model_proto: bytes, max_len: int, source: str) -> PromptTokenizer:

@@ -25,7 +25,7 @@ from pi0_model.flow_matching import flow_matching_loss, sample_actions, sample_t
 from pi0_model.model import AdaptiveRMSNorm, PaliGemmaWithExpert, build_model, hf_configs, initialize_weights_
 from pi0_model.normalization import Normalization, NormStats
 from pi0_model.policy import Pi0Policy, RobotIO, RtcGuidance
-from pi0_model.tokenizer import discretize_state, tiny_sentencepiece_model, tiny_tokenizer
+from pi0_model.tokenizer import discretize_state, model_prompt, tiny_sentencepiece_model, tiny_tokenizer
 
 INSTRUCTION = "fold the towel"
 EXPERT = "paligemma_with_expert.gemma_expert.model."
@@ -227,6 +227,12 @@ def test_pi05_prompt_carries_the_state():
     assert tokenizer.tokenize("fold the towel").ids.tolist() != prompt.ids.tolist()
     short = tiny_tokenizer(max_len=20).tokenize("fold the towel", state)
     assert short.truncated and short.ids.tolist() == expected[:20]
+    assert model_prompt(tokenizer, Pi0Config.tiny("pi05"), "fold the towel", state).ids.tolist() == prompt.ids.tolist()
+    pi0_prompt = tiny_tokenizer(max_len=48).tokenize("fold the towel")
+    assert (
+        model_prompt(tiny_tokenizer(), Pi0Config.tiny(), "fold the towel", state).ids.tolist()
+        == pi0_prompt.ids.tolist()
+    )
 
 
 # -- checkpoints ----------------------------------------------------------------
