@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,8 @@ from pi0_model.options import DTYPE_NAMES, MODEL_TYPES
 OPENPI_TRANSFORMERS = "transformers==4.53.2"  # openpi's pyproject.toml pin
 REFERENCE_SCRIPT = Path(__file__).with_name("openpi_reference.py")
 BATCH = 2
+# The venv's processes must not see this project's path (pi0_model, its transformers): drop PYTHONPATH.
+VENV_ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
 
 
 def small_config(model_type: str) -> Pi0Config:
@@ -92,14 +95,15 @@ def ensure_venv(venv: Path, openpi: Path, torch_requirement: str) -> Path:
     if python.exists():
         return python
     print(f"creating {venv} ({torch_requirement}, {OPENPI_TRANSFORMERS}, openpi's transformers_replace)")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=VENV_ENVIRONMENT)
     requirements = [torch_requirement, OPENPI_TRANSFORMERS, "numpy<2", "safetensors"]
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *requirements], check=True, env=VENV_ENVIRONMENT)
     site = subprocess.run(
         [str(python), "-c", "import transformers, os; print(os.path.dirname(transformers.__file__))"],
         check=True,
         capture_output=True,
         text=True,
+        env=VENV_ENVIRONMENT,
     ).stdout.strip()
     shutil.copytree(openpi / "src/openpi/models_pytorch/transformers_replace", site, dirs_exist_ok=True)
     return python
@@ -126,7 +130,7 @@ def compare(model_type: str, dtype: str, python: Path, openpi: Path, num_steps: 
         }
         (work / "spec.json").write_text(json.dumps(spec))
         save_file({**vars(inputs), "noise": noise}, str(work / "inputs.safetensors"))
-        subprocess.run([str(python), str(REFERENCE_SCRIPT), str(openpi), str(work)], check=True)
+        subprocess.run([str(python), str(REFERENCE_SCRIPT), str(openpi), str(work)], check=True, env=VENV_ENVIRONMENT)
         reference = load_file(str(work / "openpi_actions.safetensors"))["actions"]
     with torch.no_grad():
         ours = sample_actions(model, inputs, noise, num_steps)
