@@ -5,7 +5,7 @@ token attends to every *valid* token whose block id is not larger than its
 own. The prefix (images + prompt) is block 0, so it is bidirectional and can
 never see the suffix; the state token is block 1 and the action tokens are
 block 2, so actions see each other, the state and the prefix, while the state
-does not see the actions.
+does not see the actions. pi0.5 has no state token: its suffix is block 2 alone.
 """
 
 from __future__ import annotations
@@ -18,13 +18,17 @@ STATE_BLOCK = 1
 ACTION_BLOCK = 2
 
 
-def suffix_block_ids(batch_size: int, action_horizon: int, device: torch.device) -> torch.Tensor:
-    """Block ids of the suffix [state, action_0 .. action_{H-1}] -> [B, 1 + H] int64.
+def suffix_block_ids(
+    batch_size: int, action_horizon: int, device: torch.device, state_token: bool = True
+) -> torch.Tensor:
+    """Block ids of the suffix [state, action_0 .. action_{H-1}] -> [B, 1 + H] int64 (no state token: [B, H]).
 
     Built with on-device ops (no host list), so it neither syncs nor breaks CUDA graph capture.
     """
-    ids = torch.full((batch_size, 1 + action_horizon), ACTION_BLOCK, dtype=torch.long, device=device)
-    ids[:, 0] = STATE_BLOCK
+    length = action_horizon + int(state_token)
+    ids = torch.full((batch_size, length), ACTION_BLOCK, dtype=torch.long, device=device)
+    if state_token:
+        ids[:, 0] = STATE_BLOCK
     return ids
 
 

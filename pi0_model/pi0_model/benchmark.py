@@ -1,14 +1,15 @@
-"""Latency benchmark of one pi0 action chunk: prefix encode, denoising, total (p50/p95) and peak memory.
+"""Latency benchmark of one pi0 / pi0.5 action chunk: prefix encode, denoising, total (p50/p95) and peak memory.
 
     python -m pi0_model.benchmark --config tiny --device cpu --dtype float32 --cameras 3 --steps 10 --iterations 20
     python -m pi0_model.benchmark --config pi0 --device cuda --dtype bfloat16 --cameras 3 --compile-mode reduce-overhead
     python -m pi0_model.benchmark --checkpoint /path/to/ckpt --device cuda --dtype bfloat16
 
-`--config pi0` uses random weights of the real size (latency does not depend
-on the values). Each iteration is one full `Pi0Policy.infer` on random
-camera frames (default 480x640, so the resize is included); CUDA timings are
-synchronized around each phase. Peak memory is CUDA `max_memory_allocated`
-on GPU and the process's peak RSS on CPU.
+`--config pi0` or `--config pi05` uses random weights of the real size
+(latency does not depend on the values); `--model pi05` makes the tiny model
+a pi0.5. Each iteration is one full `Pi0Policy.infer` on random camera frames
+(default 480x640, so the resize is included); CUDA timings are synchronized
+around each phase. Peak memory is CUDA `max_memory_allocated` on GPU and the
+process's peak RSS on CPU.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ from .checkpoint import load_model
 from .config import CAMERA_SLOTS, Pi0Config
 from .errors import Pi0Error
 from .normalization import Normalization
-from .options import COMPILE_MODES, DEFAULT_DTYPE, DTYPE_NAMES, NO_COMPILE, compile_mode_or_none
+from .options import (
+    COMPILE_MODES,
+    DEFAULT_DTYPE,
+    DEFAULT_MODEL_TYPE,
+    DTYPE_NAMES,
+    MODEL_TYPES,
+    NO_COMPILE,
+    compile_mode_or_none,
+)
 from .policy import DTYPES, Pi0Policy, RobotIO
 from .tokenizer import find_tokenizer, load_tokenizer, tiny_tokenizer
 
@@ -41,7 +50,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="pi0-benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--config", choices=("tiny", "pi0"), default="tiny", help="random-init model size")
+    source.add_argument(
+        "--config",
+        choices=("tiny", *MODEL_TYPES),
+        default="tiny",
+        help="random-init model: tiny (pi0, or pi0.5 with --model pi05) or a real size",
+    )
+    parser.add_argument("--model", choices=MODEL_TYPES, default=DEFAULT_MODEL_TYPE, help="model type of --config tiny")
     source.add_argument("--checkpoint", help="checkpoint directory to load instead of random weights")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=DTYPE_NAMES, default=DEFAULT_DTYPE)
@@ -80,7 +95,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def build_policy(args: argparse.Namespace, io: RobotIO) -> tuple[Pi0Policy, str]:
     compile_mode = args.compile_mode
     if args.checkpoint is None:
-        config = Pi0Config.tiny() if args.config == "tiny" else Pi0Config.pi0()
+        config = Pi0Config.tiny(args.model) if args.config == "tiny" else Pi0Config.published(args.config)
         policy = Pi0Policy.random_init(
             io,
             config,
@@ -90,7 +105,8 @@ def build_policy(args: argparse.Namespace, io: RobotIO) -> tuple[Pi0Policy, str]
             num_steps=args.steps,
             compile_mode=compile_mode,
         )
-        return policy, f"{args.config} (random weights)"
+        name = f"tiny {args.model}" if args.config == "tiny" else args.config
+        return policy, f"{name} (random weights)"
     model = load_model(args.checkpoint, args.device, DTYPES[args.dtype])
     try:
         tokenizer = load_tokenizer(find_tokenizer(args.checkpoint), model.config.max_token_len)

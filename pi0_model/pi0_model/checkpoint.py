@@ -1,15 +1,21 @@
-"""Checkpoint directories in the LeRobot / openpi PyTorch layout.
+"""Checkpoint directories in the LeRobot / openpi PyTorch layout, pi0 or pi0.5.
 
     <dir>/model.safetensors   weights, keys as in `Pi0Model.state_dict()` except:
                               - the token embedding, tied to PaliGemma's LM head, is stored once
                                 as `paligemma_with_expert.paligemma.lm_head.weight`;
-                              - the action expert's LM head (never used by pi0) is stored as
+                              - the action expert's LM head (never used) is stored as
                                 `paligemma_with_expert.gemma_expert.lm_head.weight`;
                               LeRobot prefixes every key with "model."; both spellings load.
-                              777 tensors for the real pi0.
+                              777 tensors for the real pi0. pi0.5 (812 tensors) has `time_mlp_in/out`
+                              instead of `state_proj` and `action_time_mlp_in/out`, and each expert
+                              norm (`...gemma_expert.model.layers.N.{input,post_attention}_layernorm`,
+                              `...gemma_expert.model.norm`) is a `dense` layer ([3 x 1024, 1024] + bias)
+                              instead of a `weight`.
     <dir>/config.json         openpi ("action_horizon", "paligemma_variant", ...) or LeRobot
-                              ("type": "pi0", "chunk_size", ...) fields; files written here also
-                              carry the exact `Pi0Config` under "pi0_model".
+                              ("type": "pi0" / "pi05", "chunk_size", ...) fields; files written here
+                              also carry the exact `Pi0Config` under "pi0_model". openpi's converter
+                              does not record the model type: a config that does not state it is
+                              completed from the weights (`time_mlp_in` present = pi0.5).
     <dir>/norm_stats.json     see `normalization.py` (also assets/*/norm_stats.json, LeRobot's file)
 
 Only safetensors are read: pickled checkpoints (.bin/.pt/.pth/.ckpt) can run
@@ -30,6 +36,7 @@ from .config import GEMMA_VARIANTS, GemmaConfig, Pi0Config, VisionConfig, gemma_
 from .errors import CheckpointError, ConfigError
 from .model import Pi0Model, build_model
 from .normalization import Normalization
+from .options import DEFAULT_MODEL_TYPE, MODEL_TYPES
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
@@ -39,6 +46,7 @@ NORM_STATS_FILE = "norm_stats.json"
 EMBEDDING_KEY = "paligemma_with_expert.paligemma.model.language_model.embed_tokens.weight"
 TIED_EMBEDDING_KEY = "paligemma_with_expert.paligemma.lm_head.weight"
 UNUSED_EXPERT_HEAD_KEY = "paligemma_with_expert.gemma_expert.lm_head.weight"
+PI05_MARKER_KEY = "time_mlp_in.weight"  # only pi0.5 has it
 LEROBOT_PREFIX = "model."
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 _MAX_LISTED_KEYS = 12
@@ -59,7 +67,9 @@ def _variant_name(stack: GemmaConfig) -> str | None:
 def config_to_json(config: Pi0Config) -> dict[str, Any]:
     """Our exact config plus the openpi/LeRobot fields other tools read."""
     return {
-        "type": "pi0",
+        "type": config.model_type,
+        "pi05": config.is_pi05,
+        "discrete_state_input": config.discrete_state_input,
         "paligemma_variant": _variant_name(config.llm),
         "action_expert_variant": _variant_name(config.expert),
         "action_horizon": config.action_horizon,
@@ -73,14 +83,25 @@ def config_to_json(config: Pi0Config) -> dict[str, Any]:
     }
 
 
-def config_from_json(data: dict[str, Any], source: str = "config.json") -> Pi0Config:
-    """Read our config, or derive it from openpi / LeRobot fields on top of the pi0 defaults."""
+def stated_model_type(data: dict[str, Any], source: str = "config.json") -> str | None:
+    """The model type openpi / LeRobot fields state ("pi05": bool, "type"), or None where they are silent."""
+    if data.get("pi05") is not None:
+        return "pi05" if data["pi05"] else "pi0"
+    kind = data.get("type")
+    if kind is not None and kind not in MODEL_TYPES:
+        raise CheckpointError(f"{source} describes a {kind!r} policy; supported: {', '.join(MODEL_TYPES)}")
+    return kind
+
+
+def config_from_json(data: dict[str, Any], source: str = "config.json", model_type: str | None = None) -> Pi0Config:
+    """Read our config, or derive it from openpi / LeRobot fields on top of the published model's defaults.
+
+    The model is the type the fields state, else `model_type`, else pi0.
+    """
     try:
         if "pi0_model" in data:
             return Pi0Config.from_dict(data["pi0_model"])
-        kind = "pi05" if data.get("pi05") else data.get("type", "pi0")
-        if kind != "pi0":
-            raise CheckpointError(f"{source} describes a {kind!r} policy; only pi0 is supported")
+        base = Pi0Config.published(stated_model_type(data, source) or model_type or DEFAULT_MODEL_TYPE)
         changes: dict[str, Any] = {}
         if "paligemma_variant" in data:
             changes["llm"] = gemma_variant(data["paligemma_variant"])
@@ -92,6 +113,7 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Pi0Co
             "state_dim": ("max_state_dim", "action_dim"),
             "num_steps": ("num_inference_steps",),
             "max_token_len": ("tokenizer_max_length", "max_token_len"),
+            "discrete_state_input": ("discrete_state_input",),
         }.items():
             value = next((data[key] for key in keys if data.get(key) is not None), None)
             if value is not None:
@@ -101,23 +123,33 @@ def config_from_json(data: dict[str, Any], source: str = "config.json") -> Pi0Co
             if len(resolution) != 2 or resolution[0] != resolution[1]:
                 raise CheckpointError(f"{source}: image_resolution must be square, got {resolution}")
             changes["vision"] = VisionConfig(image_size=int(resolution[0]))
-        return Pi0Config(**changes)
+        return base.replace(**changes)
     except ConfigError as error:
         raise CheckpointError(f"{source}: {error}") from error
 
 
-def read_config(checkpoint_dir: Path) -> Pi0Config:
-    """config.json of a checkpoint; without one the checkpoint is assumed to be the published pi0."""
-    path = checkpoint_dir / CONFIG_FILE
-    if not path.is_file():
-        return Pi0Config.pi0()
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"cannot read {path}: {error}") from error
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return config_from_json(data, str(path))
+def read_config(checkpoint: Path) -> Pi0Config:
+    """config.json of a checkpoint (directory or weights file); what it does not say is the published model.
+
+    Without a config.json, or with one that does not state the model type (openpi's converter),
+    the type is read off the weights' key names.
+    """
+    path = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / CONFIG_FILE
+    data: Any = {}
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise CheckpointError(f"cannot read {path}: {error}") from error
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path} must hold a JSON object")
+    silent = "pi0_model" not in data and stated_model_type(data, str(path)) is None
+    return config_from_json(data, str(path), weights_model_type(checkpoint) if silent else None)
+
+
+def weights_model_type(checkpoint: Path) -> str:
+    """The model type of the weights: pi0.5 if they have its time MLP, else pi0 (reads only the headers)."""
+    return "pi05" if PI05_MARKER_KEY in {_model_key(key) for key in weight_files(checkpoint)} else "pi0"
 
 
 # -- weights -----------------------------------------------------------------
@@ -178,11 +210,16 @@ def _keys_of(path: Path) -> list[str]:
         ) from error
 
 
+def _model_key(file_key: str) -> str:
+    """A file key without LeRobot's "model." prefix."""
+    return file_key[len(LEROBOT_PREFIX) :] if file_key.startswith(LEROBOT_PREFIX) else file_key
+
+
 def _select_keys(file_keys: list[str]) -> dict[str, str]:
     """Model key -> file key, resolving the LeRobot prefix, the tied embedding and the unused expert head."""
     chosen: dict[str, str] = {}
     for file_key in file_keys:
-        key = file_key[len(LEROBOT_PREFIX) :] if file_key.startswith(LEROBOT_PREFIX) else file_key
+        key = _model_key(file_key)
         if key == UNUSED_EXPERT_HEAD_KEY:
             continue
         if key == TIED_EMBEDDING_KEY:
@@ -206,11 +243,16 @@ def load_weights(model: Pi0Model, checkpoint: Path) -> None:
     missing = sorted(set(targets) - set(chosen))
     unexpected = sorted(chosen[key] for key in set(chosen) - set(targets))
     problems = []
+    weights_type = "pi05" if PI05_MARKER_KEY in chosen else "pi0"
+    if weights_type != model.config.model_type:
+        problems.append(
+            f"the weights are {weights_type}'s but the config describes {model.config.model_type} "
+            "(correct the type in config.json)"
+        )
     if missing:
         problems.append(f"missing {len(missing)} tensor(s): {_listing(missing)}")
     if unexpected:
-        hint = " (this looks like a pi0.5 checkpoint)" if any("time_mlp_in" in k for k in unexpected) else ""
-        problems.append(f"unexpected {len(unexpected)} tensor(s){hint}: {_listing(unexpected)}")
+        problems.append(f"unexpected {len(unexpected)} tensor(s): {_listing(unexpected)}")
     if problems:
         raise CheckpointError(f"checkpoint {checkpoint} does not fit the model: " + "; ".join(problems))
 
@@ -242,15 +284,15 @@ def load_model(
 ) -> Pi0Model:
     """Build the model described by a checkpoint directory and load its weights."""
     checkpoint_dir = Path(checkpoint_dir)
-    config = read_config(checkpoint_dir if checkpoint_dir.is_dir() else checkpoint_dir.parent)
-    weight_files(checkpoint_dir)  # refuse pickles / missing weights before allocating the model
+    weight_files(checkpoint_dir)  # refuse pickles / missing weights before reading anything else
+    config = read_config(checkpoint_dir)
     model = build_model(config, device, dtype)
     load_weights(model, checkpoint_dir)
     return model.eval()
 
 
 def checkpoint_state_dict(model: Pi0Model) -> dict[str, torch.Tensor]:
-    """The model's tensors under the checkpoint key names (777 keys for the real pi0).
+    """The model's tensors under the checkpoint key names (777 keys for the real pi0, 812 for pi0.5).
 
     The unused expert LM head is written as zeros so strict loaders
     (LeRobot, openpi) accept the file.

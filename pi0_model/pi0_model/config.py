@@ -1,7 +1,11 @@
-"""Model configuration: the real pi0 sizes and tiny variants, as validating dataclasses.
+"""Model configuration: the real pi0 and pi0.5 sizes and tiny variants, as validating dataclasses.
 
 Sizes follow the pi0 paper (arXiv 2410.24164) and openpi `models/gemma.py`:
 PaliGemma 3B (SigLIP So400m/14 + Gemma 2B) plus the "gemma_300m" action expert.
+pi0.5 (openpi `models/pi0_config.py` with `pi05=True`) has the same sizes; it
+differs in how the state and the flow time enter the network (`model.py`), in
+its prompt (200 tokens, the state written into it: `tokenizer.py`) and in its
+normalization (quantiles instead of mean/std).
 Every dataclass checks its values on construction and raises `ConfigError`
 with the offending field, so a bad YAML or config.json fails at load time
 instead of as a shape error deep inside a forward pass.
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .options import DEFAULT_MODEL_TYPE, MODEL_TYPES
 
 # The three image slots pi0 was trained with, in prefix order.
 CAMERA_SLOTS: tuple[str, ...] = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
@@ -104,6 +109,10 @@ GEMMA_VARIANTS: dict[str, GemmaConfig] = {
 }
 
 
+# What pi0.5 changes in a pi0 config of the same size (openpi `Pi0Config.__post_init__` with pi05=True).
+_PI05_CHANGES: dict[str, Any] = {"model_type": "pi05", "max_token_len": 200, "discrete_state_input": True}
+
+
 def gemma_variant(name: str) -> GemmaConfig:
     """The stack sizes for an openpi/LeRobot variant name such as "gemma_2b"."""
     if name not in GEMMA_VARIANTS:
@@ -113,8 +122,9 @@ def gemma_variant(name: str) -> GemmaConfig:
 
 @dataclass(frozen=True)
 class Pi0Config:
-    """Everything that fixes the shapes and the numerics of a pi0 model."""
+    """Everything that fixes the shapes and the numerics of a pi0 or pi0.5 model."""
 
+    model_type: str = DEFAULT_MODEL_TYPE  # "pi0" or "pi05" (options.MODEL_TYPES)
     vision: VisionConfig = field(default_factory=VisionConfig)  # SigLIP tower
     llm: GemmaConfig = GEMMA_2B  # PaliGemma language model (the "prefix" expert)
     expert: GemmaConfig = GEMMA_300M  # action expert (the "suffix" expert)
@@ -128,8 +138,23 @@ class Pi0Config:
     rms_norm_eps: float = 1e-6  # Gemma RMSNorm epsilon
     time_min_period: float = 4e-3  # shortest period of the sinusoidal time embedding
     time_max_period: float = 4.0  # longest period of the sinusoidal time embedding
+    # pi0.5 only: the normalized state is discretized into the prompt. Without it (openpi's pi05_libero)
+    # the model never sees the state; pi0 always feeds it as a suffix token instead.
+    discrete_state_input: bool = False
 
     def __post_init__(self) -> None:
+        _require(
+            self.model_type in MODEL_TYPES,
+            f"Pi0Config.model_type must be one of {MODEL_TYPES}, got {self.model_type!r}",
+        )
+        _require(
+            isinstance(self.discrete_state_input, bool),
+            f"Pi0Config.discrete_state_input must be a bool, got {self.discrete_state_input!r}",
+        )
+        _require(
+            self.is_pi05 or not self.discrete_state_input,
+            "Pi0Config.discrete_state_input is a pi0.5 option: pi0 feeds the state as a suffix token",
+        )
         _require(isinstance(self.vision, VisionConfig), "Pi0Config.vision must be a VisionConfig")
         _require(isinstance(self.llm, GemmaConfig), "Pi0Config.llm must be a GemmaConfig")
         _require(isinstance(self.expert, GemmaConfig), "Pi0Config.expert must be a GemmaConfig")
@@ -156,13 +181,21 @@ class Pi0Config:
         )
 
     @classmethod
-    def pi0(cls) -> Pi0Config:
-        """The published pi0: PaliGemma 3B + gemma_300m expert, about 3.3B parameters."""
-        return cls()
+    def published(cls, model_type: str = DEFAULT_MODEL_TYPE) -> Pi0Config:
+        """The published pi0 or pi0.5: PaliGemma 3B + gemma_300m expert, about 3.3B parameters."""
+        return cls()._of_type(model_type)
 
     @classmethod
-    def tiny(cls) -> Pi0Config:
-        """A few-hundred-thousand-parameter pi0 with the real interfaces (224 px, 48 tokens, 50x32 chunks).
+    def pi0(cls) -> Pi0Config:
+        return cls.published("pi0")
+
+    @classmethod
+    def pi05(cls) -> Pi0Config:
+        return cls.published("pi05")
+
+    @classmethod
+    def tiny(cls, model_type: str = DEFAULT_MODEL_TYPE) -> Pi0Config:
+        """A few-hundred-thousand-parameter model with the real interfaces (224 px, 48 or 200 tokens, 50x32 chunks).
 
         Used by the tests and the CPU demo: random weights, same code paths.
         """
@@ -172,7 +205,21 @@ class Pi0Config:
             llm=GemmaConfig(width=64, depth=2, mlp_dim=128, num_heads=2, num_kv_heads=1, head_dim=16),
             expert=GemmaConfig(width=32, depth=2, mlp_dim=64, num_heads=2, num_kv_heads=1, head_dim=16),
             vocab_size=512,
-        )
+        )._of_type(model_type)
+
+    def _of_type(self, model_type: str) -> Pi0Config:
+        """This pi0 config as `model_type`: pi0.5 takes its own defaults on top of the same sizes."""
+        _require(model_type in MODEL_TYPES, f"model type must be one of {MODEL_TYPES}, got {model_type!r}")
+        return self if model_type == "pi0" else self.replace(**_PI05_CHANGES)
+
+    @property
+    def is_pi05(self) -> bool:
+        return self.model_type == "pi05"
+
+    @property
+    def norm_mode(self) -> str:
+        """How the model's state and actions are normalized (openpi: quantiles for every model but pi0)."""
+        return "quantile" if self.is_pi05 else "mean_std"
 
     @property
     def prefix_len(self) -> int:
@@ -181,8 +228,8 @@ class Pi0Config:
 
     @property
     def suffix_len(self) -> int:
-        """One state token plus one token per action."""
-        return 1 + self.action_horizon
+        """One token per action, after pi0's state token (pi0.5 has the state in the prefix, if anywhere)."""
+        return self.action_horizon + (0 if self.is_pi05 else 1)
 
     def replace(self, **changes: Any) -> Pi0Config:
         return dataclasses.replace(self, **changes)

@@ -1,11 +1,12 @@
-"""Flow matching for pi0: the training loss, the Euler sampler and real-time chunking.
+"""Flow matching for pi0 and pi0.5: the training loss, the Euler sampler and real-time chunking.
 
 Convention (openpi): t = 1 is pure noise and t = 0 is data,
 
     x_t = t * noise + (1 - t) * actions,      u = dx_t/dt = noise - actions,
 
 the network predicts v ~ u, and sampling integrates from t = 1 down to 0 with
-Euler steps x <- x - v / num_steps.
+Euler steps x <- x - v / num_steps, the time accumulated in float32 as openpi
+does (`time_grid`).
 
 Real-time chunking (Black, Galliker, Levine 2025, arXiv 2506.07339): while a
 chunk executes, the next one is inferred. Its first `frozen_steps` actions
@@ -23,6 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pi0_client.interface import RTC_SCHEDULES
@@ -130,6 +132,19 @@ def _guided_velocity(velocity: VelocityFn, x: torch.Tensor, time: float, guidanc
     return v.detach() - guidance_weight(time, guidance.max_guidance_weight) * correction
 
 
+def time_grid(num_steps: int) -> list[float]:
+    """Flow time of each Euler step: 1, 1 + dt, ... accumulated in float32 (openpi's `time += dt`).
+
+    Summing float32 steps drifts from the exact grid 1 - k / num_steps by up to
+    ~1e-7; the sampler follows openpi's drift rather than the exact values.
+    """
+    dt = np.float32(-1.0 / num_steps)
+    times = [np.float32(1.0)]
+    for _ in range(num_steps - 1):
+        times.append(np.float32(times[-1] + dt))
+    return [float(time) for time in times]
+
+
 def euler_denoise(
     velocity: VelocityFn, noise: torch.Tensor, num_steps: int, guidance: PrefixGuidance | None = None
 ) -> torch.Tensor:
@@ -141,10 +156,9 @@ def euler_denoise(
     """
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    dt = -1.0 / num_steps
+    dt = -1.0 / num_steps  # applied as float32, like openpi's float32 dt
     x = noise
-    for step in range(num_steps):
-        time = 1.0 + step * dt
+    for time in time_grid(num_steps):
         v = velocity(x, time) if guidance is None else _guided_velocity(velocity, x, time, guidance)
         x = x + dt * v
     if guidance is not None and guidance.frozen_steps > 0:

@@ -1,10 +1,17 @@
-"""The pi0 network: PaliGemma (SigLIP + Gemma 2B) and a Gemma action expert attending jointly.
+"""The pi0 and pi0.5 networks: PaliGemma (SigLIP + Gemma 2B) and a Gemma action expert attending jointly.
 
 Sequence layout (B = batch, N = camera slots given, T = tokens per image,
 Lt = prompt tokens, H = action horizon):
 
     prefix = [image_0 (T) .. image_{N-1} (T), prompt (Lt)]   -> PaliGemma language model
-    suffix = [state (1), action_0 .. action_{H-1}]           -> action expert
+    suffix = [state (1), action_0 .. action_{H-1}]           -> action expert (pi0)
+    suffix = [action_0 .. action_{H-1}]                      -> action expert (pi0.5)
+
+pi0 fuses the flow time into each action token with an MLP. pi0.5 has its
+state (if any) in the prompt and conditions the expert on the time instead:
+the time embedding goes through `time_mlp_in`/`time_mlp_out`, and every
+expert norm is an `AdaptiveRMSNorm` whose dense layer turns that condition
+into a scale, a shift and a residual gate.
 
 In every layer both stacks project their own tokens to Q/K/V, the projections
 are concatenated into one sequence for a single attention (shared RoPE,
@@ -12,7 +19,7 @@ block mask from `attention.py`), and each stack applies its own output
 projection, norms and MLP to its own tokens. Because the prefix never attends
 to the suffix, the prefix's keys/values can be computed once (`encode_prefix`)
 and reused by every denoising step (`velocity`), which then runs only the
-expert over the 1 + H suffix tokens.
+expert over the suffix tokens.
 
 Module names mirror transformers' PaliGemma/Gemma nesting so that
 `state_dict()` uses the LeRobot / openpi PyTorch checkpoint key layout
@@ -56,6 +63,14 @@ class Prefix:
 
     embeddings: torch.Tensor  # [B, Lp, llm.width], compute dtype
     valid: torch.Tensor  # [B, Lp] bool
+
+
+@dataclass
+class Suffix:
+    """Embedded suffix tokens and the expert's time condition."""
+
+    embeddings: torch.Tensor  # [B, Ls, expert.width], compute dtype; Ls = config.suffix_len
+    condition: torch.Tensor | None  # [B, expert.width] fp32 adaRMS condition (pi0.5); None for pi0
 
 
 @dataclass
@@ -131,15 +146,63 @@ class VisionTower(nn.Module):
         return model.post_layernorm(hidden)
 
 
-class GemmaStack(nn.Module):
-    """Decoder layers + final norm (+ token embedding for the language model)."""
+class AdaptiveRMSNorm(nn.Module):
+    """Gemma's RMSNorm modulated by a condition (pi0.5's flow time), plus a gate for the residual it feeds.
 
-    def __init__(self, config: HFGemmaConfig, with_embedding: bool):
+    A dense layer maps the condition to (scale, shift, gate); the output is
+    norm(x) * (1 + scale) + shift, where Gemma's plain norm has a learned
+    weight in place of the scale and no shift, and the residual becomes
+    x + y * gate. It replaces every norm of pi0.5's action expert (`dense.*`
+    in the checkpoint, no `weight`); the stack's final norm drops the gate.
+    As in Gemma, the statistics and the modulation are computed in fp32.
+    """
+
+    def __init__(self, width: int, condition_width: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.dense = nn.Linear(condition_width, 3 * width)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [B, L, W], condition [B, Wc] -> (normed [B, L, W], gate [B, 1, W]), both in x's dtype."""
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        scale, shift, gate = self.dense(condition)[:, None].float().chunk(3, dim=-1)  # each [B, 1, W]
+        return (normed * (1.0 + scale) + shift).to(x.dtype), gate.to(x.dtype)
+
+
+def modulated_norm(
+    norm: nn.Module, x: torch.Tensor, condition: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Apply a plain Gemma norm or an `AdaptiveRMSNorm` -> (normed x, residual gate or None)."""
+    if isinstance(norm, AdaptiveRMSNorm):
+        if condition is None:
+            raise ValueError("an adaptive (pi0.5) norm needs the time condition")
+        return norm(x, condition)
+    return norm(x), None
+
+
+def gated_residual(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+    return x + y if gate is None else x + y * gate
+
+
+class GemmaStack(nn.Module):
+    """Decoder layers + final norm (+ token embedding for the language model).
+
+    With `condition_width`, every norm is an `AdaptiveRMSNorm` (pi0.5's action expert).
+    """
+
+    def __init__(self, config: HFGemmaConfig, with_embedding: bool, condition_width: int | None = None):
         super().__init__()
         if with_embedding:
             self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(GemmaDecoderLayer(config, index) for index in range(config.num_hidden_layers))
-        self.norm = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.norm: nn.Module = GemmaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        if condition_width is not None:
+            width, eps = config.hidden_size, config.rms_norm_eps
+            for layer in self.layers:
+                layer.input_layernorm = AdaptiveRMSNorm(width, condition_width, eps)
+                layer.post_attention_layernorm = AdaptiveRMSNorm(width, condition_width, eps)
+            self.norm = AdaptiveRMSNorm(width, condition_width, eps)
 
 
 class PaliGemmaBody(nn.Module):
@@ -162,18 +225,21 @@ class PaliGemma(nn.Module):
 class GemmaExpert(nn.Module):
     """Only a namespace level: transformers nests a causal LM's stack as `model`."""
 
-    def __init__(self, config: HFGemmaConfig):
+    def __init__(self, config: HFGemmaConfig, condition_width: int | None):
         super().__init__()
-        self.model = GemmaStack(config, with_embedding=False)
+        self.model = GemmaStack(config, with_embedding=False, condition_width=condition_width)
 
 
 class PaliGemmaWithExpert(nn.Module):
-    """The two Gemma stacks and their layer-by-layer joint attention."""
+    """The two Gemma stacks and their layer-by-layer joint attention.
 
-    def __init__(self, backbone: PaliGemmaConfig, expert: HFGemmaConfig):
+    `adaptive_expert` makes the expert's norms adaptive (pi0.5), conditioned on a vector of the expert's width.
+    """
+
+    def __init__(self, backbone: PaliGemmaConfig, expert: HFGemmaConfig, adaptive_expert: bool = False):
         super().__init__()
         self.paligemma = PaliGemma(backbone)
-        self.gemma_expert = GemmaExpert(expert)
+        self.gemma_expert = GemmaExpert(expert, expert.hidden_size if adaptive_expert else None)
 
     @property
     def stacks(self) -> tuple[GemmaStack, GemmaStack]:
@@ -187,12 +253,14 @@ class PaliGemmaWithExpert(nn.Module):
         bias: torch.Tensor,
         cache: KVCache | None = None,
         build_cache: bool = False,
+        condition: torch.Tensor | None = None,
     ) -> tuple[list[torch.Tensor | None], list[tuple[torch.Tensor, torch.Tensor]]]:
         """Run both stacks over (prefix, suffix) hidden states; either may be None.
 
         hidden: ([B, Lp, Wp] | None, [B, Ls, We] | None) in compute dtype.
         cos/sin: [B, 1, L, head_dim] for the L = Lp + Ls tokens given here.
         bias: [B, 1, L, Lc + L] where Lc is the cached prefix length (0 without cache).
+        condition: [B, We] fp32 for an adaptive expert (pi0.5), else None.
         Returns the final-normed outputs in the same layout, and, when
         `build_cache` is set, each layer's (keys, values) of the tokens given.
         """
@@ -201,10 +269,11 @@ class PaliGemmaWithExpert(nn.Module):
         ]
         streams = [h for h in hidden if h is not None]
         lengths = [h.shape[1] for h in streams]
+        conditions = [condition if index == 1 else None for index, _ in active]  # only the expert is conditioned
         new_cache: list[tuple[torch.Tensor, torch.Tensor]] = []
         for depth in range(len(self.stacks[0].layers)):
             layers = [cast(GemmaDecoderLayer, stack.layers[depth]) for _, stack in active]
-            q, k, v = _joint_qkv(layers, streams)
+            q, k, v, gates = _joint_qkv(layers, streams, conditions)
             q, k = attention.apply_rope(q, cos, sin), attention.apply_rope(k, cos, sin)
             if build_cache:
                 new_cache.append((k, v))
@@ -213,37 +282,48 @@ class PaliGemmaWithExpert(nn.Module):
                 v = torch.cat([cache.values[depth], v], dim=2)
             mixed = attention.attend(q, k, v, bias)  # [B, L, heads * head_dim]
             streams = [
-                _finish_layer(layer, h, part)
-                for layer, h, part in zip(layers, streams, mixed.split(lengths, dim=1), strict=True)
+                _finish_layer(layer, h, part, gate, cond)
+                for layer, h, part, gate, cond in zip(
+                    layers, streams, mixed.split(lengths, dim=1), gates, conditions, strict=True
+                )
             ]
         outputs: list[torch.Tensor | None] = [None, None]
-        for (index, stack), h in zip(active, streams, strict=True):
-            outputs[index] = stack.norm(h)
+        for (index, stack), h, cond in zip(active, streams, conditions, strict=True):
+            outputs[index], _ = modulated_norm(stack.norm, h, cond)  # the final norm's gate has no residual
         return outputs, new_cache
 
 
 def _joint_qkv(
-    layers: list[GemmaDecoderLayer], streams: list[torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    layers: list[GemmaDecoderLayer], streams: list[torch.Tensor], conditions: list[torch.Tensor | None]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor | None]]:
     """Each stack projects its own tokens; the results are concatenated along the sequence.
 
-    -> q [B, heads, L, D], k and v [B, kv_heads, L, D] with L = sum of stream lengths.
+    -> q [B, heads, L, D], k and v [B, kv_heads, L, D] with L = sum of stream lengths,
+    and each stream's attention-residual gate (None for plain norms).
     """
-    queries, keys, values = [], [], []
-    for layer, h in zip(layers, streams, strict=True):
+    queries, keys, values, gates = [], [], [], []
+    for layer, h, condition in zip(layers, streams, conditions, strict=True):
         attn = layer.self_attn
-        x = layer.input_layernorm(h)
+        x, gate = modulated_norm(layer.input_layernorm, h, condition)
         batch, length, _ = x.shape
         queries.append(attn.q_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2))
         keys.append(attn.k_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2))
         values.append(attn.v_proj(x).view(batch, length, -1, attn.head_dim).transpose(1, 2))
-    return torch.cat(queries, dim=2), torch.cat(keys, dim=2), torch.cat(values, dim=2)
+        gates.append(gate)
+    return torch.cat(queries, dim=2), torch.cat(keys, dim=2), torch.cat(values, dim=2), gates
 
 
-def _finish_layer(layer: GemmaDecoderLayer, h: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-    """Output projection + residual, then the stack's own MLP + residual."""
-    h = h + layer.self_attn.o_proj(attended)
-    return h + layer.mlp(layer.post_attention_layernorm(h))
+def _finish_layer(
+    layer: GemmaDecoderLayer,
+    h: torch.Tensor,
+    attended: torch.Tensor,
+    attention_gate: torch.Tensor | None,
+    condition: torch.Tensor | None,
+) -> torch.Tensor:
+    """Output projection + (gated) residual, then the stack's own MLP + (gated) residual."""
+    h = gated_residual(h, layer.self_attn.o_proj(attended), attention_gate)
+    x, mlp_gate = modulated_norm(layer.post_attention_layernorm, h, condition)
+    return gated_residual(h, layer.mlp(x), mlp_gate)
 
 
 def time_embedding(time: torch.Tensor, width: int, min_period: float, max_period: float) -> torch.Tensor:
@@ -259,19 +339,23 @@ def time_embedding(time: torch.Tensor, width: int, min_period: float, max_period
 
 
 class Pi0Model(nn.Module):
-    """pi0: prefix encoder, action expert, and the state/action/time projections."""
+    """pi0 or pi0.5 (`config.model_type`): prefix encoder, action expert, and the state/action/time projections."""
 
     def __init__(self, config: Pi0Config):
         super().__init__()
         self.config = config
         backbone, expert = hf_configs(config)
-        self.paligemma_with_expert = PaliGemmaWithExpert(backbone, expert)
+        self.paligemma_with_expert = PaliGemmaWithExpert(backbone, expert, adaptive_expert=config.is_pi05)
         width = config.expert.width
-        self.state_proj = nn.Linear(config.state_dim, width)
         self.action_in_proj = nn.Linear(config.action_dim, width)
         self.action_out_proj = nn.Linear(width, config.action_dim)
-        self.action_time_mlp_in = nn.Linear(2 * width, width)
-        self.action_time_mlp_out = nn.Linear(width, width)
+        if config.is_pi05:
+            self.time_mlp_in = nn.Linear(width, width)
+            self.time_mlp_out = nn.Linear(width, width)
+        else:
+            self.state_proj = nn.Linear(config.state_dim, width)
+            self.action_time_mlp_in = nn.Linear(2 * width, width)
+            self.action_time_mlp_out = nn.Linear(width, width)
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -281,7 +365,7 @@ class Pi0Model(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.state_proj.weight.device
+        return self.action_in_proj.weight.device
 
     # -- prefix ---------------------------------------------------------------
 
@@ -315,22 +399,39 @@ class Pi0Model(nn.Module):
 
     # -- suffix ---------------------------------------------------------------
 
-    def embed_suffix(self, state: torch.Tensor, noisy_actions: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        """state [B, Ds], noisy actions x_t [B, H, Da], time [B] -> [B, 1 + H, We] in compute dtype."""
-        state_token = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # [B, 1, We]
+    def embed_suffix(self, state: torch.Tensor, noisy_actions: torch.Tensor, time: torch.Tensor) -> Suffix:
+        """state [B, Ds], noisy actions x_t [B, H, Da], time [B] -> suffix tokens [B, Ls, We] and time condition.
+
+        pi0: [state token, MLP(action, time) per action]. pi0.5: the projected
+        actions alone (`state` is unused: it is in the prompt, if anywhere) and
+        the condition silu(time_mlp_out(silu(time_mlp_in(time embedding)))).
+        """
         actions = self.action_in_proj(noisy_actions.to(self.action_in_proj.weight.dtype))  # [B, H, We]
         width = self.config.expert.width
-        times = time_embedding(time, width, self.config.time_min_period, self.config.time_max_period)
+        times = time_embedding(time, width, self.config.time_min_period, self.config.time_max_period)  # [B, We]
+        if self.config.is_pi05:
+            hidden = F.silu(self.time_mlp_in(times.to(self.time_mlp_in.weight.dtype)))
+            condition = F.silu(self.time_mlp_out(hidden)).to(torch.float32)  # [B, We]
+            return Suffix(actions.to(self.compute_dtype), condition)
+        state_token = self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]  # [B, 1, We]
         times = times.to(actions.dtype)[:, None].expand_as(actions)  # [B, H, We]
         fused = self.action_time_mlp_in(torch.cat([actions, times], dim=-1))
         action_tokens = self.action_time_mlp_out(F.silu(fused))  # [B, H, We]
-        return torch.cat([state_token, action_tokens], dim=1).to(self.compute_dtype)
+        return Suffix(torch.cat([state_token, action_tokens], dim=1).to(self.compute_dtype), None)
+
+    def suffix_blocks(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """Block ids of this model's suffix -> [B, Ls] (see `attention.suffix_block_ids`)."""
+        return attention.suffix_block_ids(
+            batch_size, self.config.action_horizon, device, state_token=not self.config.is_pi05
+        )
 
     def suffix_context(self, prefix_valid: torch.Tensor) -> SuffixContext:
-        """Masks and RoPE tables for the suffix, attending to a cached prefix."""
+        """Masks and RoPE tables for the suffix, attending to a cached prefix.
+
+        Suffix positions continue after the valid prefix tokens (openpi: the prefix's valid count).
+        """
         batch = prefix_valid.shape[0]
-        device = prefix_valid.device
-        suffix_blocks = attention.suffix_block_ids(batch, self.config.action_horizon, device)
+        suffix_blocks = self.suffix_blocks(batch, prefix_valid.device)
         suffix_valid = torch.ones_like(suffix_blocks, dtype=torch.bool)
         key_blocks = torch.cat(
             [torch.full_like(prefix_valid, attention.PREFIX_BLOCK, dtype=torch.long), suffix_blocks], 1
@@ -351,7 +452,9 @@ class Pi0Model(nn.Module):
     ) -> torch.Tensor:
         """Predicted flow v = d x_t / d t for one denoising step, reusing the prefix cache -> [B, H, Da] fp32."""
         suffix = self.embed_suffix(state, noisy_actions, time)
-        (_, out), _ = self.paligemma_with_expert((None, suffix), context.cos, context.sin, context.bias, cache=cache)
+        (_, out), _ = self.paligemma_with_expert(
+            (None, suffix.embeddings), context.cos, context.sin, context.bias, cache=cache, condition=suffix.condition
+        )
         return self._project_actions(out)
 
     def velocity_joint(
@@ -359,18 +462,19 @@ class Pi0Model(nn.Module):
     ) -> torch.Tensor:
         """Same as `velocity` but runs prefix and suffix together, with no cache (training path)."""
         suffix = self.embed_suffix(state, noisy_actions, time)
-        batch = suffix.shape[0]
-        suffix_blocks = attention.suffix_block_ids(batch, self.config.action_horizon, suffix.device)
+        suffix_blocks = self.suffix_blocks(suffix.embeddings.shape[0], suffix.embeddings.device)
         blocks = torch.cat([torch.full_like(prefix.valid, attention.PREFIX_BLOCK, dtype=torch.long), suffix_blocks], 1)
         valid = torch.cat([prefix.valid, torch.ones_like(suffix_blocks, dtype=torch.bool)], dim=1)
         mask = attention.block_attention_mask(blocks, valid, blocks, valid)
         cos, sin = self._rope(attention.positions_from_valid(valid))
         bias = attention.attention_bias(mask, self.compute_dtype)
-        (_, out), _ = self.paligemma_with_expert((prefix.embeddings, suffix), cos, sin, bias)
+        (_, out), _ = self.paligemma_with_expert(
+            (prefix.embeddings, suffix.embeddings), cos, sin, bias, condition=suffix.condition
+        )
         return self._project_actions(out)
 
     def _project_actions(self, suffix_out: torch.Tensor) -> torch.Tensor:
-        actions = suffix_out[:, 1:]  # drop the state token
+        actions = suffix_out[:, -self.config.action_horizon :]  # the action tokens (pi0: after the state token)
         return self.action_out_proj(actions.to(self.action_out_proj.weight.dtype)).to(torch.float32)
 
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -380,9 +484,10 @@ class Pi0Model(nn.Module):
 # -- construction, precision and initialization ---------------------------------
 
 # Parameters that stay fp32 in a bf16 model, as in openpi's PyTorch port:
-# norms (their statistics are computed in fp32 anyway) and the SigLIP patch and
-# position embeddings; everything outside the two transformers (state/action
-# projections, time MLP) stays fp32 too.
+# norms (their statistics are computed in fp32 anyway; pi0.5's adaptive norms
+# with their dense layers, which openpi selects by the same names) and the
+# SigLIP patch and position embeddings; everything outside the two
+# transformers (state/action projections, time MLPs) stays fp32 too.
 _FP32_MARKERS = (
     "vision_tower.vision_model.embeddings.",
     "input_layernorm",

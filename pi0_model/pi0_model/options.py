@@ -1,4 +1,4 @@
-"""The model's enumerations, defined once: dtypes, devices and torch.compile modes.
+"""The model's enumerations, defined once: model types, dtypes, devices and torch.compile modes.
 
 Imports neither torch nor ROS, so that the ROS nodes, the launch files and the
 command lines can validate a setting without loading the model stack.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+MODEL_TYPES = ("pi0", "pi05")  # pi0 (arXiv 2410.24164) and pi0.5 (arXiv 2504.16054); Pi0Config.model_type
+DEFAULT_MODEL_TYPE = "pi0"
 DTYPE_NAMES = ("float32", "bfloat16")  # weights dtypes; torch.<name> each
 DEFAULT_DTYPE = "float32"
 DEFAULT_DEVICE = "cpu"

@@ -39,8 +39,15 @@ from .flow_matching import PrefixGuidance, cached_velocity, euler_denoise, rtc_w
 from .images import images_by_slot, prepare_images, validate_camera_slots
 from .model import KVCache, ModelInputs, Pi0Model, build_model, initialize_weights_
 from .normalization import NORM_MODES, Normalization, find_normalization, load_normalization
-from .options import COMPILE_MODES, DTYPE_NAMES
-from .tokenizer import PromptTokenizer, TokenizedPrompt, find_tokenizer, load_tokenizer, tiny_tokenizer
+from .options import COMPILE_MODES, DEFAULT_MODEL_TYPE, DTYPE_NAMES
+from .tokenizer import (
+    PromptTokenizer,
+    TokenizedPrompt,
+    find_tokenizer,
+    load_tokenizer,
+    model_prompt,
+    tiny_tokenizer,
+)
 from .transforms import RobotTransform, TransformPipeline, pad_to
 
 logger = logging.getLogger(__name__)
@@ -61,7 +68,7 @@ class RobotIO:
         str | RobotTransform
     ] = ()  # adaptations in order, e.g. ("aloha",) or ("aloha", "delta:6,-1,6,-1")
     norm_stats_path: str | None = None  # stats file; None = look inside the checkpoint
-    norm_mode: str = "mean_std"  # "mean_std" (pi0) or "quantile", for stats loaded from files
+    norm_mode: str | None = None  # "mean_std" or "quantile"; None = the model's (pi0: mean_std, pi0.5: quantile)
 
     def __post_init__(self) -> None:
         if not isinstance(self.camera_slots, Mapping):
@@ -76,8 +83,8 @@ class RobotIO:
             raise ConfigError(f"RobotIO.transforms must be a sequence of names, got the string {self.transforms!r}")
         object.__setattr__(self, "transforms", tuple(self.transforms))
         TransformPipeline.parse(self.transforms).check_dims(self.state_dim, self.action_dim)
-        if self.norm_mode not in NORM_MODES:
-            raise ConfigError(f"RobotIO.norm_mode must be one of {NORM_MODES}, got {self.norm_mode!r}")
+        if self.norm_mode is not None and self.norm_mode not in NORM_MODES:
+            raise ConfigError(f"RobotIO.norm_mode must be None or one of {NORM_MODES}, got {self.norm_mode!r}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,11 @@ def _torch_device(device: str | torch.device) -> torch.device:
     return device
 
 
+def _in_mode(normalization: Normalization, io: RobotIO, config: Pi0Config) -> Normalization:
+    """The stats in the robot's normalization mode if it sets one, else in the model's (openpi's choice)."""
+    return normalization.with_mode(io.norm_mode or config.norm_mode)
+
+
 def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
         return dtype
@@ -109,7 +121,7 @@ def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 class Pi0Policy:
-    """A pi0 model with its tokenizer, normalization and robot adaptations."""
+    """A pi0 or pi0.5 model with its tokenizer, normalization and robot adaptations."""
 
     def __init__(
         self,
@@ -164,19 +176,20 @@ class Pi0Policy:
         compile_mode: str | None = None,
         seed: int = 0,
     ) -> Pi0Policy:
-        """Load a LeRobot / openpi PyTorch checkpoint directory (see checkpoint.py).
+        """Load a LeRobot / openpi PyTorch checkpoint directory (see checkpoint.py); pi0 or pi0.5, as it says.
 
-        Stats come from `io.norm_stats_path` or the checkpoint; the tokenizer
-        from `tokenizer_path` or `<path>/tokenizer*`. Both are checked before
-        the weights are read, so a missing file fails fast.
+        Stats come from `io.norm_stats_path` or the checkpoint, applied in
+        `io.norm_mode` or else the model's mode; the tokenizer from
+        `tokenizer_path` or `<path>/tokenizer*`. Both are checked before the
+        weights are read, so a missing file fails fast.
         """
         path = Path(path)
         if not path.exists():
             raise CheckpointError(f"checkpoint {path} does not exist")
         device, torch_dtype = _torch_device(device), _torch_dtype(dtype)
-        config = read_config(path if path.is_dir() else path.parent)
+        config = read_config(path)
         stats_path = io.norm_stats_path or find_normalization(path if path.is_dir() else path.parent)
-        normalization = load_normalization(stats_path).with_mode(io.norm_mode).for_robot(io.state_dim, io.action_dim)
+        normalization = _in_mode(load_normalization(stats_path), io, config).for_robot(io.state_dim, io.action_dim)
         tokenizer_file = tokenizer_path or find_tokenizer(path if path.is_dir() else path.parent)
         tokenizer = load_tokenizer(tokenizer_file, max_len=config.max_token_len)
         model = load_model(path, device, torch_dtype)
@@ -194,12 +207,15 @@ class Pi0Policy:
         num_steps: int | None = None,
         compile_mode: str | None = None,
     ) -> Pi0Policy:
-        """A randomly initialized model of any size with the in-memory tiny tokenizer (demos, benchmarks)."""
+        """A randomly initialized model of any size with the in-memory tiny tokenizer (demos, benchmarks).
+
+        Stats: `normalization` (identity if None), in `io.norm_mode` or else the model's mode.
+        """
         device, torch_dtype = _torch_device(device), _torch_dtype(dtype)
         model = build_model(config, device, torch_dtype)
         initialize_weights_(model, torch.Generator(device=device).manual_seed(seed))
         tokenizer = tiny_tokenizer(max_len=config.max_token_len, vocab_size=min(512, config.vocab_size))
-        normalization = normalization or Normalization.identity(io.state_dim, io.action_dim)
+        normalization = _in_mode(normalization or Normalization.identity(io.state_dim, io.action_dim), io, config)
         return cls(model.eval(), tokenizer, io, normalization, num_steps, seed, compile_mode)
 
     @classmethod
@@ -210,9 +226,10 @@ class Pi0Policy:
         seed: int = 0,
         device: str | torch.device = "cpu",
         num_steps: int | None = None,
+        model_type: str = DEFAULT_MODEL_TYPE,
     ) -> Pi0Policy:
-        """Random-init tiny pi0 (`Pi0Config.tiny()`), fp32; identity stats unless given."""
-        return cls.random_init(io, Pi0Config.tiny(), normalization, seed, device, "float32", num_steps)
+        """Random-init tiny pi0 or pi0.5 (`Pi0Config.tiny(model_type)`), fp32; identity stats unless given."""
+        return cls.random_init(io, Pi0Config.tiny(model_type), normalization, seed, device, "float32", num_steps)
 
     # -- properties ---------------------------------------------------------------
 
@@ -275,14 +292,13 @@ class Pi0Policy:
     ) -> _Request:
         """Host-side preprocessing: validate, map cameras, tokenize, adapt and normalize the state."""
         slot_images = images_by_slot(images, self.io.camera_slots)
-        prompt = self.tokenizer.tokenize(instruction)
+        stages = self._pipeline.adapt_state(self._check_state(state))
+        normalized_state = self.normalization.normalize_state(stages[-1])
+        prompt = model_prompt(self.tokenizer, self.config, instruction, normalized_state)
         if prompt.truncated and instruction not in self._warned_prompts:
             self._warned_prompts.add(instruction)
-            logger.warning(
-                "instruction longer than %d tokens was truncated: %r", self.config.max_token_len, instruction
-            )
-        stages = self._pipeline.adapt_state(self._check_state(state))
-        model_state = pad_to(self.normalization.normalize_state(stages[-1]), self.config.state_dim)
+            logger.warning("prompt longer than %d tokens was truncated: %r", self.config.max_token_len, instruction)
+        model_state = pad_to(normalized_state, self.config.state_dim)
         guidance = None if rtc is None else self._guidance(rtc, stages)
         return _Request(slot_images, prompt, stages, model_state, guidance)
 

@@ -1,9 +1,16 @@
-"""Prompt tokenization in the pi0 format: BOS + text + "\\n", right-padded or truncated to 48 tokens.
+"""Prompt tokenization in the pi0 and pi0.5 formats, right-padded or truncated to `max_len` tokens.
 
-Follows openpi's `PaligemmaTokenizer` for pi0: the text is stripped, "_" and
-newlines become spaces, the newline token marks the start of the answer, and
-padding tokens (id 0) are masked. Prompts longer than the budget are cut at
-`max_len` tokens (the trailing newline is then lost), as openpi does.
+Follows openpi's `PaligemmaTokenizer`: the text is stripped, "_" and newlines
+become spaces, and padding tokens (id 0) are masked.
+
+    pi0:    BOS + text + "\\n"   ("\\n", encoded on its own, marks the start of the answer; 48 tokens)
+    pi0.5:  BOS + "Task: {text}, State: {bins};\\nAction: "   (one encode; 200 tokens)
+
+where bins are the normalized state's values discretized into 256 bins over
+[-1, 1] (`discretize_state`), separated by spaces. A pi0.5 model without
+state input (openpi's `discrete_state_input=False`) uses the pi0 format.
+Prompts longer than the budget are cut at `max_len` tokens (the end of the
+prompt is then lost), as openpi does.
 
 The real tokenizer is PaliGemma's SentencePiece model (`tokenizer.model`,
 vocab 257152), or the same as a HF `tokenizer.json`; it must be on disk,
@@ -20,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import Pi0Config
 from .errors import CheckpointError, Pi0InputError
 
 SENTENCEPIECE_FILE = "tokenizer.model"
@@ -42,6 +50,29 @@ _TINY_CORPUS = (
 )
 
 
+STATE_BINS = 256  # pi0.5's state discretization: 256 equal bins over [-1, 1]
+
+
+def discretize_state(state: np.ndarray) -> np.ndarray:
+    """Bin index of each normalized state value -> int64 array of the same shape.
+
+    Bin k covers [-1 + 2k/256, -1 + 2(k+1)/256); values at or above the last
+    lower edge, 1 and beyond included, fall in bin 255, and values below -1
+    get -1 (openpi: np.digitize over the 256 lower edges, minus one).
+    """
+    lower_edges = np.linspace(-1.0, 1.0, STATE_BINS + 1)[:-1]
+    return np.digitize(np.asarray(state, dtype=np.float64), lower_edges).astype(np.int64) - 1
+
+
+def _clean(prompt: str) -> str:
+    if not isinstance(prompt, str):
+        raise Pi0InputError(f"instruction must be a str, got {type(prompt).__name__}")
+    text = prompt.strip().replace("_", " ").replace("\n", " ")
+    if not text:
+        raise Pi0InputError("instruction is empty")
+    return text
+
+
 @dataclass(frozen=True)
 class TokenizedPrompt:
     ids: np.ndarray  # [max_len] int64, 0 = padding
@@ -50,7 +81,7 @@ class TokenizedPrompt:
 
 
 class PromptTokenizer:
-    """Turns an instruction into pi0 prompt tokens with a SentencePiece or HF tokenizer backend."""
+    """Turns an instruction (and, for pi0.5, the state) into prompt tokens with a SentencePiece or HF backend."""
 
     def __init__(self, encode: Callable[[str], list[int]], bos_id: int, vocab_size: int, max_len: int, source: str):
         if max_len < 2:
@@ -64,13 +95,14 @@ class PromptTokenizer:
     def __repr__(self) -> str:
         return f"PromptTokenizer(source={self.source!r}, vocab_size={self.vocab_size}, max_len={self.max_len})"
 
-    def tokenize(self, prompt: str) -> TokenizedPrompt:
-        if not isinstance(prompt, str):
-            raise Pi0InputError(f"instruction must be a str, got {type(prompt).__name__}")
-        text = prompt.strip().replace("_", " ").replace("\n", " ")
-        if not text:
-            raise Pi0InputError("instruction is empty")
-        tokens = [self.bos_id, *self._encode(text), *self._encode("\n")]
+    def tokenize(self, prompt: str, state: np.ndarray | None = None) -> TokenizedPrompt:
+        """pi0 format without `state`; pi0.5 format with the normalized, unpadded state [D]."""
+        text = _clean(prompt)
+        if state is None:
+            tokens = [self.bos_id, *self._encode(text), *self._encode("\n")]
+        else:
+            bins = " ".join(str(b) for b in discretize_state(state).reshape(-1))
+            tokens = [self.bos_id, *self._encode(f"Task: {text}, State: {bins};\nAction: ")]
         if max(tokens) >= self.vocab_size:
             raise Pi0InputError(
                 f"instruction {prompt!r} encodes to a token outside the vocabulary "
@@ -82,6 +114,16 @@ class PromptTokenizer:
         ids[: len(tokens)] = tokens
         mask = np.arange(self.max_len) < len(tokens)
         return TokenizedPrompt(ids, mask, truncated)
+
+
+def model_prompt(
+    tokenizer: PromptTokenizer, config: Pi0Config, instruction: str, normalized_state: np.ndarray
+) -> TokenizedPrompt:
+    """The prompt `config`'s model reads: pi0.5 with state input writes the state into it, pi0 does not.
+
+    `normalized_state` is the robot's state after normalization and before padding (openpi tokenizes first).
+    """
+    return tokenizer.tokenize(instruction, normalized_state if config.discrete_state_input else None)
 
 
 def _sentencepiece_tokenizer(model_proto: bytes, max_len: int, source: str) -> PromptTokenizer:

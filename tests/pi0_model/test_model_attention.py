@@ -88,10 +88,12 @@ def test_prefix_outputs_do_not_depend_on_the_suffix(tiny_model, tiny_config):
             )
             suffix = model.embed_suffix(inputs.state, noisy, torch.tensor([0.5]))
             mask = full_sequence_mask(prefix.valid, tiny_config.action_horizon)
-            valid = torch.cat([prefix.valid, torch.ones(1, suffix.shape[1], dtype=torch.bool)], dim=1)
+            valid = torch.cat([prefix.valid, torch.ones(1, suffix.embeddings.shape[1], dtype=torch.bool)], dim=1)
             cos, sin = model._rope(attention.positions_from_valid(valid))
             bias = attention.attention_bias(mask, torch.float32)
-            (prefix_out, suffix_out), _ = model.paligemma_with_expert((prefix.embeddings, suffix), cos, sin, bias)
+            (prefix_out, suffix_out), _ = model.paligemma_with_expert(
+                (prefix.embeddings, suffix.embeddings), cos, sin, bias
+            )
             outputs.append((prefix_out, suffix_out))
     valid = prefix.valid[0]
     assert torch.equal(outputs[0][0][0, valid], outputs[1][0][0, valid]), "prefix hidden states changed with the suffix"

@@ -91,7 +91,9 @@ def test_missing_unexpected_and_mismatched_tensors_are_named(tmp_path, tiny_conf
     tensors["time_mlp_in.weight"] = torch.zeros(2, 2)
     write_weights(tmp_path / "a", tensors, tiny_config)
     with pytest.raises(
-        CheckpointError, match=rf"missing 1 tensor\(s\): {missing_key}.*pi0.5 checkpoint.*time_mlp_in.weight"
+        CheckpointError,
+        match=rf"weights are pi05's but the config describes pi0.*missing 1 tensor\(s\): {missing_key}.*"
+        r"unexpected 1 tensor\(s\): time_mlp_in.weight",
     ):
         load_model(tmp_path / "a")
 
@@ -176,7 +178,7 @@ def test_openpi_and_lerobot_config_json():
          "image_resolution": [224, 224]}
     )  # fmt: skip
     assert (lerobot.action_horizon, lerobot.num_steps, lerobot.llm, lerobot.expert) == (10, 5, GEMMA_2B, GEMMA_300M)
-    with pytest.raises(CheckpointError, match="only pi0 is supported"):
-        config_from_json({"type": "pi05"})
+    with pytest.raises(CheckpointError, match="describes a 'pi0fast' policy; supported: pi0, pi05"):
+        config_from_json({"type": "pi0fast"})
     with pytest.raises(CheckpointError, match="unknown Gemma variant"):
         config_from_json({"paligemma_variant": "gemma_9b"})

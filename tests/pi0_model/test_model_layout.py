@@ -1,8 +1,9 @@
-"""The full-size model, built on the meta device: parameter count, checkpoint key layout, dtypes.
+"""The full-size models, built on the meta device: parameter count, checkpoint key layout, dtypes.
 
 The expected keys and sizes are written out here from the published
-architecture (REFERENCE.md section 1, LeRobot `modeling_pi0.py`, openpi's
-`convert_jax_model_to_pytorch.py`), independently of the model code.
+architecture (REFERENCE.md sections 1 and 6, LeRobot `modeling_pi0.py` and
+`modeling_pi05.py`, openpi's `convert_jax_model_to_pytorch.py`), independently
+of the model code.
 """
 
 import pytest
@@ -42,6 +43,28 @@ def lerobot_pi0_keys() -> set[str]:
         keys += [f"{head}.weight", f"{head}.bias"]
     assert len(keys) == 777 == len(set(keys))
     return set(keys)
+
+
+def lerobot_pi05_keys() -> set[str]:
+    """pi0.5: time MLP instead of state_proj and action_time_mlp_*; every expert norm is a dense layer."""
+    expert = "paligemma_with_expert.gemma_expert.model."
+    norms = [
+        f"{expert}layers.{layer}.{name}"
+        for layer in range(18)
+        for name in ("input_layernorm", "post_attention_layernorm")
+    ]
+    norms.append(expert + "norm")
+    removed = {f"{norm}.weight" for norm in norms}
+    removed |= {
+        f"{head}.{part}"
+        for head in ("state_proj", "action_time_mlp_in", "action_time_mlp_out")
+        for part in ("weight", "bias")
+    }
+    added = {f"{norm}.dense.{part}" for norm in norms for part in ("weight", "bias")}
+    added |= {f"{head}.{part}" for head in ("time_mlp_in", "time_mlp_out") for part in ("weight", "bias")}
+    keys = (lerobot_pi0_keys() - removed) | added
+    assert len(keys) == 812
+    return keys
 
 
 def expected_parameter_count() -> int:
@@ -90,6 +113,22 @@ def test_checkpoint_keys_match_the_lerobot_layout_exactly(meta_pi0):
     assert shapes["state_proj.weight"] == (1024, 32)
     assert shapes["action_time_mlp_in.weight"] == (1024, 2048)
     assert shapes["action_out_proj.weight"] == (32, 1024)
+
+
+def test_pi05_checkpoint_keys_match_the_lerobot_layout_exactly():
+    with torch.device("meta"):
+        model = Pi0Model(Pi0Config.pi05())
+    shapes = {key: tuple(value.shape) for key, value in checkpoint_state_dict(model).items()}
+    assert set(shapes) == lerobot_pi05_keys()
+    expert = "paligemma_with_expert.gemma_expert.model."
+    assert shapes[expert + "layers.3.input_layernorm.dense.weight"] == (3 * 1024, 1024)
+    assert shapes[expert + "layers.3.post_attention_layernorm.dense.bias"] == (3 * 1024,)
+    assert shapes[expert + "norm.dense.weight"] == (3 * 1024, 1024)
+    assert shapes["time_mlp_in.weight"] == shapes["time_mlp_out.weight"] == (1024, 1024)
+    pi0_count = expected_parameter_count()
+    adaptive_norms = 37 * (3 * 1024 * 1024 + 3 * 1024 - 1024)  # dense layers replace the norm weights
+    heads = 2 * (1024 * 1024 + 1024) - (1024 * 32 + 1024) - (2048 * 1024 + 1024) - (1024 * 1024 + 1024)
+    assert sum(p.numel() for p in model.parameters()) == pi0_count + adaptive_norms + heads
 
 
 def test_state_dict_is_the_layout_minus_the_two_stored_heads(meta_pi0):

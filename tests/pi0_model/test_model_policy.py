@@ -142,7 +142,7 @@ def test_bad_rtc_requests(kwargs, error, message):
         (dict(transforms=("aloha",), state_dim=7, action_dim=7), "reads 14 dims"),
         (dict(transforms=("unknown",)), "unknown transform 'unknown'"),
         (dict(transforms="aloha"), "sequence of names"),
-        (dict(norm_mode="minmax"), "norm_mode must be one of"),
+        (dict(norm_mode="minmax"), "norm_mode must be None or one of"),
     ],
 )
 def test_bad_robot_io_raises_config_errors(kwargs, message):

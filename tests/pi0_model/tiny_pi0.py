@@ -1,4 +1,4 @@
-"""Tiny random pi0 models and observations for the pi0_model tests (CPU, no downloads)."""
+"""Tiny random pi0 and pi0.5 models and observations for the pi0_model tests (CPU, no downloads)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pi0_model.model import ModelInputs, Pi0Model, build_model, initialize_weigh
 ALOHA_CAMERAS = {"cam_high": "base_0_rgb", "cam_left_wrist": "left_wrist_0_rgb", "cam_right_wrist": "right_wrist_0_rgb"}
 
 
-def make_tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32) -> Pi0Model:
-    model = build_model(Pi0Config.tiny(), "cpu", dtype)
+def make_tiny_model(seed: int = 0, dtype: torch.dtype = torch.float32, model_type: str = "pi0") -> Pi0Model:
+    model = build_model(Pi0Config.tiny(model_type), "cpu", dtype)
     initialize_weights_(model, torch.Generator().manual_seed(seed))
     return model.eval()
 
