@@ -347,13 +347,15 @@ class Pi0Model(nn.Module):
         backbone, expert = hf_configs(config)
         self.paligemma_with_expert = PaliGemmaWithExpert(backbone, expert, adaptive_expert=config.is_pi05)
         width = config.expert.width
+        # Registration order is initialization order: pi0's stays as it was, so a seed gives the same tiny model.
+        if not config.is_pi05:
+            self.state_proj = nn.Linear(config.state_dim, width)
         self.action_in_proj = nn.Linear(config.action_dim, width)
         self.action_out_proj = nn.Linear(width, config.action_dim)
         if config.is_pi05:
             self.time_mlp_in = nn.Linear(width, width)
             self.time_mlp_out = nn.Linear(width, width)
         else:
-            self.state_proj = nn.Linear(config.state_dim, width)
             self.action_time_mlp_in = nn.Linear(2 * width, width)
             self.action_time_mlp_out = nn.Linear(width, width)
 
