@@ -40,7 +40,7 @@ mkdir -p "$stamp_dir"
 # colcon must never discover the package.xml files that ROS wheels put in .venv/share.
 touch "$venv/COLCON_IGNORE"
 
-requirements=(requirements/build-tools.txt requirements/ml.txt requirements/test.txt)
+requirements=(requirements/build-tools.txt requirements/robot.txt requirements/ml.txt requirements/test.txt)
 constraints=(requirements/build-tools.txt)
 if [[ $mode == wheels-* ]]; then
   requirements=(requirements/ros-jazzy-wheels.txt "${requirements[@]}" requirements/opencv-pip.txt)

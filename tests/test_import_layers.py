@@ -44,7 +44,14 @@ CLIENT = (
 # The policy server: the model, but no ROS.
 SERVER = ("pi0_ros.serve.cli", "pi0_ros.serve.benchmark")
 # What runs on the robot PC beside the controllers: ROS, but no ML stack.
-ROBOT_SIDE = ("pi0_ros.streamer.node", "pi0_ros.tools.send_instruction")
+# The policy node too: with policy_server set it runs on the robot PC and the model on a GPU host.
+ROBOT_SIDE = (
+    "pi0_ros.streamer.node",
+    "pi0_ros.tools.send_instruction",
+    "pi0_ros.policy.node",
+    "pi0_ros.policy.remote_backend",
+    "pi0_bringup.graph",
+)
 ML = ("torch", "transformers", "pi0_model")
 
 

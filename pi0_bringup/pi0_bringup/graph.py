@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pi0_bringup.robots import load_robot, robot_description_path
-from pi0_model.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype
+from pi0_client.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.heartbeat import STREAMER_TIMEOUT_S
 from pi0_ros.core.robot_description import RobotDescription
@@ -36,6 +36,7 @@ class NodeSpec:
 class GraphOptions:
     robot: str  # shipped robot name (aloha, mobile_aloha, ur5e, franka) or a description YAML path
     checkpoint: str = ""  # pi0 checkpoint directory; "" runs the tiny demo model
+    policy_server: str = ""  # ws://host:port: the model runs on a policy server; "" runs it in the policy node
     device: str = DEFAULT_DEVICE  # "cpu", "cuda" or "cuda:N"
     dtype: str = DEFAULT_DTYPE  # one of pi0_model.options.DTYPE_NAMES
     namespace: str = ""
@@ -62,6 +63,10 @@ class GraphOptions:
             raise ValueError(f"namespace must be absolute (start with '/'), got '{self.namespace}'")
         if self.checkpoint and not Path(self.checkpoint).is_dir():
             raise ValueError(f"checkpoint directory {self.checkpoint} does not exist")
+        if self.policy_server and not self.policy_server.startswith(("ws://", "wss://")):
+            raise ValueError(f"policy_server must be ws://host:port or wss://host:port, got '{self.policy_server}'")
+        if self.policy_server and self.checkpoint:
+            raise ValueError("checkpoint and policy_server exclude each other: the policy server loads its checkpoint")
         if any(v < 0 for v in self.sim_image_size) or self.torch_threads < 0:
             raise ValueError("sim_image_size and torch_threads must not be negative")
         if self.params_file and not Path(self.params_file).is_file():
@@ -81,7 +86,7 @@ class GraphOptions:
 
 def node_graph(options: GraphOptions, description: RobotDescription | None = None) -> tuple[NodeSpec, ...]:
     """The nodes of a deployment; validates the robot description on the way."""
-    description = description or load_robot(options.robot)
+    description = description or load_robot(options.robot, model_here=not options.policy_server)
     yaml_path = str(description.source or robot_description_path(options.robot))
     common = {"robot_description": yaml_path, "use_sim_time": options.use_sim_time}
     files = (str(Path(options.params_file).resolve()),) if options.params_file else ()
@@ -94,6 +99,7 @@ def node_graph(options: GraphOptions, description: RobotDescription | None = Non
         {
             **common,
             "checkpoint": options.checkpoint,
+            "policy_server": options.policy_server,
             "device": options.device,
             "dtype": options.dtype,
             "autostart": options.autostart,

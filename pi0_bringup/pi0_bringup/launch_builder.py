@@ -13,12 +13,13 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
-from pi0_model.options import DEVICE_FORMS, DTYPE_NAMES
+from pi0_client.options import DEVICE_FORMS, DTYPE_NAMES
 from pi0_ros.core.chunk import Handover
 
 # name -> (default, description); every argument maps onto a GraphOptions field.
 ARGUMENTS = {
     "checkpoint": ("", "pi0 checkpoint directory; empty runs the tiny demo model"),
+    "policy_server": ("", "ws://host:port of a policy server (pi0_serve, openpi); empty runs the model here"),
     "device": (GraphOptions.device, f"torch device: {DEVICE_FORMS}"),
     "dtype": (GraphOptions.dtype, f"model dtype: {' or '.join(DTYPE_NAMES)}"),
     "namespace": ("", "namespace of all nodes and topics, e.g. /left_robot"),
@@ -50,6 +51,7 @@ def _options(context: LaunchContext) -> GraphOptions:
     return GraphOptions(
         robot=LaunchConfiguration("robot").perform(context),
         checkpoint=value["checkpoint"],
+        policy_server=value["policy_server"],
         device=value["device"],
         dtype=value["dtype"],
         namespace=value["namespace"],

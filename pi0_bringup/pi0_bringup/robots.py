@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from pi0_ros.core.robot_description import DescriptionError, RobotDescription, load_robot_description
-from pi0_ros.policy.model_adaptations import check_model_adaptations
 
 PACKAGE = "pi0_bringup"
 
@@ -45,6 +44,12 @@ def robot_description_path(robot: str) -> Path:
     return path
 
 
-def load_robot(robot: str) -> RobotDescription:
-    """The description, its model adaptations checked too: launch refuses a broken one before any node starts."""
-    return check_model_adaptations(load_robot_description(robot_description_path(robot)))
+def load_robot(robot: str, model_here: bool = True) -> RobotDescription:
+    """The description; with `model_here` (the policy runs in this graph, not on a policy server) its model
+    adaptations are checked too, so launch refuses a broken one before any node starts."""
+    description = load_robot_description(robot_description_path(robot))
+    if not model_here:
+        return description  # the server adapts; a robot PC without the model stack cannot check them
+    from pi0_ros.policy.model_adaptations import check_model_adaptations
+
+    return check_model_adaptations(description)

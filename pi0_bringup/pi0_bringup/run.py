@@ -25,7 +25,7 @@ from typing import NoReturn
 from pi0_bringup.graph import GraphOptions, node_graph
 from pi0_bringup.robots import available_robots
 from pi0_bringup.supervisor import GraphProcesses
-from pi0_model.options import DEVICE_FORMS, DTYPE_NAMES
+from pi0_client.options import DEVICE_FORMS, DTYPE_NAMES
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.robot_description import DescriptionError
 from pi0_ros.core.stop_signals import exit_process, stop_on_first_signal
@@ -35,6 +35,7 @@ def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
     return GraphOptions(
         robot=args.robot,
         checkpoint=args.checkpoint,
+        policy_server=args.policy_server,
         device=args.device,
         dtype=args.dtype,
         namespace=args.namespace,
@@ -55,6 +56,9 @@ def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     """The launch files' arguments, as command-line options."""
     parser.add_argument("robot", help=f"robot name ({', '.join(available_robots())}) or description YAML path")
     parser.add_argument("--checkpoint", default="", help="pi0 checkpoint directory (default: tiny demo model)")
+    parser.add_argument(
+        "--policy-server", default="", help="ws://host:port of a policy server (default: run the model here)"
+    )
     parser.add_argument("--device", default=GraphOptions.device, help=DEVICE_FORMS)
     parser.add_argument("--dtype", default=GraphOptions.dtype, choices=DTYPE_NAMES)
     parser.add_argument("--namespace", default="", help="namespace of all nodes and topics, e.g. /left_robot")

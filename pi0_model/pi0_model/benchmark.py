@@ -23,12 +23,7 @@ import numpy as np
 import torch
 
 from pi0_client.interface import InferenceTiming, RtcGuidance
-
-from .checkpoint import load_model
-from .config import CAMERA_SLOTS, Pi0Config
-from .errors import Pi0Error
-from .normalization import Normalization
-from .options import (
+from pi0_client.options import (
     COMPILE_MODES,
     DEFAULT_DTYPE,
     DEFAULT_MODEL_TYPE,
@@ -37,6 +32,11 @@ from .options import (
     NO_COMPILE,
     compile_mode_or_none,
 )
+
+from .checkpoint import load_model
+from .config import CAMERA_SLOTS, Pi0Config
+from .errors import Pi0Error
+from .normalization import Normalization
 from .policy import DTYPES, Pi0Policy, RobotIO
 from .tokenizer import find_tokenizer, load_tokenizer, tiny_tokenizer
 

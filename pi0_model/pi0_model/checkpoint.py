@@ -32,11 +32,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from pi0_client.options import DEFAULT_MODEL_TYPE, MODEL_TYPES
+
 from .config import GEMMA_VARIANTS, GemmaConfig, Pi0Config, VisionConfig, gemma_variant
 from .errors import CheckpointError, ConfigError
 from .model import Pi0Model, build_model
 from .normalization import Normalization
-from .options import DEFAULT_MODEL_TYPE, MODEL_TYPES
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"

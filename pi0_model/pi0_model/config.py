@@ -18,8 +18,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from pi0_client.options import DEFAULT_MODEL_TYPE, MODEL_TYPES
+
 from .errors import ConfigError
-from .options import DEFAULT_MODEL_TYPE, MODEL_TYPES
 
 # The three image slots pi0 was trained with, in prefix order.
 CAMERA_SLOTS: tuple[str, ...] = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")

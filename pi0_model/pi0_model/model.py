@@ -41,9 +41,10 @@ from transformers.models.gemma.modeling_gemma import GemmaDecoderLayer, GemmaRMS
 from transformers.models.paligemma.modeling_paligemma import PaliGemmaMultiModalProjector
 from transformers.models.siglip.modeling_siglip import SiglipVisionEmbeddings, SiglipVisionModel
 
+from pi0_client.options import DTYPE_NAMES
+
 from . import attention
 from .config import GemmaConfig, Pi0Config
-from .options import DTYPE_NAMES
 
 
 @dataclass

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from pi0_client.interface import Inference, InferenceTiming, RtcGuidance
+from pi0_client.options import COMPILE_MODES, DEFAULT_MODEL_TYPE, DTYPE_NAMES
 
 from .checkpoint import load_model, read_config
 from .config import Pi0Config
@@ -39,7 +40,6 @@ from .flow_matching import PrefixGuidance, cached_velocity, euler_denoise, rtc_w
 from .images import images_by_slot, prepare_images, validate_camera_slots
 from .model import KVCache, ModelInputs, Pi0Model, build_model, initialize_weights_
 from .normalization import NORM_MODES, Normalization, find_normalization, load_normalization
-from .options import COMPILE_MODES, DEFAULT_MODEL_TYPE, DTYPE_NAMES
 from .tokenizer import (
     PromptTokenizer,
     TokenizedPrompt,

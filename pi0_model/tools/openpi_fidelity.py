@@ -34,11 +34,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from pi0_client.options import DTYPE_NAMES, MODEL_TYPES
 from pi0_model.checkpoint import save_checkpoint
 from pi0_model.config import GemmaConfig, Pi0Config, VisionConfig
 from pi0_model.flow_matching import sample_actions
 from pi0_model.model import ModelInputs, Pi0Model, build_model
-from pi0_model.options import DTYPE_NAMES, MODEL_TYPES
 
 OPENPI_TRANSFORMERS = "transformers==4.53.2"  # openpi's pyproject.toml pin
 REFERENCE_SCRIPT = Path(__file__).with_name("openpi_reference.py")

@@ -36,8 +36,8 @@ from typing import (
 import numpy as np
 import torch
 
+from pi0_client.options import DEVICE_FORMS, DTYPE_NAMES, device_problem
 from pi0_model.errors import Pi0Error
-from pi0_model.options import DEVICE_FORMS, DTYPE_NAMES, device_problem
 from pi0_model.policy import Pi0Policy
 from pi0_ros.bag.cli import report_error
 from pi0_ros.bag.errors import BagError

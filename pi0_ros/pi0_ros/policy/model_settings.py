@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pi0_model.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype, compile_mode_or_none
+from pi0_client.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype, compile_mode_or_none
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from pi0_ros.policy.observation_source import ObservationSource
 from pi0_ros.policy.observation_sync import SyncedObservation
 from pi0_ros.policy.parameters import PolicyParameters
 from pi0_ros.policy.policy_backend import PolicyBackend
+from pi0_ros.policy.remote_backend import RemoteBackend
 from pi0_ros.ros.chunk_messages import chunk_message
 from pi0_ros.ros.conversions import (
     action_service_qos,
@@ -68,6 +69,9 @@ from pi0_ros.ros.parameters import DeclaredParameters
 
 READY = (PolicyStatus.LEVEL_OK, "ready for instructions")  # health of an active node without a failure
 START_POLL_S = 0.05  # how often a waiting goal checks whether it can start, and a running one its streamer
+# The first latency estimate for real-time chunking when warm-up could not measure one (policy server not up):
+# a conservative round trip to a GPU host; measured latencies replace it after a few chunks.
+UNMEASURED_LATENCY_S = 0.3
 # When the process ends, the inference thread gets this long to finish; the process then ends without it.
 EXIT_WORKER_JOIN_S = 0.2
 
@@ -128,7 +132,10 @@ class PolicyNode(LifecycleNode):
         try:
             self._params = params = self._declared.read()
             self._description = load_robot_description(params.robot_description)
-            self._policy = self._local_policy(params, self._description)
+            if params.policy_server:
+                self._policy = self._remote_policy(params, self._description)
+            else:
+                self._policy = self._local_policy(params, self._description)
             warmup_latency = self._warm_up(params.warmup_iterations)
         except Exception as exc:  # noqa: BLE001 - any configure failure must be reported, not crash the node
             self._policy = None
@@ -137,6 +144,21 @@ class PolicyNode(LifecycleNode):
         self._set_lifecycle("inactive", PolicyStatus.LEVEL_OK, "configured")
         self.get_logger().info(f"configured: {self._policy.describe()}, warm-up latency {warmup_latency * 1e3:.0f} ms")
         return TransitionCallbackReturn.SUCCESS
+
+    def _remote_policy(self, params: PolicyParameters, description: RobotDescription) -> PolicyBackend:
+        settings = params.remote_settings()
+        remote = RemoteBackend(
+            settings,
+            description.observation_format(),
+            len(description.policy.actions),
+            log_info=self.get_logger().info,
+            log_warning=self.get_logger().warning,
+        )
+        remote.start()
+        # Configure does not fail on an unreachable server: goals are refused with the reason until it answers.
+        if not remote.wait_connected(settings.open_timeout_s):
+            self.get_logger().warning(f"{remote.unavailable_reason()}; goals are refused until it answers")
+        return remote
 
     def _local_policy(self, params: PolicyParameters, description: RobotDescription) -> PolicyBackend:
         # Imported here: only a node that runs the model itself needs torch and pi0_model's network.
@@ -199,14 +221,24 @@ class PolicyNode(LifecycleNode):
         return TransitionCallbackReturn.FAILURE
 
     def _warm_up(self, iterations: int) -> float:
-        """Runs the model on blank inputs; returns the slowest latency seen (s), a first estimate for RTC."""
+        """Runs the model on blank inputs; returns the slowest latency seen (s), a first estimate for RTC.
+
+        A local model that fails here fails configure. A policy server that is down or answers badly does
+        not: it can come back or be fixed while this node runs, and goals say why meanwhile.
+        """
         assert self._description is not None and self._policy is not None
         images = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in self._description.policy_cameras}
         state = np.array([self._description.joint(n).home for n in self._description.policy.state])
         slowest = 0.0
         for _ in range(iterations):
             start = time.perf_counter()
-            self._policy.infer(images, state, "warm up", None)
+            try:
+                self._policy.infer(images, state, "warm up", None)
+            except Exception as exc:
+                if not self._params.policy_server:
+                    raise
+                self.get_logger().warning(f"warm-up through the policy server failed: {type(exc).__name__}: {exc}")
+                return UNMEASURED_LATENCY_S
             slowest = max(slowest, time.perf_counter() - start)
         return slowest
 
@@ -561,6 +593,9 @@ class PolicyNode(LifecycleNode):
         session = self._session
         active = session is not None and session.running
         level, message = self._health
+        unavailable = self._policy.unavailable_reason() if self._active and self._policy is not None else ""
+        if unavailable and level == PolicyStatus.LEVEL_OK:
+            level, message = PolicyStatus.LEVEL_WARN, unavailable  # e.g. its policy server is down
         status = PolicyStatus(
             lifecycle_state=self._lifecycle_label,
             goal_active=active,

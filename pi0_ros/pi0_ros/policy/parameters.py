@@ -7,18 +7,34 @@ lives in one place.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from pi0_model.options import COMPILE_MODES, DEVICE_FORMS, DTYPE_NAMES, NO_COMPILE, compile_mode_or_none, device_problem
+from pi0_client.options import (
+    COMPILE_MODES,
+    DEVICE_FORMS,
+    DTYPE_NAMES,
+    NO_COMPILE,
+    compile_mode_or_none,
+    device_problem,
+)
 from pi0_ros.core.chunk import Handover
 from pi0_ros.policy.inference_worker import WorkerConfig
 from pi0_ros.policy.model_settings import ModelSettings
 from pi0_ros.policy.observation_source import ObservationSourceParams, QosSettings
 from pi0_ros.policy.observation_sync import SyncLimits
+from pi0_ros.policy.remote_backend import RemoteSettings
 from pi0_ros.ros.conversions import RELIABILITY_CHOICES
 from pi0_ros.ros.parameters import param, parameter_specs
 
 _SOURCE = ObservationSourceParams()  # the sensor defaults
+API_KEY_VARIABLE = "PI0_POLICY_SERVER_API_KEY"  # read when the policy_server_api_key parameter is empty
+
+
+def _server_url_problem(url: str) -> str | None:
+    if url == "" or url.startswith(("ws://", "wss://")):
+        return None
+    return f"expected ws://host:port, wss://host:port or empty, got '{url}'"
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,22 @@ class PolicyParameters:
     robot_description: str = param("", "Path to the robot description YAML.", read_only=True)
     autostart: bool = param(
         False, "Configure and activate on startup (portable stand-in for launch_ros autostart).", read_only=True
+    )
+    policy_server: str = param(
+        "",
+        "ws://host:port of a policy server speaking openpi's websocket protocol (pi0_serve, openpi's "
+        "serve_policy); empty runs the model in this process (checkpoint, device, dtype, ... apply then).",
+        check=_server_url_problem,
+    )
+    policy_server_api_key: str = param(
+        "",
+        f"API key for the policy server; empty reads ${API_KEY_VARIABLE} (parameters are visible to anyone "
+        "on the ROS graph, the environment is not).",
+    )
+    policy_server_timeout_s: float = param(
+        RemoteSettings.response_timeout_s,
+        "A policy server response later than this ends the goal (end_reason POLICY_SERVER_LOST).",
+        range=(0.05, 60.0),
     )
     checkpoint: str = param(
         ModelSettings.checkpoint, "pi0 checkpoint directory (LeRobot/openpi PyTorch layout); empty = tiny demo model."
@@ -111,6 +143,18 @@ class PolicyParameters:
             seed=self.seed,
             compile_mode=compile_mode_or_none(self.compile_mode),
         )
+
+    def remote_settings(self) -> RemoteSettings:
+        return RemoteSettings(
+            url=self.policy_server,
+            api_key=self.policy_server_api_key or os.environ.get(API_KEY_VARIABLE) or None,
+            response_timeout_s=self.policy_server_timeout_s,
+        )
+
+    def parameter_problems(self) -> list[str]:
+        if self.policy_server and self.checkpoint:
+            return ["checkpoint and policy_server exclude each other: the policy server loads its own checkpoint"]
+        return []
 
     def source_params(self) -> ObservationSourceParams:
         return ObservationSourceParams(

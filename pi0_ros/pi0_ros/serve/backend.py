@@ -8,6 +8,7 @@ reproduce it locally with `Pi0Policy.infer(..., noise=request_noise(seed, n, sha
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,10 +25,16 @@ def request_noise(seed: int, request_index: int, shape: tuple[int, ...]) -> np.n
 
 
 class Pi0Backend:
-    def __init__(self, policy: Pi0Policy, description: RobotDescription, seed: int, model: str) -> None:
-        """`model` names what is served in the metadata (a checkpoint path, "tiny")."""
+    def __init__(
+        self, policy: Pi0Policy, description: RobotDescription, seed: int, model: str, added_latency_s: float = 0.0
+    ) -> None:
+        """`model` names what is served in the metadata (a checkpoint path, "tiny"); `added_latency_s` delays
+        every response (fault injection: rehearses a slow network or GPU against the robot's hand-over)."""
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if not 0 <= added_latency_s <= 10:
+            raise ValueError(f"added latency must be within [0, 10] s, got {added_latency_s}")
+        self._added_latency_s = added_latency_s
         self._policy = policy
         self._format = description.observation_format()
         self._seed = seed
@@ -59,4 +66,6 @@ class Pi0Backend:
             noise=request_noise(self._seed, request_index, self._noise_shape),
             rtc=rtc,
         )
+        if self._added_latency_s:
+            time.sleep(self._added_latency_s)  # on the inference thread: the event loop stays responsive
         return encode_response(result)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from pi0_client.msgpack_numpy import packb
+from pi0_client.options import DEFAULT_DEVICE, DEVICE_FORMS, device_problem
 from pi0_client.remote_policy import RemotePolicy
 from pi0_model.errors import Pi0Error
-from pi0_model.options import DEFAULT_DEVICE, DEVICE_FORMS, device_problem
 from pi0_ros.core.robot_description import DescriptionError, load_robot_description
 from pi0_ros.policy.model_adaptations import check_model_adaptations
 from pi0_ros.policy.model_loader import load_policy

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pi0_client.options import DEFAULT_DEVICE, DEFAULT_DTYPE, DEVICE_FORMS, DTYPE_NAMES, device_problem
 from pi0_model.errors import Pi0Error
-from pi0_model.options import DEFAULT_DEVICE, DEFAULT_DTYPE, DEVICE_FORMS, DTYPE_NAMES, device_problem
 from pi0_model.policy import Pi0Policy
 from pi0_ros.core.robot_description import DescriptionError, RobotDescription, load_robot_description
 from pi0_ros.policy.model_adaptations import check_model_adaptations
@@ -61,6 +61,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="tiny-model weights and per-request sampling noise")
     parser.add_argument("--warmup", type=int, default=1, help="inferences before listening (default: 1)")
+    parser.add_argument(
+        "--added-latency-ms",
+        type=float,
+        default=0.0,
+        help="delay every response by this much (fault injection: a slow network or GPU; default: 0)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = parser.parse_args(argv)
     if args.seed < 0 or args.warmup < 0:
@@ -106,7 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         policy = load_policy(description, settings)
         warm_up(policy, description, args.warmup)
-        backend = Pi0Backend(policy, description, args.seed, args.checkpoint or "tiny")
+        backend = Pi0Backend(
+            policy, description, args.seed, args.checkpoint or "tiny", added_latency_s=args.added_latency_ms / 1e3
+        )
     except (DescriptionError, Pi0Error, ValueError, OSError) as error:
         print(f"pi0_serve: {error}", file=sys.stderr)
         return 2

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import websockets.exceptions
 import websockets.sync.client
-from server_support import ServeProcess, health_status
 
 from pi0_client.errors import ConnectError, ConnectionLost, ServerError
 from pi0_client.interface import RtcGuidance
@@ -30,6 +29,7 @@ from pi0_ros.policy.model_loader import load_policy
 from pi0_ros.policy.model_settings import ModelSettings
 from pi0_ros.serve.backend import request_noise
 from support.robots import robot_yaml
+from support.serve_process import ServeProcess, health_status
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-from server_support import health_status
 
 from pi0_client.errors import (
     ConnectError,
@@ -22,6 +21,7 @@ from pi0_client.protocol import CLOSE_INTERNAL_ERROR, server_metadata
 from pi0_client.remote_policy import RemotePolicy
 from pi0_client.websocket_client import WebsocketClient
 from pi0_ros.serve.server import ServerConfig, ServerThread
+from support.serve_process import health_status
 
 FORMAT = identity_format("libero", 7)
 WAIT = 60.0  # s; generous: nothing here waits for it unless something is broken

@@ -1,4 +1,4 @@
-"""The model's enumerations, defined once: model types, dtypes, devices and torch.compile modes.
+"""How a pi0 policy runs, as enumerations defined once: model types, dtypes, devices and torch.compile modes.
 
 Imports neither torch nor ROS, so that the ROS nodes, the launch files and the
 command lines can validate a setting without loading the model stack.
