@@ -29,6 +29,11 @@ PURE = (
     "pi0_model.interface",
     "pi0_model.transforms",
     "pi0_model.errors",
+    "pi0_model.normalization",
+    "pi0_model.dataset_format",
+    "pi0_model.video",
+    "pi0_model.dataset_writer",
+    "pi0_model.dataset",
 )
 # What runs on the robot PC beside the controllers: ROS, but no ML stack.
 ROBOT_SIDE = ("pi0_ros.streamer.node", "pi0_ros.tools.send_instruction")
