@@ -24,6 +24,7 @@ setup(
             "bag_record = pi0_ros.bag.record:main",
             "bag_play = pi0_ros.bag.play:main",
             "bag_evaluate = pi0_ros.bag.evaluate:main",
+            "bag_to_dataset = pi0_ros.bag.to_dataset:main",
         ],
     },
 )
