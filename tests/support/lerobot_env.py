@@ -74,7 +74,8 @@ def python_of(env: ReferenceEnv) -> Path:
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             shutil.rmtree(partial, ignore_errors=True)
             output = (getattr(exc, "stderr", "") or "").strip().splitlines()
-            pytest.skip(f"cannot build the {env.name} environment ({' '.join(env.pins)}): {output[-1:] or exc}")
+            why = output[-1] if output else str(exc)
+            pytest.skip(f"cannot build the {env.name} environment ({' '.join(env.pins)}): {why}")
         (partial / "pins.txt").write_text(pins)
         shutil.rmtree(directory, ignore_errors=True)
         partial.rename(directory)
