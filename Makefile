@@ -7,7 +7,7 @@ DEVICE ?=
 DTYPE ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint format clean distclean
+.PHONY: setup demo test test-fast test-lerobot lint format clean distclean
 
 setup:
 	@scripts/setup.sh
@@ -33,6 +33,11 @@ format: setup
 # Unit tests only: no ROS graph, no subprocesses.
 test-fast: setup
 	@scripts/with_env.sh python -m pytest -m "not ros and not slow" $(PYTEST_ARGS)
+
+# bag_to_dataset's datasets read by LeRobot's real loaders (v3.0: lerobot 0.4.4, v2.1: 0.3.3), each in an
+# environment of its own under $$PI0_LEROBOT_ENVS (first run: about 13 GB and 10 minutes; then ~1 minute).
+test-lerobot: setup
+	@PI0_LEROBOT_CHECK=1 scripts/with_env.sh python -m pytest tests/bags/test_to_dataset_lerobot.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf build install log

@@ -25,6 +25,7 @@ setup(
             "bag_play = pi0_ros.bag.play:main",
             "bag_evaluate = pi0_ros.bag.evaluate:main",
             "pi0_serve = pi0_ros.serve.cli:main",
+            "bag_to_dataset = pi0_ros.bag.to_dataset:main",
         ],
     },
 )

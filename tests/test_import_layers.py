@@ -30,6 +30,11 @@ PURE = (
     "pi0_ros.serve.server",
     "pi0_model.transforms",
     "pi0_model.errors",
+    "pi0_model.normalization",
+    "pi0_model.dataset_format",
+    "pi0_model.video",
+    "pi0_model.dataset_writer",
+    "pi0_model.dataset",
 )
 # The policy client: what a robot PC needs to use a remote policy server, without ROS or the model.
 CLIENT = (

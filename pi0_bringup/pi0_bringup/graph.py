@@ -38,7 +38,7 @@ class GraphOptions:
     checkpoint: str = ""  # pi0 checkpoint directory; "" runs the tiny demo model
     policy_server: str = ""  # ws://host:port: the model runs on a policy server; "" runs it in the policy node
     device: str = DEFAULT_DEVICE  # "cpu", "cuda" or "cuda:N"
-    dtype: str = DEFAULT_DTYPE  # one of pi0_model.options.DTYPE_NAMES
+    dtype: str = DEFAULT_DTYPE  # one of pi0_client.options.DTYPE_NAMES
     namespace: str = ""
     use_sim_time: bool = False
     sim: bool = False  # also start the simulated robot

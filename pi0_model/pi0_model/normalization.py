@@ -18,12 +18,14 @@ to the model width (32); they are cropped to the robot's dimensions.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CheckpointError
+from .transforms import TransformPipeline
 
 EPSILON = 1e-6
 OPENPI_STATS_FILE = "norm_stats.json"
@@ -210,3 +212,42 @@ def find_normalization(checkpoint_dir: str | Path) -> Path:
             "Running without the checkpoint's stats gives wrong actions"
         )
     return found[0]
+
+
+def compute_normalization(
+    episodes: Sequence[tuple[np.ndarray, np.ndarray]], transforms: Sequence[str], action_horizon: int
+) -> Normalization:
+    """Stats the way openpi's compute_norm_stats computes them from a LeRobot dataset, but exact.
+
+    `episodes` holds each episode's (states [n, S], actions [n, A]) in robot
+    units. States are taken per frame after the robot adaptations; actions as
+    the model is trained on them: for every frame, the chunk of the next
+    `action_horizon` actions (the episode's last action repeating past its end,
+    as openpi's loader pads with LeRobot's delta timestamps), adapted with that
+    frame's state. openpi estimates q01/q99 from 5000-bin histograms; here they
+    are exact (numpy's linear quantiles), as are mean and std (population).
+    Every chunk value is held at once: frames x horizon x action dims floats.
+    """
+    if action_horizon < 1:
+        raise CheckpointError(f"action_horizon must be at least 1, got {action_horizon}")
+    if not episodes:
+        raise CheckpointError("normalization stats need at least one episode")
+    pipeline = TransformPipeline.parse(transforms)
+    states, chunks = [], []
+    for episode_states, episode_actions in episodes:
+        length = len(episode_states)
+        rows = np.minimum(np.arange(length)[:, None] + np.arange(action_horizon)[None, :], length - 1)
+        for frame in range(length):
+            stages = pipeline.adapt_state(np.asarray(episode_states[frame], dtype=np.float64))
+            states.append(stages[-1])
+            chunks.append(pipeline.actions_in(np.asarray(episode_actions[rows[frame]], dtype=np.float64), stages))
+    return Normalization(_exact_stats(np.stack(states)), _exact_stats(np.concatenate(chunks)))
+
+
+def _exact_stats(values: np.ndarray) -> NormStats:
+    return NormStats(
+        mean=values.mean(axis=0),
+        std=values.std(axis=0),
+        q01=np.quantile(values, 0.01, axis=0),
+        q99=np.quantile(values, 0.99, axis=0),
+    )

@@ -25,8 +25,9 @@ from pi0_msgs.msg import PolicyStatus
 from pi0_ros.bag import BagError, BagReader, BagWriter, OfferedQos
 from pi0_ros.bag import evaluate as evaluate_cli
 from pi0_ros.bag.definitions import DefinitionSource
-from pi0_ros.bag.evaluate import EvaluateConfig, Progress, evaluate_bag
+from pi0_ros.bag.evaluate import EvaluateConfig, evaluate_bag
 from pi0_ros.bag.evaluation import COMMANDS, JOINT_STATES, SCHEMA_VERSION, Selection
+from pi0_ros.bag.progress import Progress
 from pi0_ros.core.robot_description import load_robot_description
 from pi0_ros.policy.model_loader import load_policy
 from pi0_ros.policy.model_settings import ModelSettings
@@ -484,5 +485,5 @@ def test_bad_arguments_are_one_line_errors(tmp_path, robot_yaml, capsys):
 def test_progress_line_reports_bag_time_chunks_and_speed(tmp_path):
     with open(tmp_path / "log", "w") as stream:
         progress = Progress(stream, start_ns=T0, end_ns=T0 + 10 * SECOND, width=10)
-        line = progress.line(T0 + 5 * SECOND, chunks=20, elapsed=4.0)
+        line = progress.line(T0 + 5 * SECOND, count=20, elapsed=4.0)
     assert line == "[#####.....]  50%  5.0/10.0 s of bag  20 chunks  5.00 chunks/s"

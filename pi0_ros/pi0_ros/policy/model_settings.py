@@ -11,12 +11,12 @@ from pi0_client.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, chec
 class ModelSettings:
     checkpoint: str = ""  # checkpoint directory; "" builds the random-init tiny model
     device: str = DEFAULT_DEVICE  # "cpu", "cuda" or "cuda:N"
-    dtype: str = DEFAULT_DTYPE  # one of pi0_model.options.DTYPE_NAMES
+    dtype: str = DEFAULT_DTYPE  # one of pi0_client.options.DTYPE_NAMES
     num_steps: int | None = None  # denoising steps; None keeps the checkpoint's
     tokenizer_path: str | None = None  # None looks inside the checkpoint
     norm_stats_path: str | None = None  # None uses the description's, then the checkpoint's
     seed: int = 0  # tiny-model weights and sampling noise
-    compile_mode: str | None = None  # one of pi0_model.options.COMPILE_MODES, None for eager
+    compile_mode: str | None = None  # one of pi0_client.options.COMPILE_MODES, None for eager
 
     def __post_init__(self) -> None:
         check_device(self.device)
