@@ -18,7 +18,7 @@ ADDED_LATENCY_MS = 300  # on top of the tiny model's own inference time
 GOAL_S = 3.0
 
 
-@pytest.mark.parametrize("handover", ["blend", "rtc"])
+@pytest.mark.parametrize("handover", ["splice", "blend", "rtc"])
 def test_commands_stay_continuous_with_300_ms_added_server_latency(handover, ros_graph):
     # Two denoising steps keep the tiny model's own CPU time small beside the injected delay on a loaded
     # 2-core machine, where the sim, both nodes and the server share the cores.
