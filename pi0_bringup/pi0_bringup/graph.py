@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pi0_bringup.robots import load_robot, robot_description_path
-from pi0_model.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype
+from pi0_model.options import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL_TYPE, MODEL_TYPES, check_device, check_dtype
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.heartbeat import STREAMER_TIMEOUT_S
 from pi0_ros.core.robot_description import RobotDescription
@@ -35,7 +35,8 @@ class NodeSpec:
 @dataclass(frozen=True)
 class GraphOptions:
     robot: str  # shipped robot name (aloha, mobile_aloha, ur5e, franka) or a description YAML path
-    checkpoint: str = ""  # pi0 checkpoint directory; "" runs the tiny demo model
+    checkpoint: str = ""  # pi0 or pi0.5 checkpoint directory; "" runs the tiny demo model
+    model_type: str = DEFAULT_MODEL_TYPE  # the tiny demo model's type (MODEL_TYPES); a checkpoint decides its own
     device: str = DEFAULT_DEVICE  # "cpu", "cuda" or "cuda:N"
     dtype: str = DEFAULT_DTYPE  # one of pi0_model.options.DTYPE_NAMES
     namespace: str = ""
@@ -62,6 +63,13 @@ class GraphOptions:
             raise ValueError(f"namespace must be absolute (start with '/'), got '{self.namespace}'")
         if self.checkpoint and not Path(self.checkpoint).is_dir():
             raise ValueError(f"checkpoint directory {self.checkpoint} does not exist")
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got '{self.model_type}'")
+        if self.checkpoint and self.model_type != DEFAULT_MODEL_TYPE:
+            # The node would ignore it; a type that contradicts the checkpoint would only mislead.
+            raise ValueError(
+                f"model_type chooses the tiny demo model only; checkpoint {self.checkpoint} decides its own type"
+            )
         if any(v < 0 for v in self.sim_image_size) or self.torch_threads < 0:
             raise ValueError("sim_image_size and torch_threads must not be negative")
         if self.params_file and not Path(self.params_file).is_file():
@@ -94,6 +102,7 @@ def node_graph(options: GraphOptions, description: RobotDescription | None = Non
         {
             **common,
             "checkpoint": options.checkpoint,
+            "model_type": options.model_type,
             "device": options.device,
             "dtype": options.dtype,
             "autostart": options.autostart,
