@@ -3,6 +3,7 @@
 SHELL := /bin/bash
 ROBOT ?= aloha
 CHECKPOINT ?=
+MODEL ?=
 DEVICE ?=
 DTYPE ?=
 PYTEST_ARGS ?=
@@ -14,7 +15,7 @@ setup:
 
 demo: setup
 	@scripts/with_env.sh python -m pi0_bringup.demo --robot "$(ROBOT)" $(if $(CHECKPOINT),--checkpoint "$(CHECKPOINT)") \
-		$(if $(DEVICE),--device "$(DEVICE)") $(if $(DTYPE),--dtype "$(DTYPE)")
+		$(if $(MODEL),--model "$(MODEL)") $(if $(DEVICE),--device "$(DEVICE)") $(if $(DTYPE),--dtype "$(DTYPE)")
 
 test: setup
 	@scripts/with_env.sh python -m pytest $(PYTEST_ARGS)

@@ -1,13 +1,15 @@
 """The closed-loop demo behind `make demo`: simulated robot, pi0, 50 Hz streaming.
 
-    python -m pi0_bringup.demo [--robot aloha] [--checkpoint DIR] [--instruction TEXT ...] [--duration S]
+    python -m pi0_bringup.demo [--robot aloha] [--model pi0|pi05 | --checkpoint DIR] [--instruction TEXT ...]
+                               [--duration S]
 
 Starts the simulated robot, the policy node and the command streamer (the
 graph of pi0_bringup.graph, one process each), sends each instruction as an
 ExecuteInstruction goal with live progress, records the commands the
 controllers receive, and ends with a summary and a plot of the commanded
 joint trajectories. Without --checkpoint it uses the demo policy: the tiny
-pi0 trained on synthetic demonstrations (pi0_bringup.demo_policy).
+pi0 (or pi0.5 with --model pi05) trained on synthetic demonstrations
+(pi0_bringup.demo_policy).
 
 The demo runs on a private ROS domain on localhost, so its simulated robot
 and streamer can never reach a real robot on the network.
@@ -26,11 +28,13 @@ import numpy as np
 from pi0_bringup import supervisor
 from pi0_bringup.demo_client import GoalReport
 from pi0_bringup.graph_client import CommandRecorder
+from pi0_client.options import DEFAULT_MODEL_TYPE, MODEL_TYPES
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.rate_monitor import RateStats, rate_stats
 from pi0_ros.core.robot_description import DescriptionError, RobotDescription
 
 DEFAULT_INSTRUCTIONS = ("raise the arms", "reach forward", "go home")
+SETTLED_S = 0.5  # the end of a goal over which its commanded pose is averaged for the goal check
 
 
 def isolate_ros_domain() -> int:
@@ -42,7 +46,14 @@ def isolate_ros_domain() -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Closed-loop pi0 demo on a simulated robot.")
     parser.add_argument("--robot", default="aloha", help="robot name or description YAML (default: aloha)")
-    parser.add_argument("--checkpoint", default="", help="a pi0 checkpoint directory (default: the demo policy)")
+    parser.add_argument(
+        "--checkpoint", default="", help="a pi0 or pi0.5 checkpoint directory (default: the demo policy)"
+    )
+    parser.add_argument(
+        "--model",
+        choices=MODEL_TYPES,
+        help=f"type of the demo policy (default: {DEFAULT_MODEL_TYPE}); a checkpoint decides its own",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument(
@@ -62,6 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error("--duration must be positive")
+    if args.checkpoint and args.model:
+        parser.error("--model chooses the demo policy; a --checkpoint decides its own model type")
+    args.model = args.model or DEFAULT_MODEL_TYPE
     try:
         width, height = (int(v) for v in args.image_size.lower().split("x"))
     except ValueError:
@@ -83,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     output = Path(args.output).resolve()
     try:
-        checkpoint = args.checkpoint or str(_demo_checkpoint(description))
+        checkpoint = args.checkpoint or str(_demo_checkpoint(description, args.model))
         print(
             f"[demo] {description.name}: {len(description.policy.actions)} action dims, "
             f"{len(description.policy_cameras)} policy cameras, {description.control_rate_hz:.0f} Hz; "
@@ -95,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _demo_checkpoint(description: RobotDescription) -> Path:
-    from pi0_bringup.demo_policy import demo_checkpoint
+def _demo_checkpoint(description: RobotDescription, model_type: str) -> Path:
+    from pi0_bringup.demo_policy import DemoTraining, demo_checkpoint
 
-    return demo_checkpoint(description, report=lambda line: print(f"[demo] {line}", flush=True))
+    return demo_checkpoint(
+        description, DemoTraining(model_type=model_type), report=lambda line: print(f"[demo] {line}", flush=True)
+    )
 
 
 def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: str, output: Path) -> int:
@@ -129,7 +145,18 @@ def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: st
         stats = rate_stats(client.commands.times(first), description.control_period)
         streamer_jitter = streamer_jitter_p99_ms(client)
         plot = _plot(description, client.commands, output / f"{description.name}_commands.png")
-    print(_summary(description, reports, stats, streamer_jitter, plot))
+        goal_errors = {} if args.checkpoint else demo_goal_errors(description, reports, client.commands)
+    print(
+        _summary(
+            description,
+            args.checkpoint or f"the demo {args.model} policy",
+            reports,
+            goal_errors,
+            stats,
+            streamer_jitter,
+            plot,
+        )
+    )
     return 0 if reports and all(_moved_the_robot(r) for r in reports) else 1
 
 
@@ -138,24 +165,58 @@ def _moved_the_robot(report: GoalReport) -> bool:
     return report.outcome.startswith(("duration reached", "chunk limit")) and report.chunks > 0 and report.commands > 0
 
 
+def demo_goal_errors(
+    description: RobotDescription, reports: list[GoalReport], commands: CommandRecorder
+) -> dict[int, tuple[float, str]]:
+    """How far the demo policy ended from the pose each instruction was taught to reach, by report index:
+    (largest |commanded - goal| over the joints, that joint), the commands averaged over the goal's last
+    SETTLED_S. Only instructions the demo policy was taught have a goal pose."""
+    from pi0_bringup.demo_policy import DEMO_INSTRUCTIONS, goal_pose
+
+    errors = {}
+    for index, report in enumerate(reports):
+        if report.instruction not in DEMO_INSTRUCTIONS or report.ended is None:
+            continue
+        goal = dict(zip(description.policy.actions, goal_pose(description, report.instruction)))
+        gaps = {}
+        for group in description.joint_groups:
+            settled = [
+                c.values
+                for c in commands.all(group.controller.name, since=report.ended - SETTLED_S)
+                if c.received <= report.ended
+            ]
+            if settled:
+                pose = np.mean(settled, axis=0)
+                gaps.update({name: abs(pose[i] - goal[name]) for i, name in enumerate(group.joint_names)})
+        if gaps:
+            worst = max(gaps, key=lambda name: gaps[name])
+            errors[index] = (float(gaps[worst]), worst)
+    return errors
+
+
 def _interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
 def _summary(
     description: RobotDescription,
+    model: str,
     reports: list[GoalReport],
+    goal_errors: dict[int, tuple[float, str]],
     stats: RateStats,
     streamer_jitter_ms: float,
     plot: Path | None,
 ) -> str:
-    lines = ["", f"pi0_ros demo summary ({description.name})", "-" * 40]
-    for report in reports:
+    lines = ["", f"pi0_ros demo summary ({description.name}, {model})", "-" * 40]
+    for index, report in enumerate(reports):
         lines.append(f"'{report.instruction}': {report.outcome}")
         lines.append(
             f"    {report.chunks} chunks, {report.commands} commands, inference latency "
             f"mean {report.latency_mean_ms:.0f} ms / p95 {report.latency_p95_ms:.0f} ms"
         )
+        if index in goal_errors:
+            error, joint = goal_errors[index]
+            lines.append(f"    ended {error:.3f} from its goal pose (largest joint error: {joint})")
         if not _moved_the_robot(report):
             lines.append("    FAILED: the goal did not run its course with streamed commands (see the node logs)")
     lines += [

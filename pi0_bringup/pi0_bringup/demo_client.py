@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ class GoalReport:
     commands: int = 0
     latency_mean_ms: float = 0.0
     latency_p95_ms: float = 0.0
+    ended: float | None = None  # time.monotonic() when its result arrived; None when it has none
 
 
 def streamer_jitter_p99_ms(client: GraphClient) -> float:
@@ -59,6 +61,7 @@ def _run_goal(client: GraphClient, instruction: str, duration: float, graph: Gra
         return GoalReport(instruction, "rejected: no response")
     try:
         result = client.result(handle, duration + 30.0, processes=graph)
+        ended = time.monotonic()
     except (GraphClientError, ProcessExitedError):
         return GoalReport(instruction, "no result (a node stopped?)")
     finally:
@@ -71,4 +74,5 @@ def _run_goal(client: GraphClient, instruction: str, duration: float, graph: Gra
         result.commands_sent,
         result.inference_latency_mean_ms,
         result.inference_latency_p95_ms,
+        ended,
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pi0_bringup.robots import load_robot, robot_description_path
-from pi0_client.options import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, check_dtype
+from pi0_client.options import DEFAULT_DEVICE, DEFAULT_DTYPE, DEFAULT_MODEL_TYPE, MODEL_TYPES, check_device, check_dtype
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.heartbeat import STREAMER_TIMEOUT_S
 from pi0_ros.core.robot_description import RobotDescription
@@ -35,8 +35,9 @@ class NodeSpec:
 @dataclass(frozen=True)
 class GraphOptions:
     robot: str  # shipped robot name (aloha, mobile_aloha, ur5e, franka) or a description YAML path
-    checkpoint: str = ""  # pi0 checkpoint directory; "" runs the tiny demo model
     policy_server: str = ""  # ws://host:port: the model runs on a policy server; "" runs it in the policy node
+    checkpoint: str = ""  # pi0 or pi0.5 checkpoint directory; "" runs the tiny demo model
+    model_type: str = DEFAULT_MODEL_TYPE  # the tiny demo model's type (MODEL_TYPES); a checkpoint decides its own
     device: str = DEFAULT_DEVICE  # "cpu", "cuda" or "cuda:N"
     dtype: str = DEFAULT_DTYPE  # one of pi0_client.options.DTYPE_NAMES
     namespace: str = ""
@@ -67,6 +68,12 @@ class GraphOptions:
             raise ValueError(f"policy_server must be ws://host:port or wss://host:port, got '{self.policy_server}'")
         if self.policy_server and self.checkpoint:
             raise ValueError("checkpoint and policy_server exclude each other: the policy server loads its checkpoint")
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got '{self.model_type}'")
+        if (self.checkpoint or self.policy_server) and self.model_type != DEFAULT_MODEL_TYPE:
+            # The node would ignore it; a type that contradicts the checkpoint would only mislead.
+            where = f"checkpoint {self.checkpoint}" if self.checkpoint else f"the policy server {self.policy_server}"
+            raise ValueError(f"model_type chooses the tiny demo model only; {where} decides its own type")
         if any(v < 0 for v in self.sim_image_size) or self.torch_threads < 0:
             raise ValueError("sim_image_size and torch_threads must not be negative")
         if self.params_file and not Path(self.params_file).is_file():
@@ -100,6 +107,7 @@ def node_graph(options: GraphOptions, description: RobotDescription | None = Non
             **common,
             "checkpoint": options.checkpoint,
             "policy_server": options.policy_server,
+            "model_type": options.model_type,
             "device": options.device,
             "dtype": options.dtype,
             "autostart": options.autostart,

@@ -13,13 +13,17 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
-from pi0_client.options import DEVICE_FORMS, DTYPE_NAMES
+from pi0_client.options import DEVICE_FORMS, DTYPE_NAMES, MODEL_TYPES
 from pi0_ros.core.chunk import Handover
 
 # name -> (default, description); every argument maps onto a GraphOptions field.
 ARGUMENTS = {
-    "checkpoint": ("", "pi0 checkpoint directory; empty runs the tiny demo model"),
     "policy_server": ("", "ws://host:port of a policy server (pi0_serve, openpi); empty runs the model here"),
+    "checkpoint": ("", "pi0 or pi0.5 checkpoint directory (it decides the model); empty runs the tiny demo model"),
+    "model_type": (
+        GraphOptions.model_type,
+        f"type of the tiny demo model: {' or '.join(MODEL_TYPES)}; only without a checkpoint (it decides its own)",
+    ),
     "device": (GraphOptions.device, f"torch device: {DEVICE_FORMS}"),
     "dtype": (GraphOptions.dtype, f"model dtype: {' or '.join(DTYPE_NAMES)}"),
     "namespace": ("", "namespace of all nodes and topics, e.g. /left_robot"),
@@ -52,6 +56,7 @@ def _options(context: LaunchContext) -> GraphOptions:
         robot=LaunchConfiguration("robot").perform(context),
         checkpoint=value["checkpoint"],
         policy_server=value["policy_server"],
+        model_type=value["model_type"],
         device=value["device"],
         dtype=value["dtype"],
         namespace=value["namespace"],

@@ -2,6 +2,7 @@
 
     python -m pi0_bringup.run aloha --sim        # the graph of: ros2 launch pi0_bringup aloha.launch.py sim:=true
     python -m pi0_bringup.run ur5e --checkpoint DIR --device cuda --dtype bfloat16
+    python -m pi0_bringup.run aloha --sim --model-type pi05   # the tiny pi0.5 instead of the tiny pi0
 
 Each node of pi0_bringup.graph.node_graph() runs as its own process (the 50 Hz
 streamer must not share a process with inference). The first Ctrl-C or SIGTERM
@@ -25,7 +26,7 @@ from typing import NoReturn
 from pi0_bringup.graph import GraphOptions, node_graph
 from pi0_bringup.robots import available_robots
 from pi0_bringup.supervisor import GraphProcesses
-from pi0_client.options import DEVICE_FORMS, DTYPE_NAMES
+from pi0_client.options import DEVICE_FORMS, DTYPE_NAMES, MODEL_TYPES
 from pi0_ros.core.chunk import Handover
 from pi0_ros.core.robot_description import DescriptionError
 from pi0_ros.core.stop_signals import exit_process, stop_on_first_signal
@@ -36,6 +37,7 @@ def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
         robot=args.robot,
         checkpoint=args.checkpoint,
         policy_server=args.policy_server,
+        model_type=args.model_type,
         device=args.device,
         dtype=args.dtype,
         namespace=args.namespace,
@@ -55,7 +57,15 @@ def graph_options_from_args(args: argparse.Namespace) -> GraphOptions:
 def add_graph_arguments(parser: argparse.ArgumentParser) -> None:
     """The launch files' arguments, as command-line options."""
     parser.add_argument("robot", help=f"robot name ({', '.join(available_robots())}) or description YAML path")
-    parser.add_argument("--checkpoint", default="", help="pi0 checkpoint directory (default: tiny demo model)")
+    parser.add_argument(
+        "--checkpoint", default="", help="pi0 or pi0.5 checkpoint directory, which decides the model (default: tiny)"
+    )
+    parser.add_argument(
+        "--model-type",
+        default=GraphOptions.model_type,
+        choices=MODEL_TYPES,
+        help="type of the tiny demo model; only without --checkpoint",
+    )
     parser.add_argument(
         "--policy-server", default="", help="ws://host:port of a policy server (default: run the model here)"
     )

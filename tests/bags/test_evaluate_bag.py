@@ -7,6 +7,7 @@ can be recomputed here from the chunks the evaluator returns.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from pi0_model.checkpoint import save_checkpoint
+from pi0_model.policy import Pi0Policy
+from pi0_model.tokenizer import SENTENCEPIECE_FILE, tiny_sentencepiece_model
 from pi0_msgs.msg import PolicyStatus
 from pi0_ros.bag import BagError, BagReader, BagWriter, OfferedQos
 from pi0_ros.bag import evaluate as evaluate_cli
@@ -29,7 +33,7 @@ from pi0_ros.bag.evaluate import EvaluateConfig, evaluate_bag
 from pi0_ros.bag.evaluation import COMMANDS, JOINT_STATES, SCHEMA_VERSION, Selection
 from pi0_ros.bag.progress import Progress
 from pi0_ros.core.robot_description import load_robot_description
-from pi0_ros.policy.model_loader import load_policy
+from pi0_ros.policy.model_loader import demo_normalization, load_policy, robot_io
 from pi0_ros.policy.model_settings import ModelSettings
 
 SECOND = 1_000_000_000
@@ -259,17 +263,9 @@ def test_report_metrics_match_the_recorded_trajectory_and_commands(tmp_path, rob
         assert (tmp_path / "out" / name).read_bytes()[:8] == PNG_SIGNATURE
 
 
-def test_a_chunk_is_the_policy_output_for_its_synchronized_observation_and_seeded_noise(tmp_path, robot_yaml):
-    write_run(tmp_path / "bag")
-    first = evaluate_bag(
-        config(tmp_path / "bag", robot_yaml, tmp_path / "a", selection=Selection(every=2, max_chunks=2))
-    )
-    chunks = [c.chunk for c in first.evaluation.chunks]
-    assert [c.stamp - T0 / SECOND for c in chunks] == pytest.approx([0.005, 0.205], abs=1e-6)
-
-    description = load_robot_description(robot_yaml)
-    policy = load_policy(description, ModelSettings(checkpoint="", device="cpu", dtype="float32", seed=3))
-    generator = torch.Generator().manual_seed(3)
+def assert_every_second_frame_was_inferred(policy, chunks, seed: int) -> None:
+    """`chunks` are `policy`'s outputs for the bag's frames 0, 2, 4, ... with the noise drawn from `seed`."""
+    generator = torch.Generator().manual_seed(seed)
     for index, chunk in enumerate(chunks):
         noise = torch.randn((1, policy.horizon, policy.config.action_dim), generator=generator)[0].numpy()
         frame_index = 2 * index  # every second 10 Hz frame
@@ -281,12 +277,49 @@ def test_a_chunk_is_the_policy_output_for_its_synchronized_observation_and_seede
         ).actions
         np.testing.assert_allclose(chunk.actions, expected, atol=1e-9)
 
+
+def test_a_chunk_is_the_policy_output_for_its_synchronized_observation_and_seeded_noise(tmp_path, robot_yaml):
+    write_run(tmp_path / "bag")
+    first = evaluate_bag(
+        config(tmp_path / "bag", robot_yaml, tmp_path / "a", selection=Selection(every=2, max_chunks=2))
+    )
+    chunks = [c.chunk for c in first.evaluation.chunks]
+    assert [c.stamp - T0 / SECOND for c in chunks] == pytest.approx([0.005, 0.205], abs=1e-6)
+
+    description = load_robot_description(robot_yaml)
+    policy = load_policy(description, ModelSettings(checkpoint="", device="cpu", dtype="float32", seed=3))
+    assert_every_second_frame_was_inferred(policy, chunks, seed=3)
+
     again = evaluate_bag(config(tmp_path / "bag", robot_yaml, tmp_path / "b", selection=Selection(max_chunks=1)))
     np.testing.assert_array_equal(again.evaluation.chunks[0].chunk.actions, chunks[0].actions)
     other_seed = evaluate_bag(
         config(tmp_path / "bag", robot_yaml, tmp_path / "c", seed=4, selection=Selection(every=2, max_chunks=1))
     )
     assert np.max(np.abs(other_seed.evaluation.chunks[0].chunk.actions - chunks[0].actions)) > 1e-3
+
+
+def test_a_pi05_checkpoint_is_evaluated_with_the_same_settings_as_a_pi0_one(tmp_path, robot_yaml):
+    description = load_robot_description(robot_yaml)
+    normalization = demo_normalization(description)  # with q01/q99, as pi0.5 needs
+    tiny = Pi0Policy.tiny(robot_io(description), normalization, seed=7, model_type="pi05")
+    checkpoint = save_checkpoint(tiny.model, tmp_path / "pi05_ckpt", normalization)
+    (checkpoint / SENTENCEPIECE_FILE).write_bytes(tiny_sentencepiece_model())
+    write_run(tmp_path / "bag")
+    settings = ModelSettings(checkpoint=str(checkpoint), device="cpu", dtype="float32", seed=3)
+    outcome = evaluate_bag(
+        dataclasses.replace(
+            config(tmp_path / "bag", robot_yaml, tmp_path / "out"),
+            model=settings,
+            selection=Selection(every=2, max_chunks=3),
+        )
+    )
+    assert outcome.report["model"]["checkpoint"] == str(checkpoint)
+    assert outcome.report["references"][JOINT_STATES]["per_joint"]["j1"]["count"] > 0
+    chunks = [c.chunk for c in outcome.evaluation.chunks]
+    assert len(chunks) == 3 and all(c.actions.shape == (50, 5) for c in chunks)
+    policy = load_policy(description, settings)
+    assert policy.config.model_type == "pi05", "the checkpoint decided"
+    assert_every_second_frame_was_inferred(policy, chunks, seed=3)
 
 
 def test_each_observation_gets_the_instruction_of_its_goal_unless_one_is_given(tmp_path, robot_yaml):

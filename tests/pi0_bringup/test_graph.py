@@ -1,5 +1,6 @@
 """The node graph that the launch files and the runner share."""
 
+import argparse
 import ast
 from pathlib import Path
 
@@ -116,3 +117,28 @@ def test_the_shipped_example_parameters_file_names_only_declared_parameters():
         for name, value in section["ros__parameters"].items():
             assert name in params, f"{node}: {name} is not a parameter"
             assert params[name].problem(value) is None, params[name].problem(value)
+
+
+def test_the_tiny_models_type_reaches_the_policy_node_and_a_checkpoint_decides_its_own(tmp_path):
+    policy = {n.name: n for n in node_graph(GraphOptions(robot="aloha", model_type="pi05"))}["pi0_policy"]
+    assert policy.parameters["model_type"] == "pi05" and policy.parameters["checkpoint"] == ""
+    with pytest.raises(ValueError, match="model_type must be one of pi0, pi05, got 'pi1'"):
+        GraphOptions(robot="aloha", model_type="pi1")
+    with pytest.raises(ValueError, match="model_type chooses the tiny demo model only; checkpoint .* decides"):
+        GraphOptions(robot="aloha", checkpoint=str(tmp_path), model_type="pi05")
+    # Without a model_type the graph runs any checkpoint: the launch arguments are the same for pi0 and pi0.5.
+    assert GraphOptions(robot="aloha", checkpoint=str(tmp_path)).model_type == "pi0"
+
+
+def test_the_runner_and_the_benchmark_pass_the_tiny_models_type_on():
+    from pi0_bringup.benchmark.runtime import benchmark_graph, make_config
+    from pi0_bringup.benchmark.runtime import parse_args as benchmark_args
+    from pi0_bringup.run import add_graph_arguments, graph_options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_graph_arguments(parser)
+    assert graph_options_from_args(parser.parse_args(["aloha", "--model-type", "pi05"])).model_type == "pi05"
+    assert graph_options_from_args(parser.parse_args(["aloha"])).model_type == "pi0"
+    config = make_config(benchmark_args(["--model", "pi05"]))
+    nodes = {n.name: n for n in benchmark_graph(config, load_robot(config.description_path))}
+    assert config.model_type == "pi05" and nodes["pi0_policy"].parameters["model_type"] == "pi05"

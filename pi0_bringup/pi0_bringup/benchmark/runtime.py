@@ -1,15 +1,16 @@
 """benchmark_runtime: runs the real node graph with the tiny model and measures its timing.
 
     benchmark_runtime [--robot aloha] [--duration 20] [--image-size 224x224]
-                      [--handover splice|rtc|blend|wait] [--json OUT]
+                      [--handover splice|rtc|blend|wait] [--model pi0|pi05] [--json OUT]
 
 The nodes are those of pi0_bringup.graph.node_graph() (what the launch files and the
 runner start), each in a process of its own (pi0_bringup.supervisor), on a ROS_DOMAIN_ID
 of its own (random unless ROS_DOMAIN_ID is set) and on localhost only:
 
 - pi0_sim_robot: synthetic cameras and joint states that follow the commands (closes the loop);
-- pi0_policy: the lifecycle policy node with the tiny random model, started with
-  autostart (as the launch files do), inferring concurrently on --torch-threads threads;
+- pi0_policy: the lifecycle policy node with the tiny random model (pi0, or pi0.5 with
+  --model pi05), started with autostart (as the launch files do), inferring concurrently
+  on --torch-threads threads;
 - pi0_command_streamer: the 50 Hz node under test;
 - a bare absolute-deadline loop at the control rate, during the measurement window
   only: the machine's own noise floor, measured in the same run.
@@ -91,6 +92,7 @@ from pi0_bringup.benchmark.support import (
 from pi0_bringup.graph import GraphOptions, NodeSpec, node_graph
 from pi0_bringup.graph_client import GoalRejectedError, GraphClient, GraphClientError
 from pi0_bringup.supervisor import GraphProcesses, NodeProcess, ProcessExitedError, isolate_ros_domain, stop_processes
+from pi0_client.options import DEFAULT_MODEL_TYPE, MODEL_TYPES
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk, StreamerStatus
 from pi0_ros.core.chunk import Handover
@@ -127,6 +129,7 @@ class BenchmarkConfig:
     image_width: int  # rendered camera size
     image_height: int
     handover: str  # streamer chunk hand-over; "rtc" also enables real-time chunking in the policy
+    model_type: str  # type of the tiny model (pi0_client.options.MODEL_TYPES)
     warmup: float  # s between the first streamed command and the recording
     torch_threads: int  # model threads of the policy node
     streamer_priority: int  # SCHED_FIFO priority of the streamer (its realtime_priority parameter); 0 = off
@@ -242,6 +245,7 @@ def benchmark_graph(config: BenchmarkConfig, description: RobotDescription) -> t
         robot=config.description_path,
         sim=True,
         chunk_handover=config.handover,
+        model_type=config.model_type,
         torch_threads=config.torch_threads,
         streamer_priority=config.streamer_priority,
         sim_image_size=(config.image_width, config.image_height),
@@ -632,7 +636,8 @@ def format_report(result: BenchmarkResult) -> str:
     config = result.config
     lines = [
         f"pi0_ros runtime benchmark: {config.robot}, {config.image_width}x{config.image_height} images, "
-        f"{config.handover} hand-over, tiny model on {config.torch_threads} torch thread(s), {result.cpus} CPUs, "
+        f"{config.handover} hand-over, tiny {config.model_type} on {config.torch_threads} torch thread(s), "
+        f"{result.cpus} CPUs, "
         "streamer " + (f"SCHED_FIFO {config.streamer_priority}" if config.streamer_priority else "normal scheduling"),
         f"window {result.window_s:.1f} s after {config.warmup:.1f} s of streaming, "
         f"nominal {result.nominal_rate_hz:.1f} Hz, ROS_DOMAIN_ID {config.domain_id}",
@@ -776,6 +781,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=[h.value for h in Handover],
         help="chunk hand-over of the streamer (default splice)",
     )
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL_TYPE, choices=MODEL_TYPES, help="type of the tiny model (default pi0)"
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of streaming before recording (default 3)")
     parser.add_argument(
@@ -815,6 +823,7 @@ def make_config(args: argparse.Namespace) -> BenchmarkConfig:
         image_width=args.image_size[0],
         image_height=args.image_size[1],
         handover=args.handover,
+        model_type=args.model,
         warmup=args.warmup,
         torch_threads=args.torch_threads,
         streamer_priority=args.streamer_priority,

@@ -31,7 +31,9 @@ def demo_normalization(description: RobotDescription) -> Normalization:
 
     A random-init model has no stats of its own. Stats live in model space, after
     the robot adaptations (e.g. ALOHA's sign flips), so the home pose is adapted
-    the same way before it becomes the mean.
+    the same way before it becomes the mean. The quantiles are mean -/+ std, so
+    that pi0.5's quantile normalization maps the model's outputs to the same
+    motions as pi0's mean/std (-1, 0, 1 to mean - std, mean, mean + std).
     """
     pipeline = TransformPipeline.parse(description.policy.transforms)
     home_state = np.array([description.joint(n).home for n in description.policy.state])
@@ -49,9 +51,11 @@ def demo_normalization(description: RobotDescription) -> Normalization:
             for n in description.policy.actions
         ]
     )
-    return Normalization(
-        state=NormStats(mean=stages[-1], std=state_std), actions=NormStats(mean=action_mean, std=action_std)
-    )
+    return Normalization(state=_unit_band(stages[-1], state_std), actions=_unit_band(action_mean, action_std))
+
+
+def _unit_band(mean: np.ndarray, std: np.ndarray) -> NormStats:
+    return NormStats(mean=mean, std=std, q01=mean - std, q99=mean + std)
 
 
 def load_policy(description: RobotDescription, settings: ModelSettings) -> Pi0Policy:
@@ -63,6 +67,7 @@ def load_policy(description: RobotDescription, settings: ModelSettings) -> Pi0Po
             seed=settings.seed,
             device=settings.device,
             num_steps=settings.num_steps,
+            model_type=settings.model_type,
         )
     return Pi0Policy.from_checkpoint(
         settings.checkpoint,
@@ -91,7 +96,7 @@ class LocalPolicy:
         return ""
 
     def describe(self) -> str:
-        return f"pi0 in this process (horizon {self.model.horizon})"
+        return f"{self.model.config.model_type} in this process (horizon {self.model.horizon})"
 
     def close(self) -> None:
         """Nothing to release beyond dropping the reference (the node frees accelerator memory)."""

@@ -14,6 +14,7 @@ from pi0_client.options import (
     COMPILE_MODES,
     DEVICE_FORMS,
     DTYPE_NAMES,
+    MODEL_TYPES,
     NO_COMPILE,
     compile_mode_or_none,
     device_problem,
@@ -61,6 +62,11 @@ class PolicyParameters:
     )
     checkpoint: str = param(
         ModelSettings.checkpoint, "pi0 checkpoint directory (LeRobot/openpi PyTorch layout); empty = tiny demo model."
+    )
+    model_type: str = param(
+        ModelSettings.model_type,
+        "Type of the tiny demo model (no checkpoint only): a checkpoint decides its own type.",
+        choices=MODEL_TYPES,
     )
     tokenizer_path: str = param(
         "", "PaliGemma tokenizer (tokenizer.model or tokenizer.json); empty = inside the checkpoint."
@@ -135,6 +141,7 @@ class PolicyParameters:
     def model_settings(self) -> ModelSettings:
         return ModelSettings(
             checkpoint=self.checkpoint,
+            model_type=self.model_type,
             device=self.device,
             dtype=self.dtype,
             num_steps=self.num_denoising_steps or None,

@@ -129,6 +129,7 @@ def test_the_nodes_parameters_take_their_defaults_from_the_component_settings():
     config = streamer.stream_config(0.02)
     assert config.blend_duration == StreamConfig.blend_duration == streamer.blend_duration_s
     assert PolicyParameters(compile_mode="reduce-overhead").model_settings().compile_mode == "reduce-overhead"
+    assert PolicyParameters(model_type="pi05").model_settings().model_type == "pi05"
 
 
 def test_the_policy_refuses_a_malformed_device_by_name(ros_graph):
