@@ -67,7 +67,10 @@ def test_commands_stay_continuous_with_300_ms_added_server_latency(handover, ros
             if (s.header.stamp.sec, s.header.stamp.nanosec) >= (streaming_from.sec, streaming_from.nanosec)
             and s.goal_id
         ]
-        held = [s.hold_reason for s in during if s.mode != StreamerStatus.MODE_STREAMING]
+        # (The hold once the goal has ended, "goal ... ended", is the streamer doing its job.)
+        held = [
+            s.hold_reason for s in during if s.mode != StreamerStatus.MODE_STREAMING and "ended" not in s.hold_reason
+        ]
         assert during and not held, held
         assert result.chunks_generated >= 3
         assert result.inference_latency_mean_ms >= ADDED_LATENCY_MS, "the server's delay reached the node"
