@@ -152,6 +152,8 @@ def test_unusable_responses_fail_the_goal_with_a_diagnostic_and_the_node_serves_
     with ServerThread(NaNPolicy(metadata), ServerConfig("127.0.0.1", 0)) as broken:
         harness = remote_policy(active_policy, broken.url)
         harness.wait_ready()
+        # Warm-up met the NaN answer and dropped that session; the goal goes out once the node reconnected.
+        harness.graph.wait_for(lambda: harness.policy._policy.unavailable_reason() == "", what="a new session")
         handle = harness.send()
         assert handle.accepted
         response = harness.result(handle, timeout=60.0)

@@ -16,7 +16,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from pi0_msgs.msg import ActionChunk, PolicyStatus, StreamerStatus
 from pi0_ros.core.robot_description import load_robot_description
-from pi0_ros.ros.conversions import qos_profile, seconds_to_stamp
+from pi0_ros.ros.conversions import qos_profile, seconds_to_stamp, stamp_to_seconds
 from support.node_process import assert_clean_prompt_exit, start_node, stop_like_launch
 from support.robots import robot_yaml
 
@@ -164,10 +164,14 @@ def test_no_command_before_a_goal_then_every_controller_streams_at_the_control_r
     )
     recorder.clear()
     time.sleep(1.0)
-    for controller in description.controllers:
-        # 50 ticks expected in 1 s at 50 Hz. The bounds tolerate stalls of a loaded 2-core VM yet catch a
-        # wrong rate (25 or 100 Hz); the runtime benchmark measures rate and jitter precisely.
-        assert 38 <= recorder.count(controller.topic) <= 55, (controller.topic, recorder.count(controller.topic))
+    # The rate from the streamer's own tick stamps, not from arrivals in a wall-clock window (a loaded
+    # 2-core machine delays deliveries): the median tick interval catches a wrong rate (25 or 100 Hz);
+    # the runtime benchmark measures rate and jitter precisely. Every controller gets every tick.
+    stamps = [stamp_to_seconds(m.header.stamp) for m in recorder.since("left_arm_controller/joint_trajectory", 0.0)]
+    assert len(stamps) >= 20, len(stamps)
+    assert np.median(np.diff(stamps)) == pytest.approx(description.control_period, abs=0.004)
+    counts = [recorder.count(c.topic) for c in description.controllers]
+    assert max(counts) - min(counts) <= 2, dict(zip((c.topic for c in description.controllers), counts))
     trajectory = recorder.last("left_arm_controller/joint_trajectory")
     assert trajectory.header.stamp.sec > 0, "stamped trajectories, not 'start now'"
     assert trajectory.points[0].positions[0] == pytest.approx(target[0])
@@ -193,10 +197,13 @@ def test_goal_end_holds_position_stops_the_base_then_goes_quiet(streamer_graph, 
     assert recorder.last("base_controller/cmd_vel").twist.linear.x == 0.0, "base stops on goal end"
     held = recorder.last("left_arm_controller/joint_trajectory")
     assert all(list(p.positions) == list(held.points[0].positions) for p in held.points)
-    time.sleep(0.5)  # hold_duration_s is 0.3
-    recorder.clear()
-    time.sleep(0.3)
-    assert recorder.count("left_arm_controller/joint_trajectory") == 0, "quiet after hold_duration"
+    # hold_duration_s is 0.3: then nothing more, not even late deliveries, for half a second.
+    ros_graph.wait_for(
+        lambda: not recorder.since("left_arm_controller/joint_trajectory", time.monotonic() - 0.5),
+        timeout=5.0,
+        what="quiet after hold_duration",
+    )
+    ros_graph.wait_for(lambda: streamer_status(recorder).mode == StreamerStatus.MODE_IDLE, what="idle status")
 
 
 def test_refused_chunks_keep_the_robot_holding_at_the_measured_pose(streamer_graph, ros_graph):
