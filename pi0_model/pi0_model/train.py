@@ -350,8 +350,8 @@ def _train(config: TrainConfig, env: Distributed, device: torch.device) -> Train
         samples, batch_size=local, sampler=sampler, num_workers=config.num_workers, pin_memory=device.type == "cuda"
     )
     log_file = output / LOG_FILE
-    if env.main and saved is None and log_file.exists():
-        log_file.unlink()  # a fresh run in an old directory starts a fresh log
+    if env.main:
+        _truncate_log(log_file, step)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     result = TrainResult(step=step, checkpoint=resume_from)
@@ -436,6 +436,14 @@ def _train(config: TrainConfig, env: Distributed, device: torch.device) -> Train
         (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         logger.info("done at step %d; peak memory %.2f GiB", step, result.peak_memory_bytes / 2**30)
     return result
+
+
+def _truncate_log(log_file: Path, step: int) -> None:
+    """Keep the records up to `step`: a fresh run starts a fresh log, a resumed one drops what it will redo."""
+    if not log_file.exists():
+        return
+    kept = [line for line in log_file.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    log_file.write_text("".join(line + "\n" for line in kept))
 
 
 def _progress_bar(config: TrainConfig, env: Distributed, step: int) -> Any:

@@ -20,7 +20,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from pi0_model.checkpoint import NORM_STATS_FILE
+from pi0_model.checkpoint import NORM_STATS_FILE, save_checkpoint
 from pi0_model.config import Pi0Config
 from pi0_model.dataset import DatasetReader
 from pi0_model.dataset_writer import CameraSpec, DatasetSpec, DatasetWriter
@@ -30,12 +30,14 @@ from pi0_model.lora import is_adapter
 from pi0_model.model import build_model, initialize_weights_
 from pi0_model.normalization import compute_normalization
 from pi0_model.policy import Pi0Policy
-from pi0_model.tokenizer import tiny_tokenizer
+from pi0_model.tokenizer import tiny_sentencepiece_model, tiny_tokenizer
 from pi0_model.train import LOG_FILE, LOSS_PLOT_FILE, TRAIN_STATE_FILE, learning_rate, train
 from pi0_model.train_config import TrainConfig, parse_args
 from pi0_model.train_data import (
     RobotData,
     TrainingSamples,
+    augment_batch,
+    augment_image,
     dataset_episodes,
     global_batch_indices,
     model_inputs,
@@ -180,6 +182,26 @@ def test_samples_are_the_policys_preprocessing(dataset_root, model_type):
     assert torch.all(actions[0, :, 3:] == 0)
 
 
+def test_augmentations_are_openpis_and_deterministic():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 2, 3, 56, 56, generator=generator) * 2 - 1
+    masks = torch.tensor([[True, True], [True, False]])
+    slots = ["base_0_rgb", "left_wrist_0_rgb"]
+    first = augment_batch(images, masks, slots, seed=1, step=5, first_position=0)
+    assert torch.equal(first, augment_batch(images, masks, slots, seed=1, step=5, first_position=0))
+    assert not torch.equal(first, augment_batch(images, masks, slots, seed=1, step=6, first_position=0))
+    # a process holding only the second row of the global batch draws what one process draws for it
+    assert torch.equal(first[1:], augment_batch(images[1:], masks[1:], slots, seed=1, step=5, first_position=1))
+    assert first.shape == images.shape and first.min() >= -1 and first.max() <= 1
+    assert torch.equal(first[1, 1], images[1, 1])  # a missing camera stays as it is
+    # wrist cameras get only the colour jitter: a per-channel affine map of the pixels, no geometry
+    flat = torch.linspace(-1, 1, 56)[None, None].expand(3, 56, 56)
+    wrist = augment_image(flat, wrist=True, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(wrist[:, 0], wrist[:, 30])  # rows stay equal
+    base = augment_image(flat, wrist=False, generator=torch.Generator().manual_seed(2))
+    assert not torch.allclose(base[:, 0], base[:, 30])  # rotated
+
+
 # -- training -----------------------------------------------------------------------
 
 
@@ -230,8 +252,31 @@ def test_resumed_run_equals_an_uninterrupted_one(dataset_root, tmp_path):
     assert first.keys() == second.keys()
     for key in first:
         assert torch.equal(first[key], second[key]), key
+    # the log holds each step once, in order, across the interruption
+    records = [json.loads(line) for line in (tmp_path / "split" / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
     with pytest.raises(ConfigError, match="peak_lr"):
         train(tiny_run(dataset_root, tmp_path / "split", **{**changes, "steps": 6, "peak_lr": 1.0}, resume=True))
+
+
+def test_fine_tuning_starts_from_a_checkpoint(dataset_root, tmp_path):
+    start = build_model(Pi0Config.tiny("pi05"), "cpu", torch.float32)
+    initialize_weights_(start, torch.Generator().manual_seed(9))
+    dataset = DatasetReader(dataset_root)
+    stats = compute_normalization(dataset_episodes(dataset), (), start.config.action_horizon)
+    save_checkpoint(start, tmp_path / "start", stats)
+    (tmp_path / "start" / "tokenizer.model").write_bytes(tiny_sentencepiece_model())
+    config = tiny_run(
+        dataset_root, tmp_path / "run", tiny=None, checkpoint=str(tmp_path / "start"), steps=1, peak_lr=1e-9
+    )
+    result = train(config)
+    assert result.checkpoint is not None
+    assert (result.checkpoint / "tokenizer.model").read_bytes() == tiny_sentencepiece_model()
+    exported, reference = tensors(result.checkpoint), tensors(tmp_path / "start")
+    assert exported.keys() == reference.keys()
+    assert json.loads((result.checkpoint / "config.json").read_text())["type"] == "pi05"
+    for key, value in reference.items():
+        torch.testing.assert_close(exported[key], value, rtol=0, atol=1e-6)  # one step at lr 1e-9
 
 
 def _start_weights(seed: int) -> dict[str, torch.Tensor]:
