@@ -38,11 +38,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor, distribute_tensor
+from transformers.models.gemma.modeling_gemma import GemmaDecoderLayer
 
 from .checkpoint import load_model, save_state_dict
 from .config import Pi0Config
@@ -208,20 +215,29 @@ def _store_frozen_in(model: nn.Module, dtype: torch.dtype | None) -> None:
 # -- checkpoints -------------------------------------------------------------------
 
 
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP) tensor gathered whole, on the CPU; a plain one moved there. Collective when sharded."""
+    if isinstance(tensor, DTensor):
+        tensor = tensor.full_tensor()
+    return tensor.detach().cpu()
+
+
 def export_state(model: nn.Module, ema: Ema | None) -> dict[str, torch.Tensor]:
-    """The plain Pi0Model weights to deploy: EMA weights where there are, LoRA merged, on the CPU, fp32."""
-    state = {key: value.detach() for key, value in model.state_dict().items()}
+    """The plain Pi0Model weights to deploy: EMA weights where there are, LoRA merged, on the CPU, fp32.
+
+    Under FSDP every process must call it (the weights are gathered).
+    """
+    state = {key: full_tensor(value) for key, value in model.state_dict().items()}
     if ema is not None:
-        state.update(ema.shadow)
+        state.update({name: full_tensor(value) for name, value in ema.shadow.items()})
     merged = merged_state_dict(state, lora_scalings(model))
-    return {key: value.to("cpu", torch.float32) for key, value in merged.items()}
+    return {key: value.to(torch.float32) for key, value in merged.items()}
 
 
 def write_checkpoint(
     directory: Path,
-    model: nn.Module,
+    weights: dict[str, torch.Tensor],
     config: Pi0Config,
-    ema: Ema | None,
     normalization: Normalization,
     tokenizer_file: Path,
     train_state: dict[str, Any],
@@ -230,13 +246,32 @@ def write_checkpoint(
     staging = directory.with_name(directory.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
-    save_state_dict(export_state(model, ema), config, staging, normalization)
+    save_state_dict(weights, config, staging, normalization)
     shutil.copyfile(tokenizer_file, staging / tokenizer_file.name)
     torch.save(train_state, staging / TRAIN_STATE_FILE)
     if directory.exists():
         shutil.rmtree(directory)
     staging.rename(directory)
     return directory
+
+
+def shard(objective: FlowMatchingObjective) -> None:
+    """FSDP2 units: each SigLIP layer, each Gemma MLP (most of the weights), the token embedding, then the rest.
+
+    The joint attention calls each decoder layer's projections and norms itself, never the layer's
+    forward, so a whole decoder layer cannot be a unit (its weights would not be gathered); its MLP can.
+    The attention projections and norms stay in the root unit, gathered for the whole step.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    backbone = objective.model.paligemma_with_expert.paligemma.model
+    for layer in backbone.vision_tower.vision_model.encoder.layers:
+        fully_shard(layer)
+    for stack in objective.model.paligemma_with_expert.stacks:
+        for decoder_layer in stack.layers:
+            fully_shard(cast(GemmaDecoderLayer, decoder_layer).mlp)
+    fully_shard(backbone.language_model.embed_tokens)
+    fully_shard(objective)
 
 
 # -- logging ---------------------------------------------------------------------
@@ -318,6 +353,17 @@ def _train(config: TrainConfig, env: Distributed, device: torch.device) -> Train
         model.paligemma_with_expert.gradient_checkpointing = True
         model.paligemma_with_expert.paligemma.model.vision_tower.gradient_checkpointing = True
     model.to(device).train()
+    step = 0
+    if saved is not None:
+        step = int(saved["step"])
+        with torch.no_grad():
+            named = dict(model.named_parameters())
+            for name, value in saved["trainable"].items():
+                named[name].copy_(value)
+    objective: nn.Module = FlowMatchingObjective(model)
+    sharded = config.fsdp and env.world > 1
+    if sharded:
+        shard(cast(FlowMatchingObjective, objective))
     parameters = {name: p for name, p in model.named_parameters() if name in trainable_names}
     optimizer = torch.optim.AdamW(
         list(parameters.values()),
@@ -326,19 +372,18 @@ def _train(config: TrainConfig, env: Distributed, device: torch.device) -> Train
         eps=config.adam_eps,
         weight_decay=config.weight_decay,
     )
-    step = 0
+    full_options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     if saved is not None:
-        with torch.no_grad():
-            for name, value in saved["trainable"].items():
-                parameters[name].copy_(value)
-        optimizer.load_state_dict(saved["optimizer"])
-        step = int(saved["step"])
+        if sharded:
+            set_optimizer_state_dict(
+                objective, optimizer, saved["optimizer"], options=StateDictOptions(full_state_dict=True)
+            )
+        else:
+            optimizer.load_state_dict(saved["optimizer"])
     ema = Ema(parameters, config.ema_decay) if config.ema_decay > 0 else None
     if ema is not None and saved is not None:
-        ema.shadow = {name: value.to(device) for name, value in saved["ema"].items()}
-
-    objective: nn.Module = FlowMatchingObjective(model)
-    if env.world > 1:
+        ema.shadow = {name: _like(value.to(device), parameters[name]) for name, value in saved["ema"].items()}
+    if env.world > 1 and not sharded:
         # The backbone's last MLP and final norm feed only prefix outputs the loss never reads, so they get no
         # gradient; a static graph lets DDP know that once instead of searching for unused parameters every step.
         objective = nn.parallel.DistributedDataParallel(
@@ -398,7 +443,7 @@ def _train(config: TrainConfig, env: Distributed, device: torch.device) -> Train
                 "step": step,
                 "loss": float(mean_loss),
                 "learning_rate": lr,
-                "grad_norm": float(grad_norm),
+                "grad_norm": float(full_tensor(grad_norm)),
                 "samples_per_s": window_samples / max(elapsed, 1e-9),
                 "peak_memory_bytes": peak_memory_bytes(device),
             }
@@ -412,17 +457,23 @@ def _train(config: TrainConfig, env: Distributed, device: torch.device) -> Train
         if bar is not None:
             bar.update(1)
         if (config.save_every and step % config.save_every == 0) or step == config.steps:
+            # Gathering sharded weights and optimizer state is collective: every process takes part.
+            weights = export_state(model, ema)
             state = {
                 "step": step,
-                "trainable": {name: p.detach().cpu() for name, p in parameters.items()},
-                "optimizer": optimizer.state_dict(),
-                "ema": {} if ema is None else {name: v.cpu() for name, v in ema.shadow.items()},
+                "trainable": {name: full_tensor(p) for name, p in parameters.items()},
+                "optimizer": (
+                    get_optimizer_state_dict(objective, optimizer, options=full_options)
+                    if sharded
+                    else optimizer.state_dict()
+                ),
+                "ema": {} if ema is None else {name: full_tensor(v) for name, v in ema.shadow.items()},
                 "train_config": config.to_dict(),
             }
             if env.main:
                 directory = output / CHECKPOINTS_DIR / f"{step:08d}"
                 result.checkpoint = write_checkpoint(
-                    directory, model, model_config, ema, normalization, tokenizer_file, state
+                    directory, weights, model_config, normalization, tokenizer_file, state
                 )
                 plot_losses(log_file, output / LOSS_PLOT_FILE)
             if env.world > 1:
@@ -436,6 +487,13 @@ def _train(config: TrainConfig, env: Distributed, device: torch.device) -> Train
         (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
         logger.info("done at step %d; peak memory %.2f GiB", step, result.peak_memory_bytes / 2**30)
     return result
+
+
+def _like(value: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+    """A whole tensor sharded like `parameter` (FSDP) or as it is."""
+    if isinstance(parameter, DTensor):
+        return distribute_tensor(value, parameter.device_mesh, parameter.placements)
+    return value
 
 
 def _truncate_log(log_file: Path, step: int) -> None:

@@ -80,6 +80,7 @@ class TrainConfig:
     lora_rank_backbone: int = 16
     lora_rank_expert: int = 32
     freeze: tuple[str, ...] = ()  # FREEZABLE_PARTS frozen entirely (LoRA freezes its stacks' base weights itself)
+    fsdp: bool = False  # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
     seed: int = 42
     save_every: int = 1_000  # steps between checkpoints (the last step is always saved)
     log_every: int = 10  # steps between log lines
@@ -117,6 +118,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.freeze: unknown parts {unknown}; known: {sorted(FREEZABLE_PARTS)}")
         if set(FREEZABLE_PARTS) <= set(self.freeze) and self.lora == "none":
             raise ConfigError("TrainConfig.freeze freezes every part and there is no LoRA: nothing would train")
+        if self.fsdp and self.lora != "none":
+            raise ConfigError("TrainConfig.fsdp is for full fine-tuning; LoRA runs are small enough for DDP")
         self.camera_map()  # validates the pairs
 
     def camera_map(self) -> dict[str, str]:

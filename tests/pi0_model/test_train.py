@@ -361,10 +361,11 @@ def _ddp_worker(rank: int, world: int, port: int, config: TrainConfig) -> None:
     train(config)
 
 
-def test_two_process_gloo_ddp_equals_one_process(dataset_root, tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_process_gloo_run_equals_one_process(dataset_root, tmp_path, fsdp):
     changes = dict(steps=3, augment=True, ema_decay=0.5)
     single = train(tiny_run(dataset_root, tmp_path / "one", **changes))
-    config = tiny_run(dataset_root, tmp_path / "two", **changes)
+    config = tiny_run(dataset_root, tmp_path / "two", **changes, fsdp=fsdp)
     mp.start_processes(_ddp_worker, args=(2, _free_port(), config), nprocs=2, join=True, start_method="spawn")
     assert single.checkpoint is not None
     one, two = tensors(single.checkpoint), tensors(tmp_path / "two" / "checkpoints" / "00000003")
@@ -374,6 +375,9 @@ def test_two_process_gloo_ddp_equals_one_process(dataset_root, tmp_path):
             # rounding noise that stands in for it up to a full step, differently for differently summed batches.
             continue
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6, msg=key)
+    saved = torch.load(tmp_path / "two" / "checkpoints" / "00000003" / TRAIN_STATE_FILE, weights_only=True)
+    # a sharded run saves its optimizer state gathered, keyed by parameter name (torch.distributed.checkpoint)
+    assert all(isinstance(key, str) == fsdp for key in saved["optimizer"]["state"])
     logged = [json.loads(line)["loss"] for line in (tmp_path / "two" / LOG_FILE).read_text().splitlines()]
     assert logged == pytest.approx([loss for _, loss in single.losses], rel=1e-4)
     assert math.isfinite(logged[-1])
