@@ -375,8 +375,10 @@ def _train(config: TrainConfig, env: Distributed, device: torch.device) -> Train
     full_options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     if saved is not None:
         if sharded:
+            # Not strict: the parameters that never get a gradient (the backbone's last output projection,
+            # MLP and final norm, read only by prefix outputs the loss ignores) have no AdamW state.
             set_optimizer_state_dict(
-                objective, optimizer, saved["optimizer"], options=StateDictOptions(full_state_dict=True)
+                objective, optimizer, saved["optimizer"], options=StateDictOptions(full_state_dict=True, strict=False)
             )
         else:
             optimizer.load_state_dict(saved["optimizer"])

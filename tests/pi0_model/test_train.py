@@ -381,3 +381,18 @@ def test_two_process_gloo_run_equals_one_process(dataset_root, tmp_path, fsdp):
     logged = [json.loads(line)["loss"] for line in (tmp_path / "two" / LOG_FILE).read_text().splitlines()]
     assert logged == pytest.approx([loss for _, loss in single.losses], rel=1e-4)
     assert math.isfinite(logged[-1])
+
+
+def _spawn(config: TrainConfig) -> None:
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), config), nprocs=2, join=True, start_method="spawn")
+
+
+def test_a_resumed_fsdp_run_equals_an_uninterrupted_one(dataset_root, tmp_path):
+    changes = dict(steps=3, ema_decay=0.5, fsdp=True)
+    _spawn(tiny_run(dataset_root, tmp_path / "whole", **changes))
+    _spawn(tiny_run(dataset_root, tmp_path / "split", **{**changes, "steps": 2}))
+    _spawn(tiny_run(dataset_root, tmp_path / "split", **changes, resume=True))
+    whole = tensors(tmp_path / "whole" / "checkpoints" / "00000003")
+    resumed = tensors(tmp_path / "split" / "checkpoints" / "00000003")
+    for key in whole:
+        assert torch.equal(resumed[key], whole[key]), key
