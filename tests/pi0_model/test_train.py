@@ -205,6 +205,7 @@ def test_augmentations_are_openpis_and_deterministic():
 # -- training -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_overfits_and_the_checkpoint_loads_in_the_policy(dataset_root, tmp_path):
     output = tmp_path / "run"
     config = tiny_run(
@@ -361,6 +362,7 @@ def _ddp_worker(rank: int, world: int, port: int, config: TrainConfig) -> None:
     train(config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
 def test_two_process_gloo_run_equals_one_process(dataset_root, tmp_path, fsdp):
     changes = dict(steps=3, augment=True, ema_decay=0.5)
@@ -387,6 +389,7 @@ def _spawn(config: TrainConfig) -> None:
     mp.start_processes(_ddp_worker, args=(2, _free_port(), config), nprocs=2, join=True, start_method="spawn")
 
 
+@pytest.mark.slow
 def test_a_resumed_fsdp_run_equals_an_uninterrupted_one(dataset_root, tmp_path):
     changes = dict(steps=3, ema_decay=0.5, fsdp=True)
     _spawn(tiny_run(dataset_root, tmp_path / "whole", **changes))
@@ -396,3 +399,19 @@ def test_a_resumed_fsdp_run_equals_an_uninterrupted_one(dataset_root, tmp_path):
     resumed = tensors(tmp_path / "split" / "checkpoints" / "00000003")
     for key in whole:
         assert torch.equal(resumed[key], whole[key]), key
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("lora", ["none", "both"])
+def test_bf16_autocast_lora_and_checkpointing_on_cuda(dataset_root, tmp_path, lora):
+    config = tiny_run(
+        dataset_root, tmp_path / lora, device="cuda", steps=3, lora=lora, gradient_checkpointing=True, augment=True
+    )
+    result = train(config)
+    assert result.checkpoint is not None and result.peak_memory_bytes > 0
+    assert all(math.isfinite(loss) for _, loss in result.losses)
+    io = robot_io_for(DatasetReader(dataset_root), {}, ())
+    policy = Pi0Policy.from_checkpoint(result.checkpoint, io, device="cuda", dtype="bfloat16")
+    frame = DatasetReader(dataset_root).frame(0)
+    cameras = {key.removeprefix("observation.images."): value for key, value in frame.images.items()}
+    assert np.all(np.isfinite(policy.infer(cameras, frame.state, frame.task).actions))
