@@ -310,11 +310,24 @@ def checkpoint_state_dict(model: Pi0Model) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(model: Pi0Model, directory: str | Path, normalization: Normalization | None = None) -> Path:
     """Write model.safetensors, config.json and (optionally) norm_stats.json into `directory`."""
+    return save_state_dict(model.state_dict(), model.config, directory, normalization)
+
+
+def save_state_dict(
+    state: dict[str, torch.Tensor],
+    config: Pi0Config,
+    directory: str | Path,
+    normalization: Normalization | None = None,
+) -> Path:
+    """`save_checkpoint` for a `Pi0Model.state_dict()`-keyed dict (e.g. averaged or merged training weights)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {key: value.detach().to("cpu").contiguous() for key, value in checkpoint_state_dict(model).items()}
+    tensors = {(TIED_EMBEDDING_KEY if key == EMBEDDING_KEY else key): value for key, value in state.items()}
+    dtype = state[EMBEDDING_KEY].dtype if EMBEDDING_KEY in state else torch.float32
+    tensors[UNUSED_EXPERT_HEAD_KEY] = torch.zeros((config.vocab_size, config.expert.width), dtype=dtype)
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-    (directory / CONFIG_FILE).write_text(json.dumps(config_to_json(model.config), indent=2))
+    (directory / CONFIG_FILE).write_text(json.dumps(config_to_json(config), indent=2))
     if normalization is not None:
         normalization.save(directory / NORM_STATS_FILE)
     return directory

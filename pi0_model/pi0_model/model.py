@@ -35,6 +35,7 @@ from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import GemmaConfig as HFGemmaConfig
 from transformers import PaliGemmaConfig, SiglipVisionConfig
 from transformers.models.gemma.modeling_gemma import GemmaDecoderLayer, GemmaRMSNorm
@@ -135,6 +136,7 @@ class VisionTower(nn.Module):
     def __init__(self, config: SiglipVisionConfig):
         super().__init__()
         self.vision_model = SiglipVisionModel(config)
+        self.gradient_checkpointing = False  # recompute each layer in the backward pass (training only)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [N, 3, S, S] float32 in [-1, 1] -> [N, T, width]."""
@@ -142,8 +144,12 @@ class VisionTower(nn.Module):
         # Patch and position embeddings may stay fp32 while the encoder runs in bf16.
         hidden = model.embeddings(pixels)
         hidden = hidden.to(model.post_layernorm.weight.dtype)
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled()
         for layer in model.encoder.layers:
-            hidden = layer(hidden, attention_mask=None)
+            if recompute:
+                hidden = checkpoint(layer, hidden, None, use_reentrant=False)
+            else:
+                hidden = layer(hidden, attention_mask=None)
         return model.post_layernorm(hidden)
 
 
@@ -241,6 +247,7 @@ class PaliGemmaWithExpert(nn.Module):
         super().__init__()
         self.paligemma = PaliGemma(backbone)
         self.gemma_expert = GemmaExpert(expert, expert.hidden_size if adaptive_expert else None)
+        self.gradient_checkpointing = False  # recompute each layer in the backward pass (training only)
 
     @property
     def stacks(self) -> tuple[GemmaStack, GemmaStack]:
@@ -272,22 +279,32 @@ class PaliGemmaWithExpert(nn.Module):
         lengths = [h.shape[1] for h in streams]
         conditions = [condition if index == 1 else None for index, _ in active]  # only the expert is conditioned
         new_cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        recompute = self.gradient_checkpointing and torch.is_grad_enabled() and cache is None and not build_cache
         for depth in range(len(self.stacks[0].layers)):
             layers = [cast(GemmaDecoderLayer, stack.layers[depth]) for _, stack in active]
-            q, k, v, gates = _joint_qkv(layers, streams, conditions)
-            q, k = attention.apply_rope(q, cos, sin), attention.apply_rope(k, cos, sin)
-            if build_cache:
-                new_cache.append((k, v))
-            if cache is not None:
-                k = torch.cat([cache.keys[depth], k], dim=2)
-                v = torch.cat([cache.values[depth], v], dim=2)
-            mixed = attention.attend(q, k, v, bias)  # [B, L, heads * head_dim]
-            streams = [
-                _finish_layer(layer, h, part, gate, cond)
-                for layer, h, part, gate, cond in zip(
-                    layers, streams, mixed.split(lengths, dim=1), gates, conditions, strict=True
-                )
-            ]
+
+            def layer_step(
+                *inputs: torch.Tensor, layers: list[GemmaDecoderLayer] = layers, depth: int = depth
+            ) -> list[torch.Tensor]:
+                q, k, v, gates = _joint_qkv(layers, list(inputs), conditions)
+                q, k = attention.apply_rope(q, cos, sin), attention.apply_rope(k, cos, sin)
+                if build_cache:
+                    new_cache.append((k, v))
+                if cache is not None:
+                    k = torch.cat([cache.keys[depth], k], dim=2)
+                    v = torch.cat([cache.values[depth], v], dim=2)
+                mixed = attention.attend(q, k, v, bias)  # [B, L, heads * head_dim]
+                return [
+                    _finish_layer(layer, h, part, gate, cond)
+                    for layer, h, part, gate, cond in zip(
+                        layers, inputs, mixed.split(lengths, dim=1), gates, conditions, strict=True
+                    )
+                ]
+
+            if recompute:  # training with gradient checkpointing: keep only each layer's inputs
+                streams = checkpoint(layer_step, *streams, use_reentrant=False)
+            else:
+                streams = layer_step(*streams)
         outputs: list[torch.Tensor | None] = [None, None]
         for (index, stack), h, cond in zip(active, streams, conditions, strict=True):
             outputs[index], _ = modulated_norm(stack.norm, h, cond)  # the final norm's gate has no residual
