@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_pi0 import make_inputs, make_tiny_model
+from tiny_pi0 import make_inputs, make_tiny_model, overfit_losses
 
 from pi0_model.flow_matching import euler_denoise, flow_matching_loss, sample_actions, sample_time
 
@@ -36,20 +36,7 @@ def test_loss_target_is_noise_minus_actions(tiny_model, tiny_config):
 
 
 def test_a_few_training_steps_overfit_a_tiny_batch(tiny_config):
-    model = make_tiny_model(seed=1).train().requires_grad_(True)
-    generator = torch.Generator().manual_seed(0)
-    inputs = make_inputs(tiny_config, batch=2, slots=1, seed=1)
-    actions = torch.randn(2, tiny_config.action_horizon, tiny_config.action_dim, generator=generator) * 0.5
-    noise = torch.randn(actions.shape, generator=generator)
-    time = sample_time(2, torch.device("cpu"), generator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(60):
-        loss = flow_matching_loss(model, inputs, actions, noise, time).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_losses(make_tiny_model(seed=1), tiny_config)
     assert losses[-1] < 0.25 * losses[0], losses
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tiny_pi0 import ALOHA_CAMERAS, aloha_state, camera_frames, make_inputs, make_tiny_model
+from tiny_pi0 import ALOHA_CAMERAS, aloha_state, camera_frames, make_inputs, make_tiny_model, overfit_losses
 
 from pi0_model import attention
 from pi0_model.checkpoint import (
@@ -21,7 +21,7 @@ from pi0_model.checkpoint import (
 )
 from pi0_model.config import Pi0Config
 from pi0_model.errors import CheckpointError, ConfigError
-from pi0_model.flow_matching import flow_matching_loss, sample_actions, sample_time
+from pi0_model.flow_matching import sample_actions
 from pi0_model.model import AdaptiveRMSNorm, PaliGemmaWithExpert, build_model, hf_configs, initialize_weights_
 from pi0_model.normalization import Normalization, NormStats
 from pi0_model.policy import Pi0Policy, RobotIO, RtcGuidance
@@ -178,20 +178,7 @@ def test_a_few_training_steps_overfit_a_tiny_batch():
     config = Pi0Config.tiny("pi05").replace(max_token_len=48)  # a short prompt keeps the 60 steps cheap
     model = build_model(config, "cpu", torch.float32)
     initialize_weights_(model, torch.Generator().manual_seed(1))
-    model.train().requires_grad_(True)
-    generator = torch.Generator().manual_seed(0)
-    inputs = make_inputs(config, batch=2, slots=1, seed=1)
-    actions = torch.randn(2, config.action_horizon, config.action_dim, generator=generator) * 0.5
-    noise = torch.randn(actions.shape, generator=generator)
-    time = sample_time(2, torch.device("cpu"), generator)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(60):
-        loss = flow_matching_loss(model, inputs, actions, noise, time).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_losses(model, config)
     assert losses[-1] < 0.25 * losses[0], losses
     assert model.time_mlp_in.weight.grad is not None and model.time_mlp_in.weight.grad.abs().sum() > 0
 

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from pi0_model.config import Pi0Config
+from pi0_model.flow_matching import flow_matching_loss, sample_time
 from pi0_model.model import ModelInputs, Pi0Model, build_model, initialize_weights_
 
 ALOHA_CAMERAS = {"cam_high": "base_0_rgb", "cam_left_wrist": "left_wrist_0_rgb", "cam_right_wrist": "right_wrist_0_rgb"}
@@ -39,3 +40,22 @@ def aloha_state(rng: np.random.Generator, dim: int = 14) -> np.ndarray:
 
 def camera_frames(rng: np.random.Generator, names, shape=(480, 640, 3)) -> dict[str, np.ndarray]:
     return {name: rng.integers(0, 256, shape, dtype=np.uint8) for name in names}
+
+
+def overfit_losses(model: Pi0Model, config: Pi0Config, steps: int = 60) -> list[float]:
+    """Flow-matching losses of `steps` Adam steps on one fixed tiny batch (fixed actions, noise and times)."""
+    model.train().requires_grad_(True)
+    generator = torch.Generator().manual_seed(0)
+    inputs = make_inputs(config, batch=2, slots=1, seed=1)
+    actions = torch.randn(2, config.action_horizon, config.action_dim, generator=generator) * 0.5
+    noise = torch.randn(actions.shape, generator=generator)
+    time = sample_time(2, torch.device("cpu"), generator)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = flow_matching_loss(model, inputs, actions, noise, time).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
