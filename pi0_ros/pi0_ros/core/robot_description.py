@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from pi0_client.errors import ObservationError
@@ -180,6 +181,15 @@ class RobotDescription:
         """Cameras that feed the policy, in pi0 slot order."""
         by_slot = {c.slot: c for c in self.cameras if c.slot is not None}
         return tuple(by_slot[s] for s in PI0_IMAGE_SLOTS if s in by_slot)
+
+    @property
+    def home_state(self) -> np.ndarray:
+        """float64 [len(policy.state)]: the policy's state vector at the home pose."""
+        return np.array([self.joint(name).home for name in self.policy.state], dtype=np.float64)
+
+    def blank_images(self) -> dict[str, np.ndarray]:
+        """A black uint8 [H, W, 3] frame per policy camera at its size: warm-up inputs."""
+        return {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in self.policy_cameras}
 
     @property
     def camera_slots(self) -> dict[str, str]:

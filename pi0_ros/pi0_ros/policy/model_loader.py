@@ -36,7 +36,7 @@ def demo_normalization(description: RobotDescription) -> Normalization:
     motions as pi0's mean/std (-1, 0, 1 to mean - std, mean, mean + std).
     """
     pipeline = TransformPipeline.parse(description.policy.transforms)
-    home_state = np.array([description.joint(n).home for n in description.policy.state])
+    home_state = description.home_state
     home_actions = np.array(
         [0.0 if n in BASE_ACTION_NAMES else description.joint(n).home for n in description.policy.actions]
     )

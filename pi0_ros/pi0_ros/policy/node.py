@@ -35,7 +35,6 @@ import time
 from dataclasses import dataclass
 from typing import NoReturn
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
@@ -227,8 +226,7 @@ class PolicyNode(LifecycleNode):
         not: it can come back or be fixed while this node runs, and goals say why meanwhile.
         """
         assert self._description is not None and self._policy is not None
-        images = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in self._description.policy_cameras}
-        state = np.array([self._description.joint(n).home for n in self._description.policy.state])
+        images, state = self._description.blank_images(), self._description.home_state
         slowest = 0.0
         for _ in range(iterations):
             start = time.perf_counter()

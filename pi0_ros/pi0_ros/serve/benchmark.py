@@ -69,7 +69,7 @@ def run_benchmark(robot: Path, chunks: int, warmup: int, device: str, checkpoint
     images = {
         c.name: rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8) for c in description.policy_cameras
     }
-    state = np.array([description.joint(name).home for name in description.policy.state])
+    state = description.home_state
     prompt = "fold the towel"
     noise_shape = (policy.horizon, policy.config.action_dim)
     backend = Pi0Backend(policy, description, seed, checkpoint or "tiny")

@@ -20,8 +20,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from pi0_client.options import DEFAULT_DEVICE, DEFAULT_DTYPE, DEVICE_FORMS, DTYPE_NAMES, device_problem
 from pi0_model.errors import Pi0Error
 from pi0_model.policy import Pi0Policy
@@ -83,8 +81,7 @@ def _device(value: str) -> str:
 
 def warm_up(policy: Pi0Policy, description: RobotDescription, count: int) -> None:
     """Black frames at each camera's native size and the home pose: first-call allocations happen now."""
-    images = {c.name: np.zeros((c.height, c.width, 3), np.uint8) for c in description.policy_cameras}
-    state = np.array([description.joint(name).home for name in description.policy.state])
+    images, state = description.blank_images(), description.home_state
     for _ in range(count):
         policy.infer(images, state, "warm up")
 
