@@ -124,9 +124,10 @@ class DatasetReader:
         offset = index - episode.dataset_from_index
         images = {}
         for key, video in episode.videos.items():
-            decoded = list(decode_frames(video.path, self.info.fps, video.first_frame + offset))[:1]
-            if not decoded or decoded[0][0] != video.first_frame + offset:
-                raise DatasetFormatError(f"{video.path} has no frame {video.first_frame + offset}")
+            wanted = video.first_frame + offset
+            decoded = list(decode_frames(video.path, self.info.fps, wanted, wanted + 1))
+            if not decoded:
+                raise DatasetFormatError(f"{video.path} has no frame {wanted}")
             images[key] = decoded[0][1]
         return self._frame(index, images)
 
