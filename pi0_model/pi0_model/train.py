@@ -285,7 +285,9 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def plot_losses(log_file: Path, output: Path) -> None:
-    """loss.png from every record of train_log.jsonl (resumed runs included)."""
+    """loss.png from every record of train_log.jsonl (resumed runs included); none before the first record."""
+    if not log_file.exists():
+        return
     import matplotlib
 
     matplotlib.use("Agg")

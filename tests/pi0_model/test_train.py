@@ -260,6 +260,13 @@ def test_resumed_run_equals_an_uninterrupted_one(dataset_root, tmp_path):
         train(tiny_run(dataset_root, tmp_path / "split", **{**changes, "steps": 6, "peak_lr": 1.0}, resume=True))
 
 
+def test_a_checkpoint_before_the_first_log_record_is_written(dataset_root, tmp_path):
+    result = train(tiny_run(dataset_root, tmp_path / "run", steps=2, save_every=1, log_every=10))
+    assert (tmp_path / "run" / "checkpoints" / "00000001" / "model.safetensors").is_file()
+    assert [step for step, _ in result.losses] == [2], "the last step is always logged"
+    assert (tmp_path / "run" / LOSS_PLOT_FILE).is_file()
+
+
 def test_fine_tuning_starts_from_a_checkpoint(dataset_root, tmp_path):
     start = build_model(Pi0Config.tiny("pi05"), "cpu", torch.float32)
     initialize_weights_(start, torch.Generator().manual_seed(9))
