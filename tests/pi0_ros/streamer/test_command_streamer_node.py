@@ -55,9 +55,10 @@ class Recorder:
 
 
 def start_streamer():
-    return start_node(
-        "pi0_ros.streamer.node", {"robot_description": robot_yaml("mobile_aloha"), "hold_duration_s": 0.3}
-    )
+    # status_timeout_s 2 s: the test's Python peer sends policy_status at 10 Hz, and a loaded 2-core machine
+    # can starve it for half a second (the default timeout), which would end goals as "policy node lost".
+    parameters = {"robot_description": robot_yaml("mobile_aloha"), "hold_duration_s": 0.3, "status_timeout_s": 2.0}
+    return start_node("pi0_ros.streamer.node", parameters)
 
 
 @pytest.fixture
