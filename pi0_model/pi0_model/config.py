@@ -204,7 +204,9 @@ class Pi0Config:
             # 28 px patches: 64 tokens per 224 px image keep the CPU demo fast.
             vision=VisionConfig(width=32, depth=2, mlp_dim=64, num_heads=2, patch_size=28, image_size=224),
             llm=GemmaConfig(width=64, depth=2, mlp_dim=128, num_heads=2, num_kv_heads=1, head_dim=16),
-            expert=GemmaConfig(width=32, depth=2, mlp_dim=64, num_heads=2, num_kv_heads=1, head_dim=16),
+            # Wider than the 32 padded action dims: at width 32 the noise had to share a 32-wide residual
+            # stream with the context and a quarter of it leaked into trained chunks (docs/demo.md).
+            expert=GemmaConfig(width=128, depth=2, mlp_dim=256, num_heads=2, num_kv_heads=1, head_dim=16),
             vocab_size=512,
         )._of_type(model_type)
 

@@ -31,7 +31,8 @@ def test_tiny_keeps_the_real_interfaces():
     for name in ("max_token_len", "state_dim", "action_dim", "action_horizon", "num_steps"):
         assert getattr(tiny, name) == getattr(real, name)
     assert tiny.vision.image_size == 224
-    assert tiny.expert.width < 100 and tiny.llm.width < 100
+    assert tiny.llm.width < 100 and tiny.expert.width <= 128, "tiny"
+    assert tiny.expert.width >= 4 * tiny.action_dim, "room for the noise next to the context (docs/demo.md)"
 
 
 def test_variants_by_name():
