@@ -6,9 +6,11 @@
 Starts the simulated robot, the policy node and the command streamer (the
 graph of pi0_bringup.graph, one process each), sends each instruction as an
 ExecuteInstruction goal with live progress, records the commands the
-controllers receive, and ends with a summary and a plot of the commanded
-joint trajectories. Without --checkpoint it uses the demo policy: the tiny
-pi0 (or pi0.5 with --model pi05) trained on synthetic demonstrations
+controllers receive, and ends with a summary (per instruction: whether it
+reached its goal pose, how smooth the commands were) and a plot of the
+commanded joint trajectories. Without --checkpoint it uses the demo policy:
+the tiny pi0 (or pi0.5 with --model pi05) fine-tuned through the suite's own
+pipeline on scripted demonstrations recorded from the simulated robot
 (pi0_bringup.demo_policy).
 
 The demo runs on a private ROS domain on localhost, so its simulated robot
@@ -21,12 +23,14 @@ import argparse
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pi0_bringup import supervisor
 from pi0_bringup.demo_client import GoalReport
+from pi0_bringup.demo_tasks import DEMO_IMAGE_SIZE, DEMO_INSTRUCTIONS, DEMONSTRATION, goal_pose
 from pi0_bringup.graph_client import CommandRecorder
 from pi0_client.options import DEFAULT_MODEL_TYPE, MODEL_TYPES
 from pi0_ros.core.chunk import Handover
@@ -35,6 +39,7 @@ from pi0_ros.core.robot_description import DescriptionError, RobotDescription
 
 DEFAULT_INSTRUCTIONS = ("raise the arms", "reach forward", "go home")
 SETTLED_S = 0.5  # the end of a goal over which its commanded pose is averaged for the goal check
+GOAL_TOLERANCE = 0.1  # rad (grippers: opening): a demo instruction succeeds when every joint ends this close
 
 
 def isolate_ros_domain() -> int:
@@ -68,7 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=[h.value for h in Handover],
         help="how chunks take over from each other (default: rtc, real-time chunking)",
     )
-    parser.add_argument("--image-size", default="224x224", help="simulated camera resolution WxH")
+    parser.add_argument(
+        "--image-size",
+        help="simulated camera resolution WxH (default: the demo policy's training images; 224x224 with --checkpoint)",
+    )
     parser.add_argument("--output", default="artifacts/demo", help="directory for the plot and node logs")
     args = parser.parse_args(argv)
     if args.duration <= 0:
@@ -76,11 +84,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.checkpoint and args.model:
         parser.error("--model chooses the demo policy; a --checkpoint decides its own model type")
     args.model = args.model or DEFAULT_MODEL_TYPE
-    try:
-        width, height = (int(v) for v in args.image_size.lower().split("x"))
-    except ValueError:
-        parser.error(f"--image-size must look like 224x224, got '{args.image_size}'")
-    args.image_size = (width, height)
+    if args.image_size is None:
+        args.image_size = (224, 224) if args.checkpoint else DEMO_IMAGE_SIZE
+    else:
+        try:
+            width, height = (int(v) for v in args.image_size.lower().split("x"))
+        except ValueError:
+            parser.error(f"--image-size must look like 224x224, got '{args.image_size}'")
+        args.image_size = (width, height)
     args.instruction = tuple(args.instruction or DEFAULT_INSTRUCTIONS)
     return args
 
@@ -145,13 +156,13 @@ def _run(args: argparse.Namespace, description: RobotDescription, checkpoint: st
         stats = rate_stats(client.commands.times(first), description.control_period)
         streamer_jitter = streamer_jitter_p99_ms(client)
         plot = _plot(description, client.commands, output / f"{description.name}_commands.png")
-        goal_errors = {} if args.checkpoint else demo_goal_errors(description, reports, client.commands)
+        goal_checks = demo_goal_checks(description, reports, client.commands)
     print(
         _summary(
             description,
             args.checkpoint or f"the demo {args.model} policy",
             reports,
-            goal_errors,
+            goal_checks,
             stats,
             streamer_jitter,
             plot,
@@ -165,33 +176,51 @@ def _moved_the_robot(report: GoalReport) -> bool:
     return report.outcome.startswith(("duration reached", "chunk limit")) and report.chunks > 0 and report.commands > 0
 
 
-def demo_goal_errors(
-    description: RobotDescription, reports: list[GoalReport], commands: CommandRecorder
-) -> dict[int, tuple[float, str]]:
-    """How far the demo policy ended from the pose each instruction was taught to reach, by report index:
-    (largest |commanded - goal| over the joints, that joint), the commands averaged over the goal's last
-    SETTLED_S. Only instructions the demo policy was taught have a goal pose."""
-    from pi0_bringup.demo_policy import DEMO_INSTRUCTIONS, goal_pose
+@dataclass(frozen=True)
+class GoalCheck:
+    """How a goal of a demo instruction went: where it ended and how smoothly it got there."""
 
-    errors = {}
+    error: float  # largest |settled command - goal| over the joints (joint units: rad, gripper opening)
+    worst_joint: str
+    # Tick-to-tick change of the joint commands during the goal, per controller and tick its joints' largest:
+    step_p50: float  # median: the noise floor while moving or holding
+    step_p95: float
+    step_max: float  # typically a chunk's start from rest, which the streamer's velocity limit spreads over ticks
+
+    @property
+    def reached(self) -> bool:
+        return self.error <= GOAL_TOLERANCE
+
+
+def demo_goal_checks(
+    description: RobotDescription, reports: list[GoalReport], commands: CommandRecorder
+) -> dict[int, GoalCheck]:
+    """By report index, each demo instruction's goal check: the commands averaged over the goal's last
+    SETTLED_S against the instruction's goal pose, and the change of each joint command from one tick to the
+    next. Only the demo instructions have a goal pose."""
+    checks = {}
     for index, report in enumerate(reports):
-        if report.instruction not in DEMO_INSTRUCTIONS or report.ended is None:
+        if report.instruction not in DEMO_INSTRUCTIONS or report.started is None or report.ended is None:
             continue
         goal = dict(zip(description.policy.actions, goal_pose(description, report.instruction)))
-        gaps = {}
+        gaps, steps = {}, []
         for group in description.joint_groups:
-            settled = [
-                c.values
-                for c in commands.all(group.controller.name, since=report.ended - SETTLED_S)
-                if c.received <= report.ended
+            during = [
+                c for c in commands.all(group.controller.name, since=report.started) if c.received <= report.ended
             ]
-            if settled:
-                pose = np.mean(settled, axis=0)
+            values = np.array([c.values for c in during])  # [ticks, joints of the group]
+            settled = values[[c.received >= report.ended - SETTLED_S for c in during]]
+            if len(settled):
+                pose = settled.mean(axis=0)
                 gaps.update({name: abs(pose[i] - goal[name]) for i, name in enumerate(group.joint_names)})
-        if gaps:
+            if len(values) > 1:
+                steps.append(np.abs(np.diff(values, axis=0)).max(axis=1))  # [ticks - 1]
+        if gaps and steps:
             worst = max(gaps, key=lambda name: gaps[name])
-            errors[index] = (float(gaps[worst]), worst)
-    return errors
+            change = np.concatenate(steps)  # per controller and tick: its joints' largest change
+            p50, p95 = np.quantile(change, [0.5, 0.95])
+            checks[index] = GoalCheck(float(gaps[worst]), worst, float(p50), float(p95), float(change.max()))
+    return checks
 
 
 def _interrupt(signum: int, frame) -> None:
@@ -202,7 +231,7 @@ def _summary(
     description: RobotDescription,
     model: str,
     reports: list[GoalReport],
-    goal_errors: dict[int, tuple[float, str]],
+    goal_checks: dict[int, GoalCheck],
     stats: RateStats,
     streamer_jitter_ms: float,
     plot: Path | None,
@@ -214,9 +243,16 @@ def _summary(
             f"    {report.chunks} chunks, {report.commands} commands, inference latency "
             f"mean {report.latency_mean_ms:.0f} ms / p95 {report.latency_p95_ms:.0f} ms"
         )
-        if index in goal_errors:
-            error, joint = goal_errors[index]
-            lines.append(f"    ended {error:.3f} from its goal pose (largest joint error: {joint})")
+        check = goal_checks.get(index)
+        if check is not None:
+            verdict = "reached the demo's goal pose" if check.reached else "MISSED the demo's goal pose"
+            demonstrated = DEMONSTRATION.max_speed * description.control_period
+            lines += [
+                f"    {verdict}: ended {check.error:.3f} from it (tolerance {GOAL_TOLERANCE}, worst joint "
+                f"{check.worst_joint})",
+                f"    smoothness, tick-to-tick change of the commands: p50 {check.step_p50:.4f}, p95 "
+                f"{check.step_p95:.4f}, max {check.step_max:.4f} (the demonstrations: at most {demonstrated:.3f})",
+            ]
         if not _moved_the_robot(report):
             lines.append("    FAILED: the goal did not run its course with streamed commands (see the node logs)")
     lines += [

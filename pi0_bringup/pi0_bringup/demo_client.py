@@ -24,6 +24,7 @@ class GoalReport:
     commands: int = 0
     latency_mean_ms: float = 0.0
     latency_p95_ms: float = 0.0
+    started: float | None = None  # time.monotonic() when it was accepted; None when it was not
     ended: float | None = None  # time.monotonic() when its result arrived; None when it has none
 
 
@@ -59,6 +60,7 @@ def _run_goal(client: GraphClient, instruction: str, duration: float, graph: Gra
         return GoalReport(instruction, f"rejected: {exc}")
     except (GraphClientError, ProcessExitedError):
         return GoalReport(instruction, "rejected: no response")
+    started = time.monotonic()
     try:
         result = client.result(handle, duration + 30.0, processes=graph)
         ended = time.monotonic()
@@ -74,5 +76,6 @@ def _run_goal(client: GraphClient, instruction: str, duration: float, graph: Gra
         result.commands_sent,
         result.inference_latency_mean_ms,
         result.inference_latency_p95_ms,
+        started,
         ended,
     )

@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Protocol, TypeVar
 
 import yaml
 
@@ -56,6 +56,22 @@ def wait_until(
         if time.monotonic() > deadline:
             raise error(f"timed out after {timeout:.1f} s waiting for {what}")
         time.sleep(poll)
+
+
+class Spinnable(Protocol):
+    def spin_once(self, timeout_sec: float | None = None) -> None: ...
+
+
+def spin_until(executor: Spinnable, predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Spins an rclpy executor on this thread until `predicate` holds; raises TimeoutError naming `what`."""
+
+    def spun() -> bool:
+        if predicate():
+            return True
+        executor.spin_once(timeout_sec=0.01)
+        return False
+
+    wait_until(spun, timeout, what, poll=0.0)
 
 
 # Runs in the child before its command: PR_SET_PDEATHSIG (which survives exec), so that the

@@ -18,27 +18,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Duration
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from pi0_bringup.sim_robot_node import SimRobotNode
+from pi0_bringup.sim_recording import SimRecording, SimRecordingSettings
 from pi0_model.dataset import DatasetReader
 from pi0_model.dataset_format import V21, V30, image_key
 from pi0_msgs.msg import PolicyStatus
 from pi0_ros.bag import BagReader
-from pi0_ros.bag.record import RecordConfig, RecordNode
 from pi0_ros.bag.recorder import robot_topics
 from pi0_ros.bag.to_dataset import ConvertConfig, convert
 from pi0_ros.core.robot_description import load_robot_description
 from pi0_ros.ros.conversions import qos_profile
 from pi0_ros.ros.image_conversion import image_msg_to_rgb
 from support.robots import robot_yaml
-from support.ros_graph import spin_until
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -91,41 +86,18 @@ class Operator(Node):
 
 def record_sim_bag(path: Path, storage: str) -> None:
     description = load_robot_description(robot_yaml("aloha"))
-    topics = (*robot_topics(description), "policy_status")
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = SingleThreadedExecutor(context=context)
-    nodes: list[Node] = []
-    try:
-        nodes.append(
-            SimRobotNode(
-                context=context,
-                parameter_overrides=[
-                    Parameter("robot_description", value=str(robot_yaml("aloha"))),
-                    Parameter("image_width", value=WIDTH),
-                    Parameter("image_height", value=HEIGHT),
-                    Parameter("camera_rate_hz", value=CAMERA_RATE_HZ),
-                ],
-            )
-        )
-        settings = RecordConfig(output=path, topics=topics, storage=storage, status_period=0.0)
-        recorder = RecordNode(settings, context=context)
-        nodes.append(recorder)
-        for node in nodes:
-            executor.add_node(node)
-        cameras = [f"/{c.topic}" for c in description.policy_cameras]
-        spin_until(executor, lambda: all(recorder.message_counts().get(t, 0) > 0 for t in cameras), 20.0, "cameras")
-        operator = Operator(context, description)
-        nodes.append(operator)
-        executor.add_node(operator)
+    settings = SimRecordingSettings(
+        description,
+        path,
+        (*robot_topics(description), "policy_status"),
+        storage=storage,
+        image_size=(WIDTH, HEIGHT),
+        camera_rate_hz=CAMERA_RATE_HZ,
+    )
+    with SimRecording(settings) as recording:
+        recording.add(Operator(recording.context, description))
         started = time.monotonic()
-        spin_until(executor, lambda: time.monotonic() - started >= RECORD_S, RECORD_S + 5.0, "the recording")
-        recorder.close()
-    finally:
-        executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
-        rclpy.shutdown(context=context)
+        recording.spin_until(lambda: time.monotonic() - started >= RECORD_S, RECORD_S + 5.0, "the recording")
 
 
 def recorded_images(bag: Path) -> dict[str, list[tuple[float, np.ndarray]]]:

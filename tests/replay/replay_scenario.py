@@ -30,27 +30,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.node import Node
 from rclpy.parameter import Parameter
 from trajectory_msgs.msg import JointTrajectory
 
 from pi0_bringup.graph_client import GraphClient
-from pi0_bringup.sim_robot_node import SimRobotNode
+from pi0_bringup.sim_recording import SimRecording, SimRecordingSettings
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import ActionChunk
 from pi0_ros.bag import BagReader, PlaybackConfig, PlaybackStats, Player
 from pi0_ros.bag.play import PlayNode
-from pi0_ros.bag.record import RecordConfig, RecordNode
 from pi0_ros.core.robot_description import RobotDescription, load_robot_description
 from pi0_ros.policy.node import PolicyNode
 from pi0_ros.ros.conversions import duration_to_seconds, qos_profile, stamp_to_seconds
 from pi0_ros.ros.image_conversion import image_msg_to_rgb
 from pi0_ros.streamer.node import CommandStreamerNode
 from support.robots import robot_yaml
-from support.ros_graph import RosGraph, spin_until
+from support.ros_graph import RosGraph
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "golden_replay.json"
 REGENERATE = "scripts/with_env.sh python tests/replay/regenerate_golden.py"
@@ -89,45 +85,18 @@ def policy_topics(robot: RobotDescription) -> tuple[str, ...]:
 
 
 def record_sim_bag(path: Path, seconds: float = RECORD_SECONDS) -> None:
-    """Records the simulated robot's policy cameras and joint states into a new bag at `path`.
-
-    Spun on this thread, so that nothing runs the recorder's callbacks while it closes the bag.
-    """
-    topics = policy_topics(description())
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    executor = SingleThreadedExecutor(context=context)
-    nodes: list[Node] = []
-    try:
-        nodes.append(
-            SimRobotNode(
-                context=context,
-                parameter_overrides=[
-                    Parameter("robot_description", value=str(robot_yaml(ROBOT))),
-                    Parameter("image_width", value=IMAGE_WIDTH),
-                    Parameter("image_height", value=IMAGE_HEIGHT),
-                    Parameter("camera_rate_hz", value=CAMERA_RATE_HZ),
-                ],
-            )
-        )
-        recorder = RecordNode(RecordConfig(output=path, topics=topics, status_period=0.0), context=context)
-        nodes.append(recorder)
-        for node in nodes:
-            executor.add_node(node)
-        spin_until(
-            executor,
-            lambda: all(recorder.message_counts().get(f"/{t}", 0) > 0 for t in topics),
-            10.0,
-            "the simulated robot's topics to be recorded",
-        )
+    """Records the simulated robot's policy cameras and joint states into a new bag at `path`."""
+    settings = SimRecordingSettings(
+        description(),
+        path,
+        policy_topics(description()),
+        image_size=(IMAGE_WIDTH, IMAGE_HEIGHT),
+        camera_rate_hz=CAMERA_RATE_HZ,
+        ready_timeout_s=10.0,
+    )
+    with SimRecording(settings) as recording:
         started = time.monotonic()
-        spin_until(executor, lambda: time.monotonic() - started >= seconds, seconds + 1.0, "the recording time")
-        recorder.close()
-    finally:
-        executor.shutdown()
-        for node in nodes:
-            node.destroy_node()
-        rclpy.shutdown(context=context)
+        recording.spin_until(lambda: time.monotonic() - started >= seconds, seconds + 1.0, "the recording time")
 
 
 @dataclass(frozen=True)

@@ -67,15 +67,3 @@ class RosGraph:
             node.destroy_node()
         if self.context.ok():
             rclpy.shutdown(context=self.context)
-
-
-def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], object], timeout: float, what: str) -> None:
-    """Spins `executor` on this thread until `predicate` holds; raises TimeoutError naming `what`."""
-
-    def spun() -> bool:
-        if predicate():
-            return True
-        executor.spin_once(timeout_sec=0.01)
-        return False
-
-    wait_until(spun, timeout, what, poll=0.0)

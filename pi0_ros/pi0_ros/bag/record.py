@@ -49,6 +49,9 @@ from pi0_ros.core.robot_description import DescriptionError, load_robot_descript
 PROG = "bag_record"
 
 
+RECORDER_NODE = "bag_record"
+
+
 @dataclass(frozen=True)
 class RecordConfig:
     output: Path  # bag directory to create; must not exist
@@ -81,7 +84,7 @@ class RecordNode(Node):
     """Subscribes raw to the configured topics as their publishers appear and records them."""
 
     def __init__(self, config: RecordConfig, **node_kwargs: Any) -> None:
-        super().__init__("bag_record", **node_kwargs)
+        super().__init__(RECORDER_NODE, **node_kwargs)
         self.config = config
         self.finished = threading.Event()  # set when the duration is reached or the writer failed
         self._definitions = DefinitionSource()

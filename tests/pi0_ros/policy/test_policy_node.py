@@ -13,12 +13,12 @@ from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 
+from pi0_bringup.supervisor import spin_until
 from pi0_msgs.action import ExecuteInstruction
 from pi0_msgs.msg import PolicyStatus, StreamerStatus
 from pi0_ros.policy.observation_sync import SyncStatus
 from pi0_ros.ros.conversions import action_service_qos, qos_profile, stamp_to_seconds
 from support.policy_harness import make_policy_node
-from support.ros_graph import spin_until
 
 pytestmark = pytest.mark.ros
 Result = ExecuteInstruction.Result
