@@ -59,6 +59,18 @@ cameras:
   - {name: front, slot: base_0_rgb, width: 32, height: 24}
   - {name: wrist, slot: left_wrist_0_rgb, width: 32, height: 24}
 """
+# testbot on a differential-drive base (the evaluation tests)
+MOBILE_ROBOT_YAML = (
+    ROBOT_YAML
+    + """\
+base:
+  controller: {name: base_controller, interface: base_velocity}
+  max_linear_velocity: 0.5
+  max_angular_velocity: 1.0
+  max_linear_acceleration: 1.0
+  max_angular_acceleration: 2.0
+"""
+)
 JOINTS = ("j1", "j2", "g")
 CAMERAS = ("front", "wrist")
 LEADER_TOPIC = "/leader/joint_states"

@@ -16,6 +16,7 @@ import pytest
 import torch
 from ament_index_python.packages import get_package_share_directory
 from builtin_interfaces.msg import Duration, Time
+from dataset_bags import ARM_OFFSET, CAMERA_OFFSET_NS, GRIPPER_OFFSET, JOINTS, MOBILE_ROBOT_YAML, SECOND, T0
 from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import Image, JointState
@@ -36,39 +37,8 @@ from pi0_ros.core.robot_description import load_robot_description
 from pi0_ros.policy.model_loader import demo_normalization, load_policy, robot_io
 from pi0_ros.policy.model_settings import ModelSettings
 
-SECOND = 1_000_000_000
-T0 = 1_700_000_000 * SECOND
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-ROBOT_YAML = """\
-name: testbot
-control_rate_hz: 50
-joint_groups:
-  - name: arm
-    joints:
-      - {name: j1, lower: -2.0, upper: 2.0, max_velocity: 2.0, home: 0.0}
-      - {name: j2, lower: -2.0, upper: 2.0, max_velocity: 2.0, home: 0.0}
-    controller: {name: arm_controller, interface: joint_trajectory}
-  - name: gripper
-    joints:
-      - {name: g, lower: 0.0, upper: 1.0, max_velocity: 2.0, home: 0.5}
-    controller: {name: gripper_controller, interface: forward_position}
-base:
-  controller: {name: base_controller, interface: base_velocity}
-  max_linear_velocity: 0.5
-  max_angular_velocity: 1.0
-  max_linear_acceleration: 1.0
-  max_angular_acceleration: 2.0
-cameras:
-  - {name: front, slot: base_0_rgb, width: 32, height: 24}
-  - {name: wrist, slot: left_wrist_0_rgb, width: 32, height: 24}
-"""
-JOINTS = ("j1", "j2", "g")
-# Camera frames come 5 ms after a joint-state sample, so no chunk row ever falls exactly on the last
-# recorded sample, where float rounding would decide whether it has a reference.
-CAMERA_OFFSET_NS = 5_000_000
-ARM_OFFSET = 0.1  # the arm commands lead the measured arm joints by this much
-GRIPPER_OFFSET = 0.05
 BASE_MEASURED = (0.2, -0.1)
 BASE_COMMANDED = (0.25, -0.1)
 
@@ -99,7 +69,7 @@ def image_msg(index: int, camera: int, t_ns: int) -> Image:
 @pytest.fixture
 def robot_yaml(tmp_path) -> Path:
     path = tmp_path / "testbot.yaml"
-    path.write_text(ROBOT_YAML)
+    path.write_text(MOBILE_ROBOT_YAML)
     return path
 
 
