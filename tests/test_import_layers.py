@@ -35,6 +35,7 @@ PURE = (
     "pi0_model.video",
     "pi0_model.dataset_writer",
     "pi0_model.dataset",
+    "pi0_model.trained_io",
     "pi0_bringup.demo_tasks",
 )
 # The policy client: what a robot PC needs to use a remote policy server, without ROS or the model.

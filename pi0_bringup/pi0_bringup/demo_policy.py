@@ -54,12 +54,14 @@ class DemoTraining:
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type must be one of {', '.join(MODEL_TYPES)}, got '{self.model_type}'")
 
-    def train_config(self, dataset: Path, output: Path, transforms: tuple[str, ...]) -> TrainConfig:
+    def train_config(self, dataset: Path, output: Path, description: RobotDescription) -> TrainConfig:
+        """Cameras to the slots and adaptations of the description, as the policy node will read them."""
         return TrainConfig(
             dataset=str(dataset),
             output=str(output),
             tiny=self.model_type,
-            transforms=transforms,
+            cameras=tuple(f"{camera}={slot}" for camera, slot in description.camera_slots.items()),
+            transforms=tuple(description.policy.transforms),
             steps=self.steps,
             batch_size=self.batch_size,
             warmup_steps=self.warmup_steps,
@@ -112,7 +114,7 @@ def demo_checkpoint(
         f"{settings.batch_size}" + (" (resuming)" if resume else "")
     )
     started = time.monotonic()
-    config = settings.train_config(dataset, run, tuple(description.policy.transforms))
+    config = settings.train_config(dataset, run, description)
     result = train(config.replace(resume=resume) if resume else config)
     losses = [loss for _, loss in result.losses]
     report(

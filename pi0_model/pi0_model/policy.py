@@ -48,6 +48,7 @@ from .tokenizer import (
     model_prompt,
     tiny_tokenizer,
 )
+from .trained_io import check_trained_io
 from .transforms import RobotTransform, TransformPipeline, pad_to
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class RobotIO:
     ] = ()  # adaptations in order, e.g. ("aloha",) or ("aloha", "delta:6,-1,6,-1")
     norm_stats_path: str | None = None  # stats file; None = look inside the checkpoint
     norm_mode: str | None = None  # "mean_std" or "quantile"; None = the model's (pi0: mean_std, pi0.5: quantile)
+    state_names: Sequence[str] = ()  # one per state dimension, in order; () = not known
+    action_names: Sequence[str] = ()  # one per action dimension, in order; () = not known
 
     def __post_init__(self) -> None:
         if not isinstance(self.camera_slots, Mapping):
@@ -85,6 +88,11 @@ class RobotIO:
         TransformPipeline.parse(self.transforms).check_dims(self.state_dim, self.action_dim)
         if self.norm_mode is not None and self.norm_mode not in NORM_MODES:
             raise ConfigError(f"RobotIO.norm_mode must be None or one of {NORM_MODES}, got {self.norm_mode!r}")
+        for label, dim in (("state", self.state_dim), ("action", self.action_dim)):
+            names = getattr(self, f"{label}_names")
+            if isinstance(names, str) or (names and len(names) != dim):
+                raise ConfigError(f"RobotIO.{label}_names must be () or {dim} names, got {names!r}")
+            object.__setattr__(self, f"{label}_names", tuple(names))
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,7 @@ class Pi0Policy:
             raise CheckpointError(f"checkpoint {path} does not exist")
         device, torch_dtype = _torch_device(device), _torch_dtype(dtype)
         config = read_config(path)
+        check_trained_io(path if path.is_dir() else path.parent, io)
         stats_path = io.norm_stats_path or find_normalization(path if path.is_dir() else path.parent)
         normalization = _in_mode(load_normalization(stats_path), io, config).for_robot(io.state_dim, io.action_dim)
         tokenizer_file = tokenizer_path or find_tokenizer(path if path.is_dir() else path.parent)

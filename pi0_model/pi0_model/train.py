@@ -71,6 +71,7 @@ from .train_data import (
     robot_io_for,
     step_generator,
 )
+from .trained_io import write_trained_io
 
 logger = logging.getLogger(__name__)
 
@@ -237,16 +238,18 @@ def export_state(model: nn.Module, ema: Ema | None) -> dict[str, torch.Tensor]:
 def write_checkpoint(
     directory: Path,
     weights: dict[str, torch.Tensor],
-    config: Pi0Config,
-    normalization: Normalization,
+    robot: RobotData,
     tokenizer_file: Path,
     train_state: dict[str, Any],
+    dataset: str,
 ) -> Path:
-    """A policy checkpoint plus the train state, written to a temporary directory and renamed into place."""
+    """A policy checkpoint (with the robot I/O it was trained with) plus the train state, written to a temporary
+    directory and renamed into place."""
     staging = directory.with_name(directory.name + ".partial")
     if staging.exists():
         shutil.rmtree(staging)
-    save_state_dict(weights, config, staging, normalization)
+    save_state_dict(weights, robot.config, staging, robot.normalization)
+    write_trained_io(staging, robot.io, dataset)
     shutil.copyfile(tokenizer_file, staging / tokenizer_file.name)
     torch.save(train_state, staging / TRAIN_STATE_FILE)
     if directory.exists():
@@ -476,9 +479,7 @@ def _train(config: TrainConfig, env: Distributed, device: torch.device) -> Train
             }
             if env.main:
                 directory = output / CHECKPOINTS_DIR / f"{step:08d}"
-                result.checkpoint = write_checkpoint(
-                    directory, weights, model_config, normalization, tokenizer_file, state
-                )
+                result.checkpoint = write_checkpoint(directory, weights, robot, tokenizer_file, state, config.dataset)
                 plot_losses(log_file, output / LOSS_PLOT_FILE)
             if env.world > 1:
                 dist.barrier()

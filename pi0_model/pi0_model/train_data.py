@@ -101,7 +101,16 @@ def robot_io_for(dataset: DatasetReader, cameras: Mapping[str, str], transforms:
         slots = dict(zip(names, CAMERA_SLOTS, strict=False))
     state_dim = int(dataset.columns["observation.state"].shape[1])
     action_dim = int(dataset.columns["action"].shape[1])
-    return RobotIO(camera_slots=slots, state_dim=state_dim, action_dim=action_dim, transforms=transforms)
+    dimension_names = {f.key: f.names or () for f in dataset.info.features}
+    state_names, action_names = dimension_names["observation.state"], dimension_names["action"]
+    return RobotIO(
+        camera_slots=slots,
+        state_dim=state_dim,
+        action_dim=action_dim,
+        transforms=transforms,
+        state_names=state_names if len(state_names) == state_dim else (),
+        action_names=action_names if len(action_names) == action_dim else (),
+    )
 
 
 def dataset_episodes(dataset: DatasetReader) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -8,9 +8,11 @@ checkpointing, and two-process gloo DDP equal to one process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -24,12 +26,12 @@ from pi0_model.checkpoint import NORM_STATS_FILE, save_checkpoint
 from pi0_model.config import Pi0Config
 from pi0_model.dataset import DatasetReader
 from pi0_model.dataset_writer import CameraSpec, DatasetSpec, DatasetWriter
-from pi0_model.errors import ConfigError
+from pi0_model.errors import CheckpointError, ConfigError
 from pi0_model.flow_matching import flow_matching_loss
 from pi0_model.lora import is_adapter
 from pi0_model.model import build_model, initialize_weights_
 from pi0_model.normalization import compute_normalization
-from pi0_model.policy import Pi0Policy
+from pi0_model.policy import Pi0Policy, RobotIO
 from pi0_model.tokenizer import tiny_sentencepiece_model, tiny_tokenizer
 from pi0_model.train import LOG_FILE, LOSS_PLOT_FILE, TRAIN_STATE_FILE, learning_rate, train
 from pi0_model.train_config import TrainConfig, parse_args
@@ -43,6 +45,7 @@ from pi0_model.train_data import (
     model_inputs,
     robot_io_for,
 )
+from pi0_model.trained_io import TRAINED_IO_FILE
 
 torch.set_num_threads(1)
 
@@ -265,6 +268,34 @@ def test_a_checkpoint_before_the_first_log_record_is_written(dataset_root, tmp_p
     assert (tmp_path / "run" / "checkpoints" / "00000001" / "model.safetensors").is_file()
     assert [step for step, _ in result.losses] == [2], "the last step is always logged"
     assert (tmp_path / "run" / LOSS_PLOT_FILE).is_file()
+
+
+def test_the_checkpoint_refuses_a_robot_that_reads_the_cameras_or_joints_otherwise(dataset_root, tmp_path):
+    result = train(tiny_run(dataset_root, tmp_path / "run", steps=1, cameras=("cam_high=base_0_rgb",)))
+    checkpoint = result.checkpoint
+    trained = json.loads((checkpoint / TRAINED_IO_FILE).read_text())
+    assert trained["camera_slots"] == {"cam_high": "base_0_rgb"} and trained["transforms"] == []
+    assert trained["state_names"] == ["a", "b", "g"] and trained["dataset"] == str(dataset_root)
+    io = RobotIO({"cam_high": "base_0_rgb"}, 3, 3, state_names=("a", "b", "g"), action_names=("a", "b", "g"))
+    Pi0Policy.from_checkpoint(checkpoint, io)  # as trained
+    Pi0Policy.from_checkpoint(checkpoint, dataclasses.replace(io, state_names=(), action_names=()))  # no names
+
+    wrong = [
+        (dataclasses.replace(io, camera_slots={"cam_wrist": "base_0_rgb"}), "cameras -> slots trained"),
+        (dataclasses.replace(io, camera_slots={"cam_high": "left_wrist_0_rgb"}), "cameras -> slots trained"),
+        (dataclasses.replace(io, transforms=("delta:2,-1",)), "transforms trained [], here"),
+        (dataclasses.replace(io, state_names=("b", "a", "g")), "state names trained ['a', 'b', 'g']"),
+        (RobotIO({"cam_high": "base_0_rgb"}, 3, 4), "action size trained 3, here 4"),
+    ]
+    for other, reason in wrong:
+        with pytest.raises(CheckpointError, match=re.escape(reason)) as refused:
+            Pi0Policy.from_checkpoint(checkpoint, other)
+        assert f"deleting {TRAINED_IO_FILE} skips this check" in str(refused.value)
+    (checkpoint / TRAINED_IO_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match="robot_io.json is malformed"):
+        Pi0Policy.from_checkpoint(checkpoint, io)
+    (checkpoint / TRAINED_IO_FILE).unlink()
+    Pi0Policy.from_checkpoint(checkpoint, wrong[0][0])  # openpi's and LeRobot's checkpoints carry no record
 
 
 def test_fine_tuning_starts_from_a_checkpoint(dataset_root, tmp_path):

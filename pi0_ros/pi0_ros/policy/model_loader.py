@@ -23,6 +23,8 @@ def robot_io(description: RobotDescription, norm_stats_path: str | None = None) 
         action_dim=len(description.policy.actions),
         transforms=description.policy.transforms,
         norm_stats_path=None if stats is None else str(stats),
+        state_names=description.policy.state,
+        action_names=description.policy.actions,
     )
 
 
