@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
+import re
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,26 +64,26 @@ class TrainConfig:
     transforms: tuple[str, ...] = ()  # robot adaptations as in RobotIO, e.g. ("aloha",)
     steps: int = 30_000  # train until this global step
     batch_size: int = 32  # global batch, split evenly over the processes
-    warmup_steps: int = 1_000
-    peak_lr: float = 2.5e-5
+    warmup_steps: int = 1_000  # linear warmup of the learning rate from peak_lr / (warmup + 1)
+    peak_lr: float = 2.5e-5  # learning rate at the end of the warmup
     decay_steps: int = 30_000  # cosine decay ends here (counted from step 0, warmup included)
-    decay_lr: float = 2.5e-6
-    adam_b1: float = 0.9
-    adam_b2: float = 0.95
-    adam_eps: float = 1e-8
-    weight_decay: float = 1e-10
-    clip_grad_norm: float = 1.0
+    decay_lr: float = 2.5e-6  # learning rate at decay_steps and after
+    adam_b1: float = 0.9  # AdamW beta1
+    adam_b2: float = 0.95  # AdamW beta2
+    adam_eps: float = 1e-8  # AdamW epsilon
+    weight_decay: float = 1e-10  # AdamW (decoupled) weight decay
+    clip_grad_norm: float = 1.0  # the gradients' global norm is clipped to this
     ema_decay: float = 0.99  # 0 = no EMA; with EMA the exported weights are the averaged ones
     augment: bool = True  # openpi's train-time image augmentations
     precision: str = "auto"  # PRECISIONS
     device: str = "auto"  # DEVICES
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute each layer in the backward pass: less memory, more time
     lora: str = "none"  # LORA_TARGETS
-    lora_rank_backbone: int = 16
-    lora_rank_expert: int = 32
+    lora_rank_backbone: int = 16  # LoRA rank of the Gemma 2B backbone (openpi's gemma_2b_lora)
+    lora_rank_expert: int = 32  # LoRA rank of the action expert (openpi's gemma_300m_lora)
     freeze: tuple[str, ...] = ()  # FREEZABLE_PARTS frozen entirely (LoRA freezes its stacks' base weights itself)
     fsdp: bool = False  # under torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
-    seed: int = 42
+    seed: int = 42  # model init (tiny), batch order, noise, augmentations
     save_every: int = 1_000  # steps between checkpoints (the last step is always saved)
     log_every: int = 10  # steps between log lines
     num_workers: int = 2  # data loader processes per training process
@@ -173,26 +175,39 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def field_comments() -> dict[str, str]:
+    """Each TrainConfig field's trailing comment in the source, its one documentation; {} without the source."""
+    try:
+        source = inspect.getsource(TrainConfig)
+    except (OSError, TypeError):
+        return {}
+    return {m.group(1): m.group(2) for m in re.finditer(r"^    (\w+): [^\n#]*?  # (.*)$", source, re.MULTILINE)}
+
+
 def argument_parser() -> argparse.ArgumentParser:
-    """One flag per TrainConfig field, typed from its annotation; dataset and output are positional."""
+    """One flag per TrainConfig field, typed from its annotation and explained by its comment; dataset and
+    output are positional."""
     parser = argparse.ArgumentParser(
         prog="python -m pi0_model.train",
         description="Fine-tune pi0 / pi0.5 on a LeRobot dataset (openpi's recipe). Use torchrun for several GPUs.",
     )
     hints = typing.get_type_hints(TrainConfig)
+    comments = field_comments()
     for field in dataclasses.fields(TrainConfig):
         hint = hints[field.name]
+        text = comments.get(field.name, "").replace("%", "%%")
         if field.name in ("dataset", "output"):
-            parser.add_argument(field.name)
+            parser.add_argument(field.name, help=text)
             continue
         default = field.default
+        text = f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
         if hint is bool:
-            parser.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(_flag(field.name), action=argparse.BooleanOptionalAction, default=default, help=text)
         elif hint == tuple[str, ...]:
-            parser.add_argument(_flag(field.name), nargs="*", default=default, metavar="VALUE")
+            parser.add_argument(_flag(field.name), nargs="*", default=default, metavar="VALUE", help=text)
         else:
             kind = next((t for t in (int, float, str) if hint is t or hint == t | None), str)
-            parser.add_argument(_flag(field.name), type=kind, default=default)
+            parser.add_argument(_flag(field.name), type=kind, default=default, help=text)
     return parser
 
 

@@ -34,7 +34,7 @@ from pi0_model.normalization import compute_normalization
 from pi0_model.policy import Pi0Policy, RobotIO
 from pi0_model.tokenizer import tiny_sentencepiece_model, tiny_tokenizer
 from pi0_model.train import LOG_FILE, LOSS_PLOT_FILE, TRAIN_STATE_FILE, learning_rate, train
-from pi0_model.train_config import TrainConfig, parse_args
+from pi0_model.train_config import TrainConfig, argument_parser, parse_args
 from pi0_model.train_data import (
     RobotData,
     TrainingSamples,
@@ -123,6 +123,11 @@ def test_cli_flags_come_from_the_config(tmp_path):
     )
     assert config.tiny == "pi05" and config.peak_lr == 1e-4 and not config.augment
     assert config.freeze == ("vision", "projector") and config.batch_size == 32 and config.ema_decay == 0.99
+    # every flag is explained by its field's comment in TrainConfig
+    flags = {a.dest: a.help for a in argument_parser()._actions if a.dest != "help"}
+    assert set(flags) == {f.name for f in dataclasses.fields(TrainConfig)}
+    assert all(text and not text.startswith("(default") for text in flags.values()), flags
+    assert flags["peak_lr"] == "learning rate at the end of the warmup (default: %(default)s)"
     for bad in (
         dict(tiny="pi1"),
         dict(tiny=None),  # neither a checkpoint nor a tiny model
