@@ -34,8 +34,16 @@ POLICY_STATUS = "policy_status"
 class ScriptedOperator(Node):
     """Plays the script in real time: the commands due at each control period, the episodes as goals."""
 
-    def __init__(self, context: Context, description: RobotDescription, settings: ScriptSettings) -> None:
+    def __init__(
+        self,
+        context: Context,
+        description: RobotDescription,
+        settings: ScriptSettings,
+        on_progress: Callable[[float], None] = lambda fraction: None,
+    ) -> None:
+        """on_progress: called with the fraction of the script played, at every further tenth."""
         super().__init__("pi0_scripted_operator", context=context)
+        self._on_progress = on_progress
         self._description = description
         self._episodes = episodes(description, settings)
         self._ticks: list[ScriptTick] = list(script(description, self._episodes, settings))
@@ -56,10 +64,6 @@ class ScriptedOperator(Node):
     def done(self) -> bool:
         return self._next >= len(self._ticks)
 
-    @property
-    def progress(self) -> float:
-        return self._next / len(self._ticks)
-
     def _on_tick(self) -> None:
         if self.done:
             return
@@ -68,6 +72,8 @@ class ScriptedOperator(Node):
         index = min(due, len(self._ticks)) - 1
         if index < self._next:
             return
+        if (index + 1) * 10 // len(self._ticks) > self._next * 10 // len(self._ticks):
+            self._on_progress((index + 1) / len(self._ticks))
         self._next = index + 1
         tick = self._ticks[index]
         if tick.episode != self._episode:
@@ -114,16 +120,8 @@ def record_demonstrations(
         camera_rate_hz=camera_rate_hz,
     )
     with SimRecording(recording_settings) as recording:
-        operator = recording.add(ScriptedOperator(recording.context, description, settings))
-        reported = [0.0]
-
-        def finished() -> bool:
-            if operator.progress - reported[0] >= 0.1:
-                reported[0] = operator.progress
-                report(operator.progress)
-            return operator.done
-
-        recording.spin_until(finished, settings.duration_s + 30.0, "the scripted demonstrations")
+        operator = recording.add(ScriptedOperator(recording.context, description, settings, on_progress=report))
+        recording.spin_until(lambda: operator.done, settings.duration_s + 30.0, "the scripted demonstrations")
         # The last episode's end (goal inactive) was published on the last tick: record it before closing.
         announcements = 2 * settings.episode_count
         recording.spin_until(

@@ -11,12 +11,12 @@ since the episode began.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from pi0_ros.core.robot_description import BASE_ACTION_NAMES, RobotDescription
+from pi0_ros.core.robot_description import BASE_ACTION_NAMES, JointSpec, RobotDescription
 
 # Goal offsets of an arm's joints, as a fraction of the joint's half range (capped by MAX_OFFSET),
 # by joint index within the arm; grippers use GRIPPER_OPENING, the base BASE_SPEED.
@@ -111,8 +111,9 @@ def episodes(description: RobotDescription, settings: ScriptSettings) -> tuple[E
     with a little noise, interleaved so consecutive episodes start far apart."""
     rng = np.random.default_rng(settings.seed)
     goals = {i: goal_pose(description, i) for i in DEMO_INSTRUCTIONS}
-    is_base = np.array([n in BASE_ACTION_NAMES for n in description.policy.actions])
-    lower, upper = _limits(description)
+    is_base = _base_mask(description)
+    lower = _per_action(description, lambda joint: joint.lower, base=-np.inf)
+    upper = _per_action(description, lambda joint: joint.upper, base=np.inf)
     schedule = []
     for number in range(settings.episodes_per_instruction):
         for instruction in DEMO_INSTRUCTIONS:
@@ -133,9 +134,8 @@ def script(
 ) -> Iterator[ScriptTick]:
     """The operator's command at every control period: reset to each episode's start, then demonstrate it."""
     period = description.control_period
-    is_base = np.array([n in BASE_ACTION_NAMES for n in description.policy.actions])
-    joints = {j.name: j for j in description.joints}
-    command = np.array([joints[n].home if n in joints else 0.0 for n in description.policy.actions])
+    is_base = _base_mask(description)
+    command = _per_action(description, lambda joint: joint.home, base=0.0)
     for number, episode in enumerate(schedule):
         for _ in range(round(settings.reset_s / period)):
             command = RESET.step(command, episode.start, period)
@@ -147,9 +147,13 @@ def script(
         command = np.where(is_base, 0.0, command)
 
 
-def _limits(description: RobotDescription) -> tuple[np.ndarray, np.ndarray]:
-    """[action_dim] position limits of the joints; unbounded for the base dimensions."""
-    joints = {j.name: j for j in description.joints}
-    lower = np.array([joints[n].lower if n in joints else -np.inf for n in description.policy.actions])
-    upper = np.array([joints[n].upper if n in joints else np.inf for n in description.policy.actions])
-    return lower, upper
+def _base_mask(description: RobotDescription) -> np.ndarray:
+    """[action_dim] bool: the base's velocity dimensions."""
+    return np.array([n in BASE_ACTION_NAMES for n in description.policy.actions])
+
+
+def _per_action(description: RobotDescription, of_joint: Callable[[JointSpec], float], base: float) -> np.ndarray:
+    """[action_dim]: `of_joint` of each joint, `base` for the base's dimensions."""
+    return np.array(
+        [base if n in BASE_ACTION_NAMES else of_joint(description.joint(n)) for n in description.policy.actions]
+    )
